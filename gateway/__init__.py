@@ -1,0 +1,1 @@
+"""WhatsChat Gateway core."""

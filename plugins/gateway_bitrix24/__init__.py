@@ -1,0 +1,1 @@
+"""Built-in bitrix24 plugin for WhatsChat Gateway."""

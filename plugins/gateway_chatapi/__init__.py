@@ -1,0 +1,1 @@
+"""Built-in chatapi plugin for WhatsChat Gateway."""

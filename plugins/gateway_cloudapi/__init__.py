@@ -1,0 +1,1 @@
+"""Built-in cloudapi plugin for WhatsChat Gateway."""

@@ -1,0 +1,1 @@
+"""Built-in greenapi plugin for WhatsChat Gateway."""
