@@ -1,0 +1,53 @@
+"""Every hook a plugin can implement, each with a one-line docstring.
+
+Signatures are documented in docs/plugins.md. Implement them with `@gateway.hookimpl`.
+Providers are classes registered through `register_providers`; the real work lives in them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from gateway.models import Message
+    from gateway.observe import Observation
+    from gateway.providers import Provider, Route
+    from gateway.runtime import Gateway
+
+hookspec = pluggy.HookspecMarker("gateway")
+hookimpl = pluggy.HookimplMarker("gateway")
+
+
+@hookspec
+def register_providers(register: Callable[[type[Provider]], None]) -> None:
+    """Register channel and CRM provider classes by calling `register(cls)` for each."""
+
+
+@hookspec
+def startup(gateway: Gateway) -> Any:
+    """Run once after the gateway has started its instances; may return an awaitable."""
+
+
+@hookspec
+def shutdown(gateway: Gateway) -> Any:
+    """Run once before the gateway stops its instances; may return an awaitable."""
+
+
+@hookspec
+def http_routes(gateway: Gateway) -> list[BaseRoute] | None:
+    """Return extra Starlette routes to serve next to the gateway's own."""
+
+
+@hookspec
+def filter_message(message: Message, route: Route, source: str) -> Message | bool | None:
+    """Return False to drop a message on a route, a Message to replace it, None to keep it."""
+
+
+@hookspec
+def observe(observation: Observation) -> None:
+    """Receive every pipeline observation (accepted, delivered, retried, dead-lettered, state)."""

@@ -1,0 +1,287 @@
+"""The provider contract: what a channel or CRM plugin implements.
+
+A plugin registers a `Provider` subclass through the `register_providers` hook. The core
+makes one instance of it per configured instance (`[channels.NAME]` or `[crms.NAME]` in the
+settings) and talks to it only through the methods below, in normalized types from
+`gateway.models`. Delivery methods take a batch and return one outcome per item, in order:
+a `Sent`, or a `DeliveryError` (temporary, ambiguous or permanent) for that item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from gateway.errors import DeliveryError
+from gateway.models import (
+    JSON,
+    AccountState,
+    AccountStatus,
+    Delete,
+    Edit,
+    InboundEvent,
+    Message,
+    StatusUpdate,
+)
+
+if TYPE_CHECKING:
+    import httpx
+    from starlette.responses import Response
+
+    from gateway.fetch import GuardedFetcher
+    from gateway.media import MediaStore
+
+ProviderKind = Literal["channel", "crm"]
+Direction = Literal["both", "inbound", "outbound"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider can take; the core adapts what it hands over to these."""
+
+    media_kinds: frozenset[str] = frozenset(
+        {"image", "video", "audio", "voice", "document", "sticker", "file"}
+    )
+    quotes: bool = True
+    edits: bool = False
+    deletes: bool = False
+    read_receipts: bool = False
+    groups: bool = False
+    max_text_length: int = 4096
+    max_file_size: int = 16 * 1024 * 1024
+    max_batch: int = 1
+    # True when resending the same item cannot double it at the destination (it dedupes on
+    # our id); False means an ambiguous failure is parked instead of retried blindly.
+    idempotent_sends: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A binding of a channel instance to a CRM instance and target, with a direction.
+
+    `direction` is seen from the customer: "inbound" moves channel -> CRM only,
+    "outbound" CRM -> channel only, "both" both ways.
+    """
+
+    name: str
+    channel: str
+    crm: str
+    target: str | None = None
+    direction: Direction = "both"
+    origin: Literal["settings", "store"] = "settings"
+
+    def carries(self, source: str) -> bool:
+        """Whether events from instance `source` travel along this route."""
+        if source == self.channel:
+            return self.direction in ("both", "inbound")
+        if source == self.crm:
+            return self.direction in ("both", "outbound")
+        return False
+
+    def other_side(self, source: str) -> str:
+        return self.crm if source == self.channel else self.channel
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """An inbound HTTP request, read fully, handed to the provider that owns its instance.
+
+    `subpath` is what follows `/webhooks/{instance}/` (a URL secret, or a page name).
+    Header names are lower-case.
+    """
+
+    method: str
+    subpath: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    client_host: str | None = None
+
+
+@dataclass(slots=True)
+class WebhookResult:
+    """What a provider made of a webhook: events to persist and, optionally, the reply.
+
+    The core commits `events` before it answers; `response` (e.g. a verification challenge
+    or an HTML page) replaces the default `{"ok": true, ...}` JSON reply.
+    """
+
+    events: list[InboundEvent] = field(default_factory=list)
+    response: Response | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One item the pipeline asks a destination to send.
+
+    `target_native_id` is the destination's id of the message an `Edit`/`Delete` refers to;
+    `quoted_target_id` the destination's id of the quoted message; both come from the id map.
+    """
+
+    job_id: int
+    route: Route
+    source: str
+    event: Message | Edit | Delete
+    target_native_id: str | None = None
+    quoted_target_id: str | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Success: the destination's own id for what was sent, and data to keep with it."""
+
+    native_id: str
+    extra: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Tells the source of a message what became of it at the destination.
+
+    `delivered_id` is the destination's id when it was accepted; `error` the reason when it
+    was refused for good (the source shows it to whoever wrote the message).
+    """
+
+    job_id: int
+    route: Route
+    message: Message | Edit | Delete
+    delivered_id: str | None = None
+    error: DeliveryError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusNotice:
+    """A delivery status to show at the source of a message, translated to its own id."""
+
+    job_id: int
+    route: Route
+    update: StatusUpdate
+    message_extra: Mapping[str, JSON] = field(default_factory=dict)
+
+
+Outcome = Sent | DeliveryError | None
+
+
+class ProviderState(Protocol):
+    """Durable key/value storage private to one instance (tokens, cursors, chat ids)."""
+
+    async def get(self, key: str) -> JSON | None: ...
+
+    async def put(self, key: str, value: JSON) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def items(self, prefix: str = "") -> list[tuple[str, JSON]]: ...
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Mutual exclusion on `key` across every process sharing the store."""
+        ...
+
+
+class Hub(Protocol):
+    """What a provider may ask of the running gateway."""
+
+    async def emit(self, instance: str, events: Sequence[InboundEvent]) -> list[bool]:
+        """Persist events that did not arrive by webhook (polling, refills); True if new."""
+        ...
+
+    def instance_names(self, kind: ProviderKind | None = None) -> list[str]: ...
+
+    async def account_state(self, instance: str) -> AccountState: ...
+
+    async def routes(self) -> list[Route]: ...
+
+    async def add_route(self, route: Route) -> None: ...
+
+    async def remove_route(self, name: str) -> None: ...
+
+    async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
+        """Whether `native_id` is a message the gateway itself sent through `instance`."""
+        ...
+
+    def webhook_url(self, instance: str, subpath: str = "") -> str: ...
+
+
+@dataclass(slots=True)
+class InstanceContext:
+    """Everything an instance gets from the core; tests build one with `gateway.testing`."""
+
+    name: str
+    config: Mapping[str, Any]
+    http: httpx.AsyncClient
+    state: ProviderState
+    hub: Hub
+    media: MediaStore
+    fetcher: GuardedFetcher
+    public_url: str
+
+
+class Provider:
+    """Base of channel and CRM providers. Subclass `ChannelProvider` or `CRMProvider`."""
+
+    kind: ClassVar[ProviderKind]
+    #: The value of `provider = "..."` that selects this class in the settings.
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Settings keys this provider needs, with a one-line help each (checked by `gateway check`).
+    required_settings: ClassVar[Mapping[str, str]] = {}
+    #: Optional keys with their default values.
+    optional_settings: ClassVar[Mapping[str, Any]] = {}
+    #: Keys whose values are secrets: never logged, never shown by the admin API.
+    secret_settings: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, context: InstanceContext) -> None:
+        self.context = context
+        self.instance = context.name
+        self.config: Mapping[str, Any] = {**self.optional_settings, **context.config}
+
+    @classmethod
+    def validate_settings(cls, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """Problems with one instance's settings as (key, what is wrong, how to fix)."""
+        problems = []
+        for key, help_text in cls.required_settings.items():
+            if config.get(key) in (None, ""):
+                problems.append((key, "is missing", f"set it: {help_text}"))
+        return problems
+
+    async def start(self) -> None:
+        """Open connections, point the provider's webhook at the gateway; may raise."""
+
+    async def stop(self) -> None:
+        """Release what `start` took."""
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookResult:
+        """Authenticate `request` and parse it; raise `BadRequest`/`Unauthorized` to refuse."""
+        raise NotImplementedError
+
+    async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
+        """Send each item; return one outcome per item, in order."""
+        raise NotImplementedError
+
+    async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:
+        """Tell the source side what became of messages it gave us (default: nothing)."""
+        return [None] * len(acks)
+
+    async def apply_status(self, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
+        """Show delivery statuses at this side (default: nothing)."""
+        return [None] * len(notices)
+
+    async def account_state(self) -> AccountState:
+        """The account's state now, as far as the provider tells (default: unknown)."""
+        return AccountState(AccountStatus.UNKNOWN)
+
+
+class ChannelProvider(Provider):
+    """A messenger account (a WhatsApp number) the customers write to."""
+
+    kind: ClassVar[ProviderKind] = "channel"
+
+
+class CRMProvider(Provider):
+    """Where operators answer (Bitrix24 Open Lines)."""
+
+    kind: ClassVar[ProviderKind] = "crm"

@@ -1,0 +1,251 @@
+"""The store interface: events, the job outbox with leased lanes, id maps, provider state.
+
+Every backend (embedded SQLite, PostgreSQL) implements `Store` and passes the contract suite
+in `gateway/store/contract.py`. Times are UNIX seconds (floats) passed in by the caller, so
+tests drive time explicitly.
+
+Ordering model: every job belongs to a *lane* (one conversation at one destination on one
+route). A lane is leased to one worker at a time and its jobs are handed out as a prefix in
+id order, so job n+1 of a conversation never starts before job n is finished, retried later
+(which blocks the lane until then) or dead-lettered.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.models import JSON
+
+JobKind = Literal["send", "ack", "status"]
+JobState = Literal["ready", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue; `payload` is JSON the pipeline wrote and will read back."""
+
+    kind: JobKind
+    route: str
+    source: str
+    destination: str
+    lane: str
+    payload: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored. `sending_since` is set while an attempt may be in flight."""
+
+    id: int
+    kind: JobKind
+    route: str
+    source: str
+    destination: str
+    lane: str
+    payload: JSON
+    state: JobState
+    attempts: int
+    created_at: float
+    available_at: float
+    last_error: str | None = None
+    sending_since: float | None = None
+    dead_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """One inbound event and the jobs it causes, committed together or not at all."""
+
+    instance: str
+    dedupe_key: str
+    event: JSON
+    jobs: Sequence[NewJob] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IdMapping:
+    """Source message id <-> destination message id, per route."""
+
+    route: str
+    source: str
+    source_id: str
+    destination: str
+    destination_id: str
+    conversation_id: str | None = None
+    extra: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A job that succeeded, with what it leaves behind (id map rows, follow-up jobs)."""
+
+    job_id: int
+    mappings: Sequence[IdMapping] = ()
+    followups: Sequence[NewJob] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStats:
+    destination: str
+    ready: int
+    dead: int
+    oldest_ready_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRoute:
+    name: str
+    channel: str
+    crm: str
+    target: str | None
+    direction: str
+
+
+class Store(ABC):
+    """What the core needs from persistence. All methods are safe to call concurrently."""
+
+    url: str
+
+    # lifecycle -------------------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush and disconnect."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise `StoreError` if the store cannot answer now."""
+
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The migration number the store is at."""
+
+    # inbound ---------------------------------------------------------------------------
+    @abstractmethod
+    async def ingest(self, items: Sequence[IngestItem], now: float) -> list[int | None]:
+        """Insert each event unless its (instance, dedupe_key) is known, with its jobs.
+
+        Returns the new event id, or None for a duplicate (whose jobs are not enqueued).
+        Committed before it returns: the caller may answer the webhook afterwards.
+        """
+
+    @abstractmethod
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+        """Add jobs that come from no webhook; returns their ids."""
+
+    # delivery --------------------------------------------------------------------------
+    @abstractmethod
+    async def claim(
+        self, destination: str, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[Job]:
+        """Lease due lanes of `destination` and return up to `limit` of their ready jobs.
+
+        Each lane contributes a prefix of its ready jobs in id order; lanes leased by someone
+        else (lease not expired) or waiting for a retry time are skipped.
+        """
+
+    @abstractmethod
+    async def mark_sending(self, job_ids: Sequence[int], now: float) -> None:
+        """Record that an attempt starts now (counts it, sets `sending_since`)."""
+
+    @abstractmethod
+    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
+        """Delete finished jobs, write their id maps and follow-ups, free their lanes."""
+
+    @abstractmethod
+    async def retry(
+        self, job_id: int, owner: str, available_at: float, error: str, now: float
+    ) -> None:
+        """Keep the job at its lane's head and block the lane until `available_at`."""
+
+    @abstractmethod
+    async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
+        """Park the job with its reason; the rest of its lane proceeds."""
+
+    @abstractmethod
+    async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
+        """Give back lane leases without finishing anything (shutdown, unprocessed jobs)."""
+
+    @abstractmethod
+    async def next_due(self, destination: str, now: float) -> float | None:
+        """When the earliest lane of `destination` becomes due (<= now: due already)."""
+
+    @abstractmethod
+    async def destinations_with_work(self, now: float) -> list[str]:
+        """Destinations that have at least one lane with ready jobs."""
+
+    # id map and statuses ---------------------------------------------------------------
+    @abstractmethod
+    async def lookup_by_source(self, route: str, source: str, source_id: str) -> IdMapping | None:
+        """The mapping of a message that `source` gave us, on `route`."""
+
+    @abstractmethod
+    async def lookup_by_destination(
+        self, destination: str, destination_id: str
+    ) -> IdMapping | None:
+        """The mapping of a message we delivered to `destination` with that id."""
+
+    @abstractmethod
+    async def merge_status(self, instance: str, native_id: str, status: int, now: float) -> bool:
+        """Store `status` for a message if it is higher than the stored one; True if it was."""
+
+    # dead letters and admin ------------------------------------------------------------
+    @abstractmethod
+    async def dead_letters(
+        self, *, limit: int = 100, destination: str | None = None, lane: str | None = None
+    ) -> list[Job]:
+        """Dead-lettered jobs, oldest first."""
+
+    @abstractmethod
+    async def replay(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        lane: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        now: float,
+    ) -> int:
+        """Make matching dead jobs ready again (attempts reset); returns how many."""
+
+    @abstractmethod
+    async def stats(self, now: float) -> list[DestinationStats]:
+        """Queue depth, dead letters and oldest ready job per destination."""
+
+    @abstractmethod
+    async def get_job(self, job_id: int) -> Job | None:
+        """One job by id, in any state."""
+
+    # provider state --------------------------------------------------------------------
+    @abstractmethod
+    async def kv_get(self, namespace: str, key: str) -> JSON | None: ...
+
+    @abstractmethod
+    async def kv_put(self, namespace: str, key: str, value: JSON) -> None: ...
+
+    @abstractmethod
+    async def kv_delete(self, namespace: str, key: str) -> None: ...
+
+    @abstractmethod
+    async def kv_items(self, namespace: str, prefix: str = "") -> list[tuple[str, JSON]]: ...
+
+    @abstractmethod
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Mutual exclusion on `name` for everyone sharing this store."""
+
+    # routes created at run time (e.g. linked from the Bitrix24 settings page) ----------
+    @abstractmethod
+    async def save_route(self, route: StoredRoute) -> None: ...
+
+    @abstractmethod
+    async def delete_route(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def load_routes(self) -> list[StoredRoute]: ...
