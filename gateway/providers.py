@@ -55,6 +55,10 @@ class Capabilities:
     # True when resending the same item cannot double it at the destination (it dedupes on
     # our id); False means an ambiguous failure is parked instead of retried blindly.
     idempotent_sends: bool = False
+    # Whether the source wants `acknowledge` calls (Bitrix24 clears its "sending" spinner) and
+    # `apply_status` calls for messages it gave us; without them no such jobs are made.
+    wants_acks: bool = False
+    wants_statuses: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +230,8 @@ class Provider:
     #: The value of `provider = "..."` that selects this class in the settings.
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: May be replaced per instance in `__init__` (e.g. a batch size taken from settings).
+    capabilities: Capabilities = Capabilities()
     #: Settings keys this provider needs, with a one-line help each (checked by `gateway check`).
     required_settings: ClassVar[Mapping[str, str]] = {}
     #: Optional keys with their default values.

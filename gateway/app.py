@@ -1,0 +1,130 @@
+"""The HTTP surface: webhooks, health, readiness, metrics, admin API and media links."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.admin import admin_routes
+from gateway.errors import BadRequest, WebhookError
+from gateway.http_errors import error_response, exception_handlers
+from gateway.observe import Observation
+from gateway.providers import WebhookRequest
+from gateway.runtime import Gateway
+
+log = logging.getLogger("gateway.http")
+
+WEBHOOK_METHODS = ["GET", "POST", "PUT", "HEAD"]
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    """The ASGI app of one gateway; its lifespan starts and stops the gateway."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    async def webhook(request: Request) -> Response:
+        instance = request.path_params["instance"]
+        provider = gateway.instances.get(instance)
+        if provider is None:
+            return error_response(404, f"no instance named {instance!r}")
+        try:
+            body = await _read_body(request, gateway.settings.max_body_bytes)
+            inbound = WebhookRequest(
+                method=request.method,
+                subpath=request.path_params.get("subpath", ""),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                query=dict(request.query_params),
+                body=body,
+                client_host=request.client.host if request.client else None,
+            )
+            result = await provider.handle_webhook(inbound)
+        except WebhookError as exc:
+            gateway.notify(
+                Observation(
+                    "rejected",
+                    instance,
+                    detail={"reason": type(exc).__name__.lower(), "status": exc.status},
+                )
+            )
+            return error_response(exc.status, exc.message, instance=instance)
+        accepted = await gateway.ingest(instance, result.events) if result.events else []
+        if result.response is not None:
+            return result.response
+        return JSONResponse(
+            {
+                "ok": True,
+                "accepted": sum(accepted),
+                "duplicates": len(accepted) - sum(accepted),
+            }
+        )
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> Response:
+        problems = list(gateway.problems)
+        try:
+            await gateway.store.ping()
+        except Exception as exc:
+            problems.append(f"store: {exc}")
+        if not gateway.ready:
+            problems.append("gateway is starting or stopping")
+        status = 200 if not problems else 503
+        return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
+
+    async def metrics(_request: Request) -> Response:
+        now = gateway.clock()
+        for stats in await gateway.store.stats(now):
+            name = stats.destination
+            gateway.metrics.set("gateway_queue_depth", float(stats.ready), destination=name)
+            gateway.metrics.set("gateway_queue_dead", float(stats.dead), destination=name)
+            age = 0.0 if stats.oldest_ready_at is None else max(0.0, now - stats.oldest_ready_at)
+            gateway.metrics.set("gateway_queue_oldest_age_seconds", age, destination=name)
+        return PlainTextResponse(
+            gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/webhooks/{instance}", webhook, methods=WEBHOOK_METHODS),
+        Route("/webhooks/{instance}/{subpath:path}", webhook, methods=WEBHOOK_METHODS),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        gateway.media.route(),
+        admin_routes(gateway),
+    ]
+    for extra in gateway.host.hook.http_routes(gateway=gateway):
+        routes.extend(extra or [])
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers=exception_handlers()
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes before it is all read."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise WebhookError(f"body larger than {limit} bytes", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WebhookError(f"body larger than {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,432 @@
+"""Workers that take jobs from the outbox and hand them to destination providers.
+
+Each destination instance gets `concurrency` slots. A slot leases due lanes (conversations)
+of its destination, up to the provider's `max_batch` jobs, calls the provider once per job
+kind, and records every outcome: finished (with id map rows and follow-up acks), retried
+with backoff, or dead-lettered with the reason. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.errors import AmbiguousError, DeliveryError, PermanentError, TemporaryError
+from gateway.models import Delete, Edit, Message, Sender, StatusUpdate, event_from_json
+from gateway.observe import Observation
+from gateway.planning import ack_job
+from gateway.providers import Ack, Outcome, Outgoing, Provider, Route, Sent, StatusNotice
+from gateway.store.base import Finished, IdMapping, Job, NewJob, Store
+
+log = logging.getLogger("gateway.delivery")
+
+AMBIGUOUS_REASON = (
+    "the outcome of sending is unknown (the gateway stopped or the call timed out after the "
+    "request left), and {destination} cannot recognise a resend, so it was not resent "
+    "automatically: check the conversation and replay this job if the message did not arrive"
+)
+STATUS_LOOKUP_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; a provider's `retry_after` wins when given."""
+
+    max_attempts: int = 10
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    jitter: float = 0.2
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        raw = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        return raw * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+@dataclass(slots=True)
+class _Results:
+    finished: list[Finished]
+    retries: list[tuple[Job, float, str]]
+    dead: list[tuple[Job, str]]
+    followups: list[NewJob]
+
+
+class Deliverer:
+    """Runs the delivery slots of every destination instance in this process."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        providers: Mapping[str, Provider],
+        routes: Callable[[], Mapping[str, Route]],
+        retry: RetryPolicy,
+        concurrency: int,
+        lease_seconds: float,
+        poll_interval: float,
+        clock: Callable[[], float],
+        notify: Callable[[Observation], None],
+        owner: str,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.routes = routes
+        self.retry_policy = retry
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.notify = notify
+        self.owner = owner
+        self._wakeups = {name: asyncio.Event() for name in providers}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    def wake(self, destination: str | None = None) -> None:
+        """Tell the slots of `destination` (or of every destination) that work is waiting."""
+        if destination is None:
+            for event in self._wakeups.values():
+                event.set()
+        elif destination in self._wakeups:
+            self._wakeups[destination].set()
+
+    async def start(self) -> None:
+        self._running = True
+        for name in self.providers:
+            for slot in range(self.concurrency):
+                task = asyncio.create_task(self._slot(name), name=f"deliver:{name}:{slot}")
+                self._tasks.append(task)
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _slot(self, destination: str) -> None:
+        wakeup = self._wakeups[destination]
+        limit = max(1, self.providers[destination].capabilities.max_batch)
+        while self._running:
+            wakeup.clear()
+            try:
+                jobs = await self.store.claim(
+                    destination, self.owner, limit, self.lease_seconds, self.clock()
+                )
+                if jobs:
+                    await self.process(destination, jobs)
+                    continue
+                await self._wait(destination, wakeup)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store hiccup must not kill the slot; the leases expire and the jobs return.
+                log.exception("delivery slot for %s failed; retrying", destination)
+                await self._sleep(wakeup, self.poll_interval)
+
+    async def _wait(self, destination: str, wakeup: asyncio.Event) -> None:
+        now = self.clock()
+        due = await self.store.next_due(destination, now)
+        timeout = self.poll_interval
+        if due is not None and due > now:
+            timeout = min(timeout, due - now)
+        await self._sleep(wakeup, timeout)
+
+    @staticmethod
+    async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), seconds)
+
+    async def process(self, destination: str, jobs: Sequence[Job]) -> None:
+        """Deliver one claimed batch and record every outcome; frees the lanes at the end."""
+        provider = self.providers[destination]
+        results = _Results([], [], [], [])
+        routes = self.routes()
+        live: list[tuple[Job, Route]] = []
+        for job in jobs:
+            route = routes.get(job.route)
+            if route is None:
+                results.dead.append((job, f"route {job.route!r} no longer exists"))
+            elif (
+                job.kind == "send"
+                and job.sending_since is not None
+                and not provider.capabilities.idempotent_sends
+            ):
+                results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
+                self._failure_ack(job, route, AmbiguousError("delivery outcome unknown"), results)
+            else:
+                live.append((job, route))
+        if live:
+            await self.store.mark_sending([job.id for job, _ in live], self.clock())
+        blocked: set[str] = set()
+        for kind in ("send", "ack", "status"):
+            batch = [(j, r) for j, r in live if j.kind == kind and j.lane not in blocked]
+            if batch:
+                await self._deliver_kind(provider, kind, batch, results)
+                blocked.update(job.lane for job, _, _ in results.retries)
+        await self._record(destination, jobs, results)
+
+    async def _deliver_kind(
+        self,
+        provider: Provider,
+        kind: str,
+        batch: list[tuple[Job, Route]],
+        results: _Results,
+    ) -> None:
+        prepared: list[tuple[Job, Route, object]] = []
+        for job, route in batch:
+            try:
+                item = await self._prepare(kind, job, route)
+            except DeliveryError as exc:
+                self._apply(job, route, exc, results)
+                continue
+            if item is None:
+                results.finished.append(Finished(job.id))
+            else:
+                prepared.append((job, route, item))
+        if not prepared:
+            return
+        items = [item for _, _, item in prepared]
+        try:
+            if kind == "send":
+                outcomes = await provider.send(items)  # type: ignore[arg-type]
+            elif kind == "ack":
+                outcomes = await provider.acknowledge(items)  # type: ignore[arg-type]
+            else:
+                outcomes = await provider.apply_status(items)  # type: ignore[arg-type]
+            if len(outcomes) != len(items):
+                raise TemporaryError(
+                    f"provider returned {len(outcomes)} outcomes for {len(items)} items"
+                )
+        except DeliveryError as exc:
+            outcomes = [exc] * len(items)
+        except Exception as exc:
+            log.exception("%s.%s raised", provider.instance, kind)
+            outcomes = [TemporaryError(f"{type(exc).__name__}: {exc}")] * len(items)
+        for (job, route, item), outcome in zip(prepared, outcomes, strict=True):
+            self._apply(job, route, outcome, results, item)
+
+    async def _prepare(self, kind: str, job: Job, route: Route) -> object | None:
+        """The provider-facing object for a job, with ids translated through the id map."""
+        payload = job.payload
+        event = event_from_json(payload["event"])
+        if kind == "ack":
+            error = payload.get("error")
+            return Ack(
+                job_id=job.id,
+                route=route,
+                message=event,  # type: ignore[arg-type]
+                delivered_id=payload.get("delivered_id"),
+                error=PermanentError(error["text"], code=error.get("code")) if error else None,
+            )
+        if kind == "status":
+            assert isinstance(event, StatusUpdate)
+            return await self._status_notice(job, route, event)
+        assert isinstance(event, Message | Edit | Delete)
+        return await self._outgoing(job, route, event)
+
+    async def _outgoing(self, job: Job, route: Route, event: Message | Edit | Delete) -> Outgoing:
+        capabilities = self.providers[job.destination].capabilities
+        target_id: str | None = None
+        quoted_id: str | None = None
+        if isinstance(event, Edit | Delete):
+            target_id = await self._translate(route, job.source, event.native_id)
+            if target_id is None:
+                raise PermanentError(
+                    f"the message this {event.kind} refers to was never delivered, "
+                    "so there is nothing to change at the destination",
+                    code="unknown_message",
+                )
+            supported = capabilities.edits if isinstance(event, Edit) else capabilities.deletes
+            if not supported:
+                event = _as_note(event)
+                quoted_id = target_id
+                target_id = None
+        elif event.quoted_native_id is not None:
+            quoted_id = await self._translate(route, job.source, event.quoted_native_id)
+        return Outgoing(
+            job_id=job.id,
+            route=route,
+            source=job.source,
+            event=event,
+            target_native_id=target_id,
+            quoted_target_id=quoted_id,
+            attempt=job.attempts + 1,
+        )
+
+    async def _translate(self, route: Route, source: str, native_id: str) -> str | None:
+        """The other side's id of a message `source` knows as `native_id`, either way."""
+        forward = await self.store.lookup_by_source(route.name, source, native_id)
+        if forward is not None:
+            return forward.destination_id
+        backward = await self.store.lookup_by_destination(source, native_id)
+        if backward is not None and backward.route == route.name:
+            return backward.source_id
+        return None
+
+    async def _status_notice(
+        self, job: Job, route: Route, event: StatusUpdate
+    ) -> StatusNotice | None:
+        mapping = await self.store.lookup_by_destination(job.source, event.native_id)
+        if mapping is None:
+            # The status may overtake the commit of the send that produced its id.
+            if job.attempts < STATUS_LOOKUP_ATTEMPTS:
+                raise TemporaryError("message not in the id map yet", retry_after=1.0)
+            return None
+        if mapping.route != route.name:
+            return None
+        rose = await self.store.merge_status(
+            job.source, event.native_id, int(event.status), self.clock()
+        )
+        if not rose and job.attempts == 0:
+            return None
+        update = StatusUpdate(
+            native_id=mapping.source_id,
+            status=event.status,
+            conversation_id=mapping.conversation_id or event.conversation_id,
+            error_code=event.error_code,
+            error_text=event.error_text,
+            timestamp=event.timestamp,
+        )
+        source_extra = mapping.extra.get("source", {}) if isinstance(mapping.extra, dict) else {}
+        return StatusNotice(job.id, route, update, message_extra=source_extra)
+
+    def _apply(
+        self,
+        job: Job,
+        route: Route,
+        outcome: Outcome,
+        results: _Results,
+        item: object | None = None,
+    ) -> None:
+        if outcome is None or isinstance(outcome, Sent):
+            results.finished.append(self._finished(job, route, outcome, item))
+            return
+        attempts = job.attempts + 1
+        destination = job.destination
+        ambiguous = isinstance(outcome, AmbiguousError) and job.kind == "send"
+        if ambiguous and not self.providers[destination].capabilities.idempotent_sends:
+            results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
+            self._failure_ack(job, route, outcome, results)
+        elif isinstance(outcome, TemporaryError) and attempts < self.retry_policy.max_attempts:
+            delay = self.retry_policy.delay(attempts, outcome.retry_after)
+            results.retries.append((job, self.clock() + delay, str(outcome)))
+        else:
+            reason = str(outcome)
+            if isinstance(outcome, TemporaryError):
+                reason = f"gave up after {attempts} attempts: {outcome}"
+            results.dead.append((job, reason))
+            self._failure_ack(job, route, outcome, results)
+
+    def _finished(
+        self, job: Job, route: Route, outcome: Sent | None, item: object | None
+    ) -> Finished:
+        if job.kind != "send" or not isinstance(item, Outgoing):
+            return Finished(job.id)
+        event = item.event
+        mappings: list[IdMapping] = []
+        if outcome is not None and isinstance(event, Message):
+            mappings.append(
+                IdMapping(
+                    route=route.name,
+                    source=job.source,
+                    source_id=event.native_id,
+                    destination=job.destination,
+                    destination_id=outcome.native_id,
+                    conversation_id=event.conversation_id,
+                    extra={"source": dict(event.extra), "destination": dict(outcome.extra)},
+                )
+            )
+        followups: list[NewJob] = []
+        if self._wants_acks(job.source):
+            delivered = outcome.native_id if outcome is not None else None
+            followups.append(ack_job(route, job.source, job.payload, delivered_id=delivered))
+        return Finished(job.id, mappings=mappings, followups=followups)
+
+    def _failure_ack(self, job: Job, route: Route, error: DeliveryError, results: _Results) -> None:
+        if job.kind == "send" and self._wants_acks(job.source):
+            detail = {"code": error.code, "text": error.text}
+            results.followups.append(ack_job(route, job.source, job.payload, error=detail))
+
+    def _wants_acks(self, instance: str) -> bool:
+        provider = self.providers.get(instance)
+        return provider is not None and provider.capabilities.wants_acks
+
+    async def _record(self, destination: str, jobs: Sequence[Job], results: _Results) -> None:
+        now = self.clock()
+        # Dead letters and retries first: `finish` frees the lanes, and a lane must not be
+        # handed to another slot while one of its jobs is still at its head undecided.
+        for job, reason in results.dead:
+            await self.store.dead_letter(job.id, self.owner, reason, now)
+            self.notify(
+                Observation(
+                    "dead_lettered",
+                    destination,
+                    job.route,
+                    None,
+                    job.id,
+                    {"reason": reason, "kind": job.kind},
+                )
+            )
+        for job, at, error in results.retries:
+            await self.store.retry(job.id, self.owner, at, error, now)
+            self.notify(
+                Observation(
+                    "retried",
+                    destination,
+                    job.route,
+                    None,
+                    job.id,
+                    {"error": error, "kind": job.kind, "retry_in": at - now},
+                )
+            )
+        if results.followups:
+            await self.store.enqueue(results.followups, now)
+        await self.store.finish(results.finished, self.owner, now)
+        await self.store.release(self.owner, sorted({job.lane for job in jobs}), now)
+        by_id = {job.id: job for job in jobs}
+        for finished in results.finished:
+            job = by_id[finished.job_id]
+            self.notify(
+                Observation(
+                    "delivered",
+                    destination,
+                    job.route,
+                    _message_id(job),
+                    job.id,
+                    {"kind": job.kind, "latency": now - job.created_at},
+                )
+            )
+        for followup in results.followups:
+            self.wake(followup.destination)
+        for finished in results.finished:
+            for followup in finished.followups:
+                self.wake(followup.destination)
+
+
+_NOTE_SENDER = Sender(id="gateway", name="Gateway")
+
+
+def _as_note(event: Edit | Delete) -> Message:
+    """An edit or delete for a destination that cannot apply it, as a visible note."""
+    text = f"✏️ edited: {event.text}" if isinstance(event, Edit) else "🗑 message deleted"
+    return Message(
+        conversation_id=event.conversation_id,
+        native_id=f"{event.native_id}#{event.kind}",
+        sender=_NOTE_SENDER,
+        text=text,
+        quoted_native_id=event.native_id,
+        is_note=True,
+        extra=event.extra,
+    )
+
+
+def _message_id(job: Job) -> str | None:
+    event = job.payload.get("event", {}) if isinstance(job.payload, dict) else {}
+    native = event.get("native_id")
+    return str(native) if native is not None else None

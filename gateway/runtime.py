@@ -1,0 +1,431 @@
+"""The running gateway: instances, routes, the store, ingest and the delivery workers.
+
+`Gateway` is what the HTTP app, the CLI and plugins hold. It implements the `Hub` protocol
+that providers use to reach back into the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.delivery import Deliverer, RetryPolicy
+from gateway.fetch import GuardedFetcher
+from gateway.media import MediaStore
+from gateway.metrics import Metrics, standard_metrics
+from gateway.models import (
+    JSON,
+    AccountState,
+    AccountStatus,
+    InboundEvent,
+    Message,
+)
+from gateway.observe import Observation
+from gateway.planning import plan
+from gateway.plugins import PluginHost
+from gateway.providers import InstanceContext, Provider, ProviderKind, Route
+from gateway.settings import GatewaySettings
+from gateway.store import open_store
+from gateway.store.base import Store, StoredRoute
+
+log = logging.getLogger("gateway")
+
+
+class InstanceState:
+    """Durable key/value storage of one instance, namespaced in the gateway store."""
+
+    def __init__(self, store: Store, namespace: str) -> None:
+        self._store = store
+        self._namespace = namespace
+
+    async def get(self, key: str) -> JSON | None:
+        return await self._store.kv_get(self._namespace, key)
+
+    async def put(self, key: str, value: JSON) -> None:
+        await self._store.kv_put(self._namespace, key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._store.kv_delete(self._namespace, key)
+
+    async def items(self, prefix: str = "") -> list[tuple[str, JSON]]:
+        return await self._store.kv_items(self._namespace, prefix)
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self._store.lock(f"{self._namespace}:{key}")
+
+
+class Gateway:
+    """One gateway process: build it from settings, `start()` it, `stop()` it."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        host: PluginHost,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+        resolver: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.clock = clock
+        self.admin_token = settings.admin_token
+        self.metrics: Metrics = standard_metrics()
+        self.store: Store = store if store is not None else open_store(settings.store_url)
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+        fetch = settings.fetch
+        self.fetcher = GuardedFetcher(
+            self.http,
+            allow_private=fetch.allow_private,
+            allowed_hosts=fetch.allowed_hosts,
+            timeout=fetch.timeout,
+            max_bytes=fetch.max_bytes,
+            resolver=resolver,
+        )
+        media = settings.media
+        self.media = MediaStore(
+            Path(media.directory),
+            settings.public_url,
+            secret=secrets.token_bytes(32),
+            max_total_bytes=media.max_total_bytes,
+            max_file_bytes=media.max_file_bytes,
+            ttl_seconds=media.ttl_seconds,
+            clock=clock,
+        )
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.instances: dict[str, Provider] = {}
+        self.kinds: dict[str, ProviderKind] = {}
+        self._routes: dict[str, Route] = {}
+        self._states: dict[str, AccountState] = {}
+        self.deliverer: Deliverer | None = None
+        self.ready = False
+        self.problems: list[str] = []
+        # Looked up once: the hook is called for every message on the hot path.
+        self._observers = self.host.hook.observe.get_hookimpls()
+        self._filters = self.host.hook.filter_message.get_hookimpls()
+        self._build_instances()
+
+    # construction ----------------------------------------------------------------------
+    def _build_instances(self) -> None:
+        providers = self.host.providers or self.host.collect_providers()
+        for kind, table in (("channel", self.settings.channels), ("crm", self.settings.crms)):
+            for name, instance in table.items():
+                cls = providers[instance.provider]
+                context = InstanceContext(
+                    name=name,
+                    config=instance.options,
+                    http=self.http,
+                    state=InstanceState(self.store, f"instance:{name}"),
+                    hub=self,
+                    media=self.media,
+                    fetcher=self.fetcher,
+                    public_url=self.settings.public_url,
+                )
+                self.instances[name] = cls(context)
+                self.kinds[name] = kind  # type: ignore[assignment]
+        for route in self.settings.routes:
+            self._routes[route.name] = Route(
+                name=route.name,
+                channel=route.channel,
+                crm=route.crm,
+                target=route.target,
+                direction=route.direction,
+            )
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.open()
+        for stored in await self.store.load_routes():
+            self._routes.setdefault(stored.name, _route_from_stored(stored))
+        retry = self.settings.retry
+        workers = self.settings.workers
+        self.deliverer = Deliverer(
+            store=self.store,
+            providers=self.instances,
+            routes=lambda: self._routes,
+            retry=RetryPolicy(retry.max_attempts, retry.base_delay, retry.max_delay, retry.jitter),
+            concurrency=workers.concurrency,
+            lease_seconds=workers.lease_seconds,
+            poll_interval=workers.poll_interval,
+            clock=self.clock,
+            notify=self.notify,
+            owner=self.owner,
+        )
+        for name, provider in self.instances.items():
+            try:
+                await provider.start()
+            except Exception as exc:
+                # One instance that cannot reach its provider must not stop the others;
+                # its jobs wait in the queue and /readyz says what is wrong.
+                log.exception("instance %s failed to start", name, extra={"instance": name})
+                self.problems.append(f"{name}: {type(exc).__name__}: {exc}")
+                self._set_state(name, AccountState(AccountStatus.ERROR, detail=str(exc)))
+        await self.deliverer.start()
+        self.deliverer.wake()
+        await _call_each(self.host.hook.startup, gateway=self)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await _call_each(self.host.hook.shutdown, gateway=self)
+        if self.deliverer is not None:
+            await self.deliverer.stop()
+        for name, provider in self.instances.items():
+            try:
+                await provider.stop()
+            except Exception:
+                log.exception("instance %s failed to stop", name, extra={"instance": name})
+        await self.store.close()
+        if self._own_http:
+            await self.http.aclose()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    # ingest ----------------------------------------------------------------------------
+    async def ingest(self, instance: str, events: Sequence[InboundEvent]) -> list[bool]:
+        """Persist events from `instance` with their jobs; True for each one that was new."""
+        routable: list[InboundEvent] = []
+        for inbound in events:
+            if isinstance(inbound.event, AccountState):
+                self._set_state(instance, inbound.event)
+            else:
+                routable.append(inbound)
+        if not routable:
+            return [True] * len(events)
+        routes = list(self._routes.values())
+        message_filter = self._filter if self._filters else None
+        items = [
+            plan(instance, inbound, routes, message_filter, self._wants_statuses)
+            for inbound in routable
+        ]
+        ids = await self.store.ingest(items, self.clock())
+        accepted: list[bool] = []
+        for inbound, item, event_id in zip(routable, items, ids, strict=True):
+            new = event_id is not None
+            accepted.append(new)
+            native = getattr(inbound.event, "native_id", None)
+            self.notify(
+                Observation(
+                    "accepted" if new else "duplicate",
+                    instance,
+                    message_id=native,
+                    detail={"jobs": len(item.jobs) if new else 0, "kind": inbound.event.kind},
+                )
+            )
+            if new and self.deliverer is not None:
+                for job in item.jobs:
+                    self.deliverer.wake(job.destination)
+        return accepted
+
+    emit = ingest
+
+    def _filter(self, message: Message, route: Route, source: str) -> Message | None:
+        for result in self.host.hook.filter_message(message=message, route=route, source=source):
+            if result is False:
+                return None
+            if isinstance(result, Message):
+                message = result
+        return message
+
+    def _wants_statuses(self, instance: str) -> bool:
+        provider = self.instances.get(instance)
+        return provider is not None and provider.capabilities.wants_statuses
+
+    # observations ----------------------------------------------------------------------
+    def notify(self, observation: Observation) -> None:
+        """Count, log and hand an observation to the `observe` hook."""
+        metrics = self.metrics
+        detail = observation.detail
+        kind = str(detail.get("kind", ""))
+        where = observation.instance or ""
+        if observation.type == "accepted":
+            metrics.inc("gateway_events_received_total", instance=where)
+        elif observation.type == "duplicate":
+            metrics.inc("gateway_events_duplicate_total", instance=where)
+        elif observation.type == "rejected":
+            metrics.inc(
+                "gateway_webhooks_rejected_total", instance=where, reason=str(detail.get("reason"))
+            )
+        elif observation.type == "delivered":
+            metrics.inc("gateway_jobs_delivered_total", destination=where, kind=kind)
+            metrics.observe(
+                "gateway_delivery_latency_seconds", float(detail["latency"]), destination=where
+            )
+        elif observation.type == "retried":
+            metrics.inc("gateway_jobs_retried_total", destination=where, kind=kind)
+        elif observation.type == "dead_lettered":
+            metrics.inc("gateway_jobs_dead_lettered_total", destination=where, kind=kind)
+        level = logging.WARNING if observation.type in ("dead_lettered", "rejected") else (
+            logging.INFO if observation.type != "delivered" else logging.DEBUG
+        )
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s %s",
+                observation.type,
+                " ".join(f"{k}={v}" for k, v in detail.items()),
+                extra={
+                    "instance": observation.instance,
+                    "route": observation.route,
+                    "message_id": observation.message_id,
+                    "job_id": observation.job_id,
+                },
+            )
+        for impl in self._observers:
+            try:
+                impl.function(observation=observation)
+            except Exception:
+                log.exception("observe hook of plugin %s failed", impl.plugin_name)
+
+    def _set_state(self, instance: str, state: AccountState) -> None:
+        previous = self._states.get(instance)
+        self._states[instance] = state
+        for status in AccountStatus:
+            self.metrics.set(
+                "gateway_account_state",
+                1.0 if status == state.status else 0.0,
+                instance=instance,
+                state=status.value,
+            )
+        if previous is None or previous.status != state.status:
+            self.notify(
+                Observation(
+                    "account_state",
+                    instance,
+                    detail={"state": state.status.value, "detail": state.detail or ""},
+                )
+            )
+
+    # Hub -------------------------------------------------------------------------------
+    def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
+        return [name for name, k in self.kinds.items() if kind is None or k == kind]
+
+    async def account_state(self, instance: str) -> AccountState:
+        provider = self.instances[instance]
+        try:
+            state = await provider.account_state()
+        except Exception as exc:
+            log.warning("account state of %s unavailable: %s", instance, exc)
+            return self._states.get(instance, AccountState(AccountStatus.UNKNOWN, str(exc)))
+        if state.status is AccountStatus.UNKNOWN and instance in self._states:
+            return self._states[instance]
+        self._set_state(instance, state)
+        return state
+
+    async def routes(self) -> list[Route]:
+        return list(self._routes.values())
+
+    def route_map(self) -> Mapping[str, Route]:
+        return self._routes
+
+    async def add_route(self, route: Route) -> None:
+        for name in (route.channel, route.crm):
+            if name not in self.instances:
+                raise ValueError(f"no instance named {name!r}")
+        stored = StoredRoute(route.name, route.channel, route.crm, route.target, route.direction)
+        await self.store.save_route(stored)
+        self._routes[route.name] = _route_from_stored(stored)
+
+    async def remove_route(self, name: str) -> None:
+        await self.store.delete_route(name)
+        self._routes.pop(name, None)
+
+    async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
+        return await self.store.lookup_by_destination(instance, native_id) is not None
+
+    def webhook_url(self, instance: str, subpath: str = "") -> str:
+        base = f"{self.settings.public_url.rstrip('/')}/webhooks/{instance}"
+        return f"{base}/{subpath.lstrip('/')}" if subpath else base
+
+    def wake(self, destination: str | None = None) -> None:
+        if self.deliverer is not None:
+            self.deliverer.wake(destination)
+
+    # admin views -----------------------------------------------------------------------
+    async def instances_info(self) -> list[dict[str, Any]]:
+        info = []
+        for name, provider in self.instances.items():
+            state = await self.account_state(name)
+            info.append(
+                {
+                    "name": name,
+                    "kind": self.kinds[name],
+                    "provider": provider.name,
+                    "state": state.status.value,
+                    "detail": state.detail,
+                    "has_qr": state.qr is not None,
+                    "webhook_url": self.webhook_url(name),
+                }
+            )
+        return info
+
+    async def routes_info(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name,
+                "channel": r.channel,
+                "crm": r.crm,
+                "target": r.target,
+                "direction": r.direction,
+                "origin": r.origin,
+            }
+            for r in self._routes.values()
+        ]
+
+    async def plugins_info(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name,
+                "module": r.module,
+                "loaded": r.loaded,
+                "error": r.error,
+                "providers": r.providers,
+            }
+            for r in self.host.reports
+        ]
+
+
+def _route_from_stored(stored: StoredRoute) -> Route:
+    direction = stored.direction if stored.direction in ("both", "inbound", "outbound") else "both"
+    return Route(
+        name=stored.name,
+        channel=stored.channel,
+        crm=stored.crm,
+        target=stored.target,
+        direction=direction,  # type: ignore[arg-type]
+        origin="store",
+    )
+
+
+async def _call_each(hook: Any, **kwargs: Any) -> None:
+    """Call every implementation of a lifecycle hook; one failing plugin is logged by name."""
+    for impl in hook.get_hookimpls():
+        try:
+            result = impl.function(**kwargs)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("%s hook of plugin %s failed", hook.name, impl.plugin_name)
+
