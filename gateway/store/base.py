@@ -148,7 +148,10 @@ class Store(ABC):
         """Lease due lanes of `destination` and return up to `limit` of their ready jobs.
 
         Each lane contributes a prefix of its ready jobs in id order; lanes leased by someone
-        else (lease not expired) or waiting for a retry time are skipped.
+        else (lease not expired) or waiting for a retry time are skipped. A lease lasts until
+        every job it handed out is finished or dead-lettered, one of them is retried (the rest
+        then wait behind it), or it is released or expires: finishing a prefix job by job
+        never lets another worker into the lane while the next job may be in flight.
         """
 
     @abstractmethod
@@ -157,7 +160,11 @@ class Store(ABC):
 
     @abstractmethod
     async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
-        """Delete finished jobs, write their id maps and follow-ups, free their lanes."""
+        """Delete finished jobs, write their id maps and follow-ups, free their lanes.
+
+        A job that is gone already (finished under an expired lease by someone else) is
+        skipped with its follow-ups; a mapping whose (route, source, source_id) exists is kept.
+        """
 
     @abstractmethod
     async def retry(
@@ -213,7 +220,10 @@ class Store(ABC):
         until: float | None = None,
         now: float,
     ) -> int:
-        """Make matching dead jobs ready again (attempts reset); returns how many."""
+        """Make matching dead jobs ready again (attempts reset); returns how many.
+
+        Filters combine; `since` and `until` bound `dead_at` inclusively; no filter: all.
+        """
 
     @abstractmethod
     async def stats(self, now: float) -> list[DestinationStats]:

@@ -1,0 +1,330 @@
+"""The embedded store: one SQLite file, for single-process deployments.
+
+Every call, reads included, runs on one dedicated thread that owns the connection (see
+`sqlite_thread`), so the event loop never blocks on SQLite and writes queued together share
+one transaction and one fsync. Reads go through the same queue: they are microseconds, and
+a second connection would only add a second view of the data to reason about.
+
+Durability (see `sqlite_schema`): WAL with `synchronous=FULL`; an awaited write has been
+committed and fsynced, so a webhook may be answered as soon as `ingest` returns.
+
+Scope: one process per database file. `lock()` is an asyncio lock held in this store
+object, so it excludes tasks of this process only; run the PostgreSQL backend to share a
+database between several gateway processes. The store uses asyncio (`asyncio.wrap_future`,
+`asyncio.Lock`) and may be used from any event loop, one store per loop being the norm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import os
+import sqlite3
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import IO, Any, TypeVar
+
+import orjson
+
+from gateway.errors import StoreError
+from gateway.models import JSON
+from gateway.store import sqlite_queue as q
+from gateway.store.base import (
+    DestinationStats,
+    Finished,
+    IdMapping,
+    IngestItem,
+    Job,
+    NewJob,
+    Store,
+    StoredRoute,
+)
+from gateway.store.sqlite_schema import MEMORY, connect, current_version
+from gateway.store.sqlite_thread import Writer
+
+T = TypeVar("T")
+
+_MAPPING_COLUMNS = "route, source, source_id, destination, destination_id, conversation_id, extra"
+
+
+class SQLiteStore(Store):
+    """`Store` on a SQLite file (or `:memory:`, which lives as long as the open store)."""
+
+    def __init__(self, path: str, *, url: str | None = None, exclusive: bool = True) -> None:
+        self.path = path
+        self.exclusive = exclusive and path != MEMORY
+        self.url = url or ("sqlite://:memory:" if path == MEMORY else f"sqlite:///{path}")
+        self._writer: Writer | None = None
+        self._lock_file: IO[bytes] | None = None
+        # Weak: a lock nobody holds or waits for can go; the next caller gets a fresh one.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError(f"the SQLite store {self.path} is not open")
+        return await asyncio.wrap_future(self._writer.submit(operation))
+
+    # lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        if self.exclusive:
+            self._lock_file = _exclusive_lock(self.path)
+        writer = Writer(functools.partial(connect, self.path), name=f"sqlite {self.path}")
+        await asyncio.wrap_future(writer.start())
+        self._writer = writer
+        if self.exclusive:
+            # We hold the only lock on this file, so every lease in it belongs to a process
+            # that died (SIGKILL, power loss): free them so delivery resumes at once.
+            await self._run(q.free_all_leases)
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.wrap_future(writer.stop())
+        lock_file, self._lock_file = self._lock_file, None
+        if lock_file is not None:
+            lock_file.close()
+
+    async def ping(self) -> None:
+        await self._run(_fetchone("SELECT 1", ()))
+
+    async def schema_version(self) -> int:
+        return await self._run(current_version)
+
+    # inbound ---------------------------------------------------------------------------
+    async def ingest(self, items: Sequence[IngestItem], now: float) -> list[int | None]:
+        # Encoded here, so a payload that is not JSON fails in the caller, before any SQL.
+        rows = [
+            (i.instance, i.dedupe_key, orjson.dumps(i.event), [_job_row(j) for j in i.jobs])
+            for i in items
+        ]
+        return await self._run(lambda c: q.ingest(c, rows, now))
+
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+        rows = [_job_row(job) for job in jobs]
+        return await self._run(lambda c: q.insert_jobs(c, rows, now))
+
+    # delivery --------------------------------------------------------------------------
+    async def claim(
+        self, destination: str, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[Job]:
+        return await self._run(lambda c: q.claim(c, destination, owner, limit, lease_seconds, now))
+
+    async def mark_sending(self, job_ids: Sequence[int], now: float) -> None:
+        ids = list(job_ids)
+        await self._run(lambda c: q.mark_sending(c, ids, now))
+
+    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
+        rows = [
+            (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
+            for f in finished
+        ]
+        await self._run(lambda c: q.finish(c, rows, owner, now))
+
+    async def retry(
+        self, job_id: int, owner: str, available_at: float, error: str, now: float
+    ) -> None:
+        await self._run(lambda c: q.retry(c, job_id, owner, available_at, error, now))
+
+    async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
+        await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now))
+
+    async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
+        names = list(lanes)
+        await self._run(lambda c: q.release(c, owner, names))
+
+    async def next_due(self, destination: str, now: float) -> float | None:
+        return await self._run(lambda c: q.next_due(c, destination))
+
+    async def destinations_with_work(self, now: float) -> list[str]:
+        return await self._run(q.destinations_with_work)
+
+    # id map and statuses ---------------------------------------------------------------
+    async def lookup_by_source(self, route: str, source: str, source_id: str) -> IdMapping | None:
+        row = await self._run(
+            _fetchone(
+                f"SELECT {_MAPPING_COLUMNS} FROM id_map"  # noqa: S608 (constant columns)
+                " WHERE route = ? AND source = ? AND source_id = ?",
+                (route, source, source_id),
+            )
+        )
+        return None if row is None else _mapping(row)
+
+    async def lookup_by_destination(
+        self, destination: str, destination_id: str
+    ) -> IdMapping | None:
+        # One destination message may answer several routes; the latest mapping wins.
+        row = await self._run(
+            _fetchone(
+                f"SELECT {_MAPPING_COLUMNS} FROM id_map"  # noqa: S608 (constant columns)
+                " WHERE destination = ? AND destination_id = ? ORDER BY id DESC LIMIT 1",
+                (destination, destination_id),
+            )
+        )
+        return None if row is None else _mapping(row)
+
+    async def merge_status(self, instance: str, native_id: str, status: int, now: float) -> bool:
+        changed = await self._run(
+            _execute(
+                "INSERT INTO statuses (instance, native_id, status, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (instance, native_id) DO UPDATE"
+                " SET status = excluded.status, updated_at = excluded.updated_at"
+                " WHERE excluded.status > statuses.status",
+                (instance, native_id, int(status), now),
+            )
+        )
+        return changed > 0
+
+    # dead letters and admin ------------------------------------------------------------
+    async def dead_letters(
+        self, *, limit: int = 100, destination: str | None = None, lane: str | None = None
+    ) -> list[Job]:
+        return await self._run(lambda c: q.dead_letters(c, limit, destination, lane))
+
+    async def replay(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        lane: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        now: float,
+    ) -> int:
+        ids = list(job_ids)
+        return await self._run(lambda c: q.replay(c, ids, lane, since, until, now))
+
+    async def stats(self, now: float) -> list[DestinationStats]:
+        return await self._run(q.stats)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        return await self._run(lambda c: q.get_job(c, job_id))
+
+    # provider state --------------------------------------------------------------------
+    async def kv_get(self, namespace: str, key: str) -> JSON | None:
+        row = await self._run(
+            _fetchone("SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        )
+        return None if row is None else orjson.loads(row[0])
+
+    async def kv_put(self, namespace: str, key: str, value: JSON) -> None:
+        await self._run(
+            _execute(
+                "INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+                (namespace, key, orjson.dumps(value)),
+            )
+        )
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        await self._run(
+            _execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        )
+
+    async def kv_items(self, namespace: str, prefix: str = "") -> list[tuple[str, JSON]]:
+        def read(connection: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            # Keys compare as UTF-8 bytes, i.e. code points, so those with the prefix form
+            # one index range starting at the prefix itself.
+            found: list[tuple[str, bytes]] = []
+            for key, value in connection.execute(
+                "SELECT key, value FROM kv WHERE namespace = ? AND key >= ? ORDER BY key",
+                (namespace, prefix),
+            ):
+                if not key.startswith(prefix):
+                    break
+                found.append((key, value))
+            return found
+
+        return [(key, orjson.loads(value)) for key, value in await self._run(read)]
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Per name, per store object: excludes tasks of this process only (see module)."""
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    # routes ----------------------------------------------------------------------------
+    async def save_route(self, route: StoredRoute) -> None:
+        await self._run(
+            _execute(
+                "INSERT INTO routes (name, channel, crm, target, direction)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " channel = excluded.channel, crm = excluded.crm, target = excluded.target,"
+                " direction = excluded.direction",
+                (route.name, route.channel, route.crm, route.target, route.direction),
+            )
+        )
+
+    async def delete_route(self, name: str) -> None:
+        await self._run(_execute("DELETE FROM routes WHERE name = ?", (name,)))
+
+    async def load_routes(self) -> list[StoredRoute]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT name, channel, crm, target, direction FROM routes ORDER BY name"
+            ).fetchall()
+        )
+        return [StoredRoute(*row) for row in rows]
+
+
+def _execute(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], int]:
+    return lambda c: c.execute(sql, params).rowcount
+
+
+def _fetchone(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], Any]:
+    return lambda c: c.execute(sql, params).fetchone()
+
+
+def _job_row(job: NewJob) -> q.JobRow:
+    return (job.kind, job.route, job.source, job.destination, job.lane, orjson.dumps(job.payload))
+
+
+def _mapping_row(m: IdMapping) -> q.MappingRow:
+    extra = orjson.dumps(m.extra)
+    return (
+        m.route,
+        m.source,
+        m.source_id,
+        m.destination,
+        m.destination_id,
+        m.conversation_id,
+        extra,
+    )
+
+
+def _mapping(row: Sequence[Any]) -> IdMapping:
+    route, source, source_id, destination, destination_id, conversation_id, extra = row
+    return IdMapping(
+        route=str(route),
+        source=str(source),
+        source_id=str(source_id),
+        destination=str(destination),
+        destination_id=str(destination_id),
+        conversation_id=None if conversation_id is None else str(conversation_id),
+        extra=orjson.loads(extra),
+    )
+
+
+def _exclusive_lock(path: str) -> IO[bytes]:
+    """Hold `<path>.lock` for as long as the store is open; the kernel drops it if we die."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle = open(f"{path}.lock", "ab")  # noqa: SIM115 (held open until close)
+    except OSError as exc:
+        raise StoreError(f"cannot create the directory of {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreError(
+            f"another gateway process is using the SQLite store {path}; a SQLite store "
+            "serves one process (use a postgresql:// store URL to run several)"
+        ) from None
+    return handle

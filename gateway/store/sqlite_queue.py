@@ -1,0 +1,328 @@
+"""The job outbox and its lanes in SQLite: plain functions run on the writer thread.
+
+A `lanes` row exists exactly while its lane has ready jobs, and caches the head (the lowest
+ready job id) with the head's `available_at`, so a retry that pushes the head back blocks
+the whole lane. `claim` walks lanes in head order through `lanes_by_destination` and reads
+each leased lane's prefix through the partial index `jobs_ready_by_lane`: its cost depends
+on how many jobs it hands out, not on the size of the backlog.
+
+A lease covers the prefix a claim handed out (`claimed_through`) and ends when all of it is
+finished, retried or dead-lettered, so a caller finishing jobs one by one never lets a
+second worker into a lane whose next job it is still sending.
+
+Lane names are global (the pipeline builds them from route, destination and conversation):
+a lane's row takes the destination of the job that created it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Sequence
+from itertools import islice
+from operator import itemgetter
+from typing import Any, TypeAlias
+
+import orjson
+
+from gateway.store.base import DestinationStats, Job
+
+# (kind, route, source, destination, lane, payload as JSON bytes)
+JobRow: TypeAlias = tuple[str, str, str, str, str, bytes]
+# (route, source, source_id, destination, destination_id, conversation_id, extra as JSON bytes)
+MappingRow: TypeAlias = tuple[str, str, str, str, str, str | None, bytes]
+
+_COLUMNS = (
+    "id, kind, route, source, destination, lane, payload, state, attempts,"
+    " created_at, available_at, last_error, sending_since, dead_at"
+)
+_LANE = 5
+_SELECT_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = ?"  # noqa: S608 (constant columns)
+_LANE_PREFIX = (
+    f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 (constant columns)
+    " WHERE lane = ? AND state = 'ready' ORDER BY id LIMIT ?"
+)
+_DEAD = f"SELECT {_COLUMNS} FROM jobs WHERE state = 'dead'"  # noqa: S608 (constant columns)
+_FREE = "lease_owner = NULL, lease_until = NULL, claimed_through = NULL"
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        kind=row[1],
+        route=row[2],
+        source=row[3],
+        destination=row[4],
+        lane=row[5],
+        payload=orjson.loads(row[6]),
+        state=row[7],
+        attempts=row[8],
+        created_at=row[9],
+        available_at=row[10],
+        last_error=row[11],
+        sending_since=row[12],
+        dead_at=row[13],
+    )
+
+
+def insert_jobs(connection: sqlite3.Connection, jobs: Sequence[JobRow], now: float) -> list[int]:
+    ids: list[int] = []
+    new_lanes: dict[str, tuple[str, str, int, float]] = {}
+    cursor = connection.cursor()
+    for kind, route, source, destination, lane, payload in jobs:
+        cursor.execute(
+            "INSERT INTO jobs (kind, route, source, destination, lane, payload, created_at,"
+            " available_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, route, source, destination, lane, payload, now, now),
+        )
+        job_id = cursor.lastrowid
+        assert job_id is not None
+        ids.append(job_id)
+        new_lanes.setdefault(lane, (lane, destination, job_id, now))
+    # New jobs have the highest ids, so a lane that already has a row keeps its head.
+    cursor.executemany(
+        "INSERT INTO lanes (lane, destination, head, available_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (lane) DO NOTHING",
+        new_lanes.values(),
+    )
+    return ids
+
+
+def ingest(
+    connection: sqlite3.Connection,
+    items: Sequence[tuple[str, str, bytes, Sequence[JobRow]]],
+    now: float,
+) -> list[int | None]:
+    results: list[int | None] = []
+    for instance, dedupe_key, event, jobs in items:
+        cursor = connection.execute(
+            "INSERT INTO events (instance, dedupe_key, event, received_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (instance, dedupe_key) DO NOTHING",
+            (instance, dedupe_key, event, now),
+        )
+        if cursor.rowcount == 0:
+            results.append(None)
+            continue
+        results.append(cursor.lastrowid)
+        insert_jobs(connection, jobs, now)
+    return results
+
+
+def claim(
+    connection: sqlite3.Connection,
+    destination: str,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+) -> list[Job]:
+    if limit <= 0:
+        return []
+    lanes = connection.execute(
+        "SELECT lane FROM lanes WHERE destination = ? AND available_at <= ?"
+        " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY head LIMIT ?",
+        (destination, now, now, limit),
+    ).fetchall()
+    # Merge the lanes' prefixes lazily in id order: reads at most limit + len(lanes) rows.
+    cursors = [connection.execute(_LANE_PREFIX, (lane, limit)) for (lane,) in lanes]
+    rows = list(islice(heapq.merge(*cursors, key=itemgetter(0)), limit))
+    for cursor in cursors:
+        cursor.close()
+    claimed_through = {row[_LANE]: row[0] for row in rows}  # rows ascend: last id wins
+    # Lanes that got no job (the limit ran out first) are simply never leased.
+    connection.executemany(
+        "UPDATE lanes SET lease_owner = ?, lease_until = ?, claimed_through = ? WHERE lane = ?",
+        [(owner, now + lease_seconds, last, lane) for lane, last in claimed_through.items()],
+    )
+    return [job_from_row(row) for row in rows]
+
+
+def mark_sending(connection: sqlite3.Connection, job_ids: Sequence[int], now: float) -> None:
+    connection.executemany(
+        "UPDATE jobs SET attempts = attempts + 1, sending_since = ? WHERE id = ?",
+        [(now, job_id) for job_id in job_ids],
+    )
+
+
+def finish(
+    connection: sqlite3.Connection,
+    finished: Sequence[tuple[int, Sequence[MappingRow], Sequence[JobRow]]],
+    owner: str,
+    now: float,
+) -> None:
+    touched: set[str] = set()
+    for job_id, mappings, followups in finished:
+        row = connection.execute("SELECT lane FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            # Someone whose lease outlived ours finished it already, with its follow-ups.
+            continue
+        connection.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        connection.executemany(
+            "INSERT INTO id_map (route, source, source_id, destination, destination_id,"
+            " conversation_id, extra, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (route, source, source_id) DO NOTHING",
+            [(*mapping, now) for mapping in mappings],
+        )
+        insert_jobs(connection, followups, now)
+        touched.add(row[0])
+    for lane in touched:
+        refresh_lane(connection, lane)
+        _release_if_done(connection, lane, owner)
+
+
+def retry(
+    connection: sqlite3.Connection,
+    job_id: int,
+    owner: str,
+    available_at: float,
+    error: str,
+    now: float,
+) -> None:
+    lane = _ready_lane_of(connection, job_id)
+    if lane is None:
+        return
+    connection.execute(
+        "UPDATE jobs SET available_at = ?, last_error = ?, sending_since = NULL WHERE id = ?",
+        (available_at, error, job_id),
+    )
+    refresh_lane(connection, lane)
+    # The rest of the claimed prefix must wait behind the retried job, so the lease ends.
+    release(connection, owner, [lane])
+
+
+def dead_letter(
+    connection: sqlite3.Connection, job_id: int, owner: str, reason: str, now: float
+) -> None:
+    lane = _ready_lane_of(connection, job_id)
+    if lane is None:
+        return
+    connection.execute(
+        "UPDATE jobs SET state = 'dead', last_error = ?, dead_at = ?, sending_since = NULL"
+        " WHERE id = ?",
+        (reason, now, job_id),
+    )
+    refresh_lane(connection, lane)
+    _release_if_done(connection, lane, owner)
+
+
+def release(connection: sqlite3.Connection, owner: str, lanes: Sequence[str]) -> None:
+    connection.executemany(
+        f"UPDATE lanes SET {_FREE} WHERE lane = ? AND lease_owner = ?",  # noqa: S608 (constant)
+        [(lane, owner) for lane in lanes],
+    )
+
+
+def refresh_lane(connection: sqlite3.Connection, lane: str) -> None:
+    """Re-derive the lane row from its jobs after its head may have changed."""
+    head = connection.execute(
+        "SELECT id, destination, available_at FROM jobs WHERE lane = ? AND state = 'ready'"
+        " ORDER BY id LIMIT 1",
+        (lane,),
+    ).fetchone()
+    if head is None:
+        connection.execute("DELETE FROM lanes WHERE lane = ?", (lane,))
+        return
+    connection.execute(
+        "INSERT INTO lanes (lane, destination, head, available_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (lane) DO UPDATE SET head = excluded.head,"
+        " available_at = excluded.available_at",
+        (lane, head[1], head[0], head[2]),
+    )
+
+
+def _release_if_done(connection: sqlite3.Connection, lane: str, owner: str) -> None:
+    # The head is the lowest ready id: above `claimed_through`, nothing handed out is left.
+    connection.execute(
+        f"UPDATE lanes SET {_FREE} WHERE lane = ? AND lease_owner = ?"  # noqa: S608 (constant)
+        " AND (claimed_through IS NULL OR head > claimed_through)",
+        (lane, owner),
+    )
+
+
+def _ready_lane_of(connection: sqlite3.Connection, job_id: int) -> str | None:
+    row = connection.execute(
+        "SELECT lane FROM jobs WHERE id = ? AND state = 'ready'", (job_id,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def replay(
+    connection: sqlite3.Connection,
+    job_ids: Sequence[int],
+    lane: str | None,
+    since: float | None,
+    until: float | None,
+    now: float,
+) -> int:
+    filters = ["state = 'dead'"]
+    params: list[Any] = []
+    for clause, value in (("lane = ?", lane), ("dead_at >= ?", since), ("dead_at <= ?", until)):
+        if value is not None:
+            filters.append(clause)
+            params.append(value)
+    select = f"SELECT id, lane FROM jobs WHERE {' AND '.join(filters)}"  # noqa: S608 (constant clauses)
+    if job_ids:
+        rows = [
+            row
+            for job_id in dict.fromkeys(job_ids)
+            for row in connection.execute(f"{select} AND id = ?", (*params, job_id))
+        ]
+    else:
+        rows = connection.execute(select, params).fetchall()
+    connection.executemany(
+        "UPDATE jobs SET state = 'ready', attempts = 0, available_at = ?, sending_since = NULL,"
+        " dead_at = NULL WHERE id = ?",
+        [(now, job_id) for job_id, _ in rows],
+    )
+    for replayed_lane in {lane for _, lane in rows}:
+        refresh_lane(connection, replayed_lane)
+    return len(rows)
+
+
+def dead_letters(
+    connection: sqlite3.Connection, limit: int, destination: str | None, lane: str | None
+) -> list[Job]:
+    query = _DEAD
+    params: list[Any] = []
+    if destination is not None:
+        query += " AND destination = ?"
+        params.append(destination)
+    if lane is not None:
+        query += " AND lane = ?"
+        params.append(lane)
+    rows = connection.execute(f"{query} ORDER BY dead_at, id LIMIT ?", (*params, limit))
+    return [job_from_row(row) for row in rows]
+
+
+def get_job(connection: sqlite3.Connection, job_id: int) -> Job | None:
+    row = connection.execute(_SELECT_JOB, (job_id,)).fetchone()
+    return None if row is None else job_from_row(row)
+
+
+def next_due(connection: sqlite3.Connection, destination: str) -> float | None:
+    # A leased lane is due when its lease runs out (or earlier, when its owner lets go).
+    row = connection.execute(
+        "SELECT MIN(MAX(available_at, COALESCE(lease_until, available_at)))"
+        " FROM lanes WHERE destination = ?",
+        (destination,),
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def destinations_with_work(connection: sqlite3.Connection) -> list[str]:
+    rows = connection.execute("SELECT DISTINCT destination FROM lanes ORDER BY destination")
+    return [str(row[0]) for row in rows]
+
+
+def stats(connection: sqlite3.Connection) -> list[DestinationStats]:
+    rows = connection.execute(
+        "SELECT destination, SUM(state = 'ready'), SUM(state = 'dead'),"
+        " MIN(CASE WHEN state = 'ready' THEN created_at END)"
+        " FROM jobs GROUP BY destination ORDER BY destination"
+    )
+    return [DestinationStats(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def free_all_leases(conn: sqlite3.Connection) -> None:
+    """Drop every lease: called at open, when no other process can hold one."""
+    conn.execute(f"UPDATE lanes SET {_FREE} WHERE lease_owner IS NOT NULL")  # noqa: S608

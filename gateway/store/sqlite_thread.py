@@ -1,0 +1,164 @@
+"""The one thread that owns the SQLite connection, and its group commit.
+
+SQLite allows one writer at a time and every commit that acknowledges a webhook pays an
+fsync, so instead of a connection pool there is a single thread with a queue. Each time it
+wakes it takes *everything* queued (up to `MAX_BATCH`) and runs it in one transaction, each
+operation inside its own SAVEPOINT: a failing operation rolls back only its own savepoint
+and fails only its own future, while the rest share a single COMMIT and a single fsync.
+
+Results are handed back through `concurrent.futures.Future`s that callers await with
+`asyncio.wrap_future`, which resolves them on the caller's own loop via
+`loop.call_soon_threadsafe`. So the thread never touches an event loop, and stores work from
+any loop (or several, one after another). Futures are resolved only after COMMIT returns:
+an awaited write is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeAlias, TypeVar
+
+from gateway.errors import StoreError
+
+T = TypeVar("T")
+Operation: TypeAlias = Callable[[sqlite3.Connection], Any]
+_Item: TypeAlias = tuple[Operation, "Future[Any]"]
+
+# Bounds the time one transaction holds the write lock and how long the first caller of a
+# burst waits; large enough that a burst of webhooks still shares one fsync.
+MAX_BATCH = 1000
+
+
+def as_store_error(exc: BaseException) -> BaseException:
+    """SQLite's own errors become `StoreError`; ours (and programming errors) pass through."""
+    if isinstance(exc, sqlite3.Error):
+        error = StoreError(f"SQLite: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+class Writer:
+    """Runs operations `fn(connection)` on a dedicated thread, grouped into transactions."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started: Future[None] = Future()
+        self._stopped: Future[None] = Future()
+        self._closing = False
+        # Taken by submit and stop so nothing can be queued behind the stop marker.
+        self._gate = threading.Lock()
+        self.commits = 0  # transactions committed; lets tests observe group commit
+
+    def start(self) -> Future[None]:
+        """Connect on the thread; the future fails with the connect (or migration) error."""
+        self._thread.start()
+        return self._started
+
+    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._gate:
+            if self._closing or not self._thread.is_alive():
+                raise StoreError("the SQLite store is closed")
+            self._queue.put((operation, future))
+        return future
+
+    def stop(self) -> Future[None]:
+        """Finish what is queued, close the connection; the future resolves when done."""
+        with self._gate:
+            if not self._closing:
+                self._closing = True
+                self._queue.put(None)
+        return self._stopped
+
+    def _run(self) -> None:
+        try:
+            connection = self._connect()
+        except BaseException as exc:
+            self._started.set_exception(as_store_error(exc))
+            self._stopped.set_result(None)
+            return
+        self._started.set_result(None)
+        try:
+            stop = False
+            while not stop:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in batch
+                # A caller cancelled before its turn never runs; a running one cannot cancel.
+                items = [i for i in batch if i is not None and i[1].set_running_or_notify_cancel()]
+                if items:
+                    self._transaction(connection, items)
+        finally:
+            connection.close()
+            self._fail_leftovers()
+            self._stopped.set_result(None)
+
+    def _fail_leftovers(self) -> None:
+        # Only reached with work queued if the thread dies (an interpreter-level exception):
+        # callers must not wait forever for it.
+        with self._gate:
+            self._closing = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(StoreError("the SQLite store thread stopped"))
+
+    def _transaction(self, connection: sqlite3.Connection, items: list[_Item]) -> None:
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            # IMMEDIATE takes the write lock up front, so a busy database shows up here
+            # (after busy_timeout) rather than as a failed upgrade halfway through the batch.
+            connection.execute("BEGIN IMMEDIATE")
+            for operation, future in items:
+                connection.execute("SAVEPOINT operation")
+                try:
+                    value = operation(connection)
+                except Exception as exc:
+                    connection.execute("ROLLBACK TO operation")
+                    connection.execute("RELEASE operation")
+                    outcomes.append((future, False, as_store_error(exc)))
+                else:
+                    connection.execute("RELEASE operation")
+                    outcomes.append((future, True, value))
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The transaction itself broke (disk full, I/O error, commit failed): nothing
+            # of the batch is stored, so every caller must hear about it.
+            self._rollback(connection)
+            for _, future in items:
+                future.set_exception(as_store_error(exc))
+            return
+        except BaseException as exc:
+            self._rollback(connection)
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(StoreError(f"the SQLite store thread stopped: {exc!r}"))
+            raise
+        self.commits += 1
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    @staticmethod
+    def _rollback(connection: sqlite3.Connection) -> None:
+        # SQLite may have rolled back on its own; the batch is reported failed either way.
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")

@@ -1,0 +1,270 @@
+"""The SQLite store: the shared contract on a file, plus what only SQLite has."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import pytest
+
+from gateway.errors import MigrationError, StoreError
+from gateway.store import open_store
+from gateway.store.base import NewJob
+from gateway.store.contract import LEASE, NOW, StoreContract, item, job
+from gateway.store.migrations import Migration, latest_version, load_migrations
+from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite_schema import migrate
+from gateway.store.sqlite_thread import Writer
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path}/gateway.db"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(str(tmp_path / "gateway.db"))
+    await store.open()
+    yield store
+    await store.close()
+
+
+def writer_of(store: SQLiteStore) -> Writer:
+    assert store._writer is not None
+    return store._writer
+
+
+async def hold_writer(store: SQLiteStore) -> tuple[threading.Event, asyncio.Task[object]]:
+    """Park the writer thread inside an operation, so calls queue up behind it."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def blocker(connection: sqlite3.Connection) -> None:
+        entered.set()
+        gate.wait(10)
+
+    task = asyncio.ensure_future(store._run(blocker))
+    await anyio.to_thread.run_sync(entered.wait)
+    return gate, task
+
+
+# schema and durability -------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_runs_in_wal_mode_with_full_sync(store: SQLiteStore) -> None:
+    sync = await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    assert sync == 2  # FULL
+    with sqlite3.connect(store.path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.anyio
+async def test_records_each_applied_migration(store: SQLiteStore) -> None:
+    rows = await store._run(
+        lambda c: c.execute("SELECT version, name FROM schema_migrations ORDER BY 1").fetchall()
+    )
+    assert rows == [(m.version, m.name) for m in load_migrations("sqlite")]
+    assert await store.schema_version() == latest_version("sqlite") == len(rows)
+
+
+@pytest.mark.anyio
+async def test_a_newer_schema_is_refused(store: SQLiteStore) -> None:
+    await store.close()
+    newer = latest_version("sqlite") + 1
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("INSERT INTO schema_migrations VALUES (?, 'future', 0)", (newer,))
+    again = SQLiteStore(store.path)
+    with pytest.raises(MigrationError) as refused:
+        await again.open()
+    assert str(newer) in str(refused.value) and str(latest_version("sqlite")) in str(refused.value)
+    with pytest.raises(StoreError):
+        await again.ping()
+
+
+def test_a_failing_migration_leaves_nothing_behind() -> None:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    good = Migration(1, "first", "CREATE TABLE t (a INTEGER);\n")
+    bad = Migration(2, "broken", "CREATE TABLE u (a INTEGER);\nINSERT INTO nowhere VALUES (1);\n")
+    assert migrate(connection, [good]) == 1
+    with pytest.raises(MigrationError, match="0002_broken"):
+        migrate(connection, [good, bad])
+    tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+    assert "u" not in tables and "t" in tables
+    assert connection.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (1,)
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    versions = [m.version for m in load_migrations("sqlite")]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+# URLs ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///data/gateway.db", "data/gateway.db"),
+        ("sqlite:////var/lib/gateway.db", "/var/lib/gateway.db"),
+        ("sqlite://:memory:", ":memory:"),
+        ("SQLite:///x.db", "x.db"),
+    ],
+)
+def test_open_store_picks_sqlite_by_url(url: str, path: str) -> None:
+    store = open_store(url)
+    assert isinstance(store, SQLiteStore) and store.path == path and store.url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://gw@localhost/gw", r"pip install 'whatschat-gateway\[postgres\]'"),
+        ("postgres://gw@localhost/gw", r"whatschat-gateway\[postgres\]"),
+        ("mysql://localhost/gw", r"'mysql'.*sqlite:///.*postgresql://"),
+        ("gateway.db", "no scheme"),
+        ("sqlite://host/gateway.db", "three slashes"),
+        ("sqlite:///", "names no file"),
+        ("sqlite:///x.db?mode=ro", "no query"),
+    ],
+)
+def test_open_store_refuses_what_it_cannot_open(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        open_store(url)
+
+
+@pytest.mark.anyio
+async def test_a_relative_path_gets_its_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///state/nested/gateway.db")
+    await store.open()
+    await store.close()
+    assert (tmp_path / "state" / "nested" / "gateway.db").is_file()
+
+
+@pytest.mark.anyio
+async def test_an_in_memory_store_works_while_open() -> None:
+    store = open_store("sqlite://:memory:")
+    await store.open()
+    try:
+        await store.ingest([item("k1", job("a"))], NOW)
+        assert len(await store.claim("crm", "w1", 10, LEASE, NOW)) == 1
+    finally:
+        await store.close()
+
+
+# the writer thread -----------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_many_simultaneous_ingests(store: SQLiteStore) -> None:
+    calls = [store.ingest([item(f"k{n % 150}", job(f"lane-{n % 7}", n))], NOW) for n in range(300)]
+    results = [r for [r] in await asyncio.gather(*calls)]
+    new = [r for r in results if r is not None]
+    assert len(new) == len(set(new)) == 150
+    [stats] = await store.stats(NOW)
+    assert stats.ready == 150
+
+
+@pytest.mark.anyio
+async def test_queued_calls_share_one_commit(store: SQLiteStore) -> None:
+    gate, blocker = await hold_writer(store)
+    before = writer_of(store).commits
+    calls = [asyncio.ensure_future(store.ingest([item(f"k{n}", job("a"))], NOW)) for n in range(50)]
+    await anyio.lowlevel.checkpoint()  # every call has queued its operation
+    gate.set()
+    results = await asyncio.gather(*calls)
+    await blocker
+    assert writer_of(store).commits - before == 2  # the blocker's batch, then all 50 at once
+    assert len({r for [r] in results}) == 50
+
+
+@pytest.mark.anyio
+async def test_a_failing_call_fails_alone_in_its_batch(store: SQLiteStore) -> None:
+    broken = job("b", kind="bogus")  # type: ignore[arg-type]
+    gate, blocker = await hold_writer(store)
+    before = writer_of(store).commits
+    calls = [
+        asyncio.ensure_future(store.ingest([item("k1", job("a", 1))], NOW)),
+        asyncio.ensure_future(store.ingest([item("k2", broken)], NOW)),
+        asyncio.ensure_future(store.ingest([item("k3", job("a", 3))], NOW)),
+    ]
+    await anyio.lowlevel.checkpoint()
+    gate.set()
+    first, failed, third = await asyncio.gather(*calls, return_exceptions=True)
+    await blocker
+    assert writer_of(store).commits - before == 2
+    assert isinstance(failed, StoreError) and "CHECK" in str(failed)
+    assert first != [None] and third != [None]
+    claimed = await store.claim("crm", "w1", 10, LEASE, NOW)
+    assert [j.payload["n"] for j in claimed] == [1, 3]
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_before_its_turn_never_runs(store: SQLiteStore) -> None:
+    gate, blocker = await hold_writer(store)
+    call = asyncio.ensure_future(store.ingest([item("k1", job("a"))], NOW))
+    await anyio.lowlevel.checkpoint()
+    call.cancel()
+    await anyio.lowlevel.checkpoint()
+    await anyio.lowlevel.checkpoint()  # lets the cancellation reach the thread's future
+    gate.set()
+    await blocker
+    assert call.cancelled()
+    assert await store.ingest([item("k1", job("a"))], NOW) != [None]
+
+
+@pytest.mark.anyio
+async def test_close_finishes_queued_work_first(store: SQLiteStore) -> None:
+    calls = [asyncio.ensure_future(store.ingest([item(f"k{n}")], NOW)) for n in range(20)]
+    await anyio.lowlevel.checkpoint()
+    await store.close()
+    assert all(r != [None] for r in await asyncio.gather(*calls))
+    with pytest.raises(StoreError, match="not open"):
+        await store.ping()
+    reopened = SQLiteStore(store.path)
+    await reopened.open()
+    try:
+        assert await reopened.ingest([item(f"k{n}") for n in range(20)], NOW) == [None] * 20
+    finally:
+        await reopened.close()
+
+
+def test_one_store_serves_several_event_loops(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/gateway.db")
+    asyncio.run(store.open())
+    asyncio.run(store.ingest([item("k1", job("a"))], NOW))
+    assert len(asyncio.run(store.claim("crm", "w1", 10, LEASE, NOW))) == 1
+    asyncio.run(store.close())
+
+
+@pytest.mark.anyio
+async def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create the directory"):
+        await SQLiteStore(str(tmp_path / "file" / "gateway.db")).open()
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        await SQLiteStore(str(tmp_path / "garbage.db")).open()
+
+
+@pytest.mark.anyio
+async def test_a_second_process_is_refused_and_a_restart_frees_dead_leases(tmp_path: Path) -> None:
+    path = str(tmp_path / "one.db")
+    first = SQLiteStore(path)
+    await first.open()
+    with pytest.raises(StoreError, match="another gateway process"):
+        await SQLiteStore(path).open()
+    job = NewJob(kind="send", route="r", source="a", destination="b", lane="r|b|c", payload={})
+    await first.enqueue([job], 1.0)
+    assert len(await first.claim("b", "dead-owner", 10, 3600.0, 1.0)) == 1
+    await first.close()  # as if the owner died holding the lease
+    second = SQLiteStore(path)
+    await second.open()
+    try:
+        assert len(await second.claim("b", "new-owner", 10, 60.0, 2.0)) == 1
+    finally:
+        await second.close()
