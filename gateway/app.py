@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.admin import admin_routes
 from gateway.errors import BadRequest, WebhookError
 from gateway.http_errors import error_response, exception_handlers
+from gateway.metrics import CONTENT_TYPE, record_queue_stats
 from gateway.observe import Observation
 from gateway.providers import WebhookRequest
 from gateway.runtime import Gateway
@@ -86,15 +87,8 @@ def create_app(gateway: Gateway) -> Starlette:
 
     async def metrics(_request: Request) -> Response:
         now = gateway.clock()
-        for stats in await gateway.store.stats(now):
-            name = stats.destination
-            gateway.metrics.set("gateway_queue_depth", float(stats.ready), destination=name)
-            gateway.metrics.set("gateway_queue_dead", float(stats.dead), destination=name)
-            age = 0.0 if stats.oldest_ready_at is None else max(0.0, now - stats.oldest_ready_at)
-            gateway.metrics.set("gateway_queue_oldest_age_seconds", age, destination=name)
-        return PlainTextResponse(
-            gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        record_queue_stats(gateway.metrics, await gateway.store.stats(now), now)
+        return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     routes: list[BaseRoute] = [
         Route("/webhooks/{instance}", webhook, methods=WEBHOOK_METHODS),

@@ -40,6 +40,8 @@ from gateway.store.base import Store, StoredRoute
 
 log = logging.getLogger("gateway")
 
+MEDIA_SWEEP_SECONDS = 3600.0
+
 
 class InstanceState:
     """Durable key/value storage of one instance, namespaced in the gateway store."""
@@ -102,7 +104,7 @@ class Gateway:
         self.media = MediaStore(
             Path(media.directory),
             settings.public_url,
-            secret=secrets.token_bytes(32),
+            secret=_media_secret(Path(media.directory)),
             max_total_bytes=media.max_total_bytes,
             max_file_bytes=media.max_file_bytes,
             ttl_seconds=media.ttl_seconds,
@@ -114,6 +116,7 @@ class Gateway:
         self._routes: dict[str, Route] = {}
         self._states: dict[str, AccountState] = {}
         self.deliverer: Deliverer | None = None
+        self._janitor: asyncio.Task[None] | None = None
         self.ready = False
         self.problems: list[str] = []
         # Looked up once: the hook is called for every message on the hot path.
@@ -178,11 +181,15 @@ class Gateway:
                 self._set_state(name, AccountState(AccountStatus.ERROR, detail=str(exc)))
         await self.deliverer.start()
         self.deliverer.wake()
+        self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
         await _call_each(self.host.hook.startup, gateway=self)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        if self._janitor is not None:
+            self._janitor.cancel()
+            await asyncio.gather(self._janitor, return_exceptions=True)
         await _call_each(self.host.hook.shutdown, gateway=self)
         if self.deliverer is not None:
             await self.deliverer.stop()
@@ -194,6 +201,15 @@ class Gateway:
         await self.store.close()
         if self._own_http:
             await self.http.aclose()
+
+    async def _sweep_media(self) -> None:
+        """Expired media go away even when nothing new is stored."""
+        while True:
+            try:
+                await self.media.sweep()
+            except Exception:
+                log.exception("media sweep failed")
+            await asyncio.sleep(MEDIA_SWEEP_SECONDS)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -405,6 +421,20 @@ class Gateway:
             }
             for r in self.host.reports
         ]
+
+
+def _media_secret(directory: Path) -> bytes:
+    """The key that names media files; kept beside them so links survive a restart."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        secret = secrets.token_bytes(32)
+        with open(path, "xb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(secret)
+        return secret
 
 
 def _route_from_stored(stored: StoredRoute) -> Route:
