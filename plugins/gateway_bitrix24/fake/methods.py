@@ -1,0 +1,276 @@
+"""`event.*`, `app.info`, `imopenlines.config.*`, `placement.*` and `messageservice.*`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import events, imconnector
+from .envelope import CallContext, RestError, require_app
+from .formdata import lower_keys, php_empty, php_int, upper_keys
+from .state import EventBinding
+
+if TYPE_CHECKING:
+    from .portal import FakePortal
+
+Handler = Callable[["FakePortal", dict[str, Any], CallContext], Awaitable[Any]]
+
+
+def _binding_params(params: dict[str, Any]) -> tuple[str, str, int, bool]:
+    p = lower_keys(params)
+    offline = str(p.get("event_type", "online")).lower() == "offline"
+    return (
+        str(p.get("event", "")).upper(),
+        str(p.get("handler", "")),
+        php_int(p.get("auth_type")),
+        offline,
+    )
+
+
+async def event_bind(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    event, handler, auth_type, offline = _binding_params(params)
+    if event not in events.KNOWN_EVENTS:
+        raise RestError(400, "ERROR_EVENT_NOT_FOUND", "Event not found")
+    if not offline:
+        url = urlsplit(handler)
+        if url.scheme not in ("http", "https"):
+            raise RestError(400, "ERROR_UNSUPPORTED_PROTOCOL", "Unsupported event handler protocol")
+        if "." not in (url.hostname or ""):
+            raise RestError(400, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL")
+    else:
+        handler = ""
+    for bound in portal.state.bindings:
+        if (bound.event, bound.handler, bound.auth_type) == (event, handler, auth_type):
+            raise RestError(
+                400, "ERROR_CORE", "Unable to set event handler: Handler already binded"
+            )
+    binding = EventBinding(next(portal.state.binding_ids), event, handler, auth_type, offline)
+    portal.state.bindings.append(binding)
+    return True
+
+
+async def event_unbind(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    event, handler, auth_type, _ = _binding_params(params)
+    given_auth = "auth_type" in lower_keys(params)
+    keep, count = [], 0
+    for bound in portal.state.bindings:
+        match = bound.event == event and (not handler or bound.handler == handler)
+        if match and (not given_auth or bound.auth_type == auth_type):
+            count += 1
+        else:
+            keep.append(bound)
+    portal.state.bindings = keep
+    return {"count": count}
+
+
+async def event_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    return [
+        {
+            "event": b.event,
+            "handler": b.handler,
+            "auth_type": str(b.auth_type),
+            "offline": int(b.offline),
+        }
+        for b in portal.state.bindings
+    ]
+
+
+async def app_info(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    app = portal.app_record
+    info: dict[str, Any] = {
+        "ID": app.id,
+        "CODE": app.code,
+        "VERSION": app.version,
+        "STATUS": app.status,
+        "INSTALLED": portal.installed and portal.installed_finished,
+        "PAYMENT_EXPIRED": app.payment_expired,
+        "DAYS": app.days,
+        "LANGUAGE_ID": app.language_id,
+        "LICENSE": app.license,
+        "LICENSE_TYPE": app.license_type,
+        "LICENSE_FAMILY": app.license_family,
+    }
+    return info
+
+
+def _matches(config: dict[str, Any], conditions: dict[str, Any]) -> bool:
+    for key, expected in conditions.items():
+        field = re.sub(r"^[=!<>%@]+", "", str(key)).upper()
+        if str(config.get(field)) != str(expected):
+            return False
+    return True
+
+
+async def config_list(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    p = upper_keys(params)
+    query = lower_keys(p.get("PARAMS") or {}) if isinstance(p.get("PARAMS"), dict) else {}
+    rows = [line.as_config() for _, line in sorted(portal.state.lines.items())]
+    if isinstance(query.get("filter"), dict):
+        rows = [row for row in rows if _matches(row, query["filter"])]
+    offset = php_int(query.get("offset"))
+    limit = min(php_int(query.get("limit")) or 50, 200)
+    rows = rows[offset : offset + limit]
+    select = query.get("select")
+    if isinstance(select, list) and select:
+        wanted = {str(s).upper() for s in select}
+        rows = [{k: v for k, v in row.items() if k in wanted} for row in rows]
+    return rows
+
+
+async def config_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    line = portal.state.lines.get(php_int(upper_keys(params).get("CONFIG_ID")))
+    return line.as_config() if line is not None else False
+
+
+async def config_add(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    fields = upper_keys(upper_keys(params).get("PARAMS") or {})
+    name = str(fields.pop("LINE_NAME", "") or "Open Channel")
+    active = fields.pop("ACTIVE", "Y") != "N"
+    return portal.add_line(name, active=active, **fields)
+
+
+async def config_update(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    p = upper_keys(params)
+    line = portal.state.lines.get(php_int(p.get("CONFIG_ID")))
+    if line is None:
+        return False
+    fields = upper_keys(p.get("PARAMS") or {})
+    line.name = str(fields.pop("LINE_NAME", line.name))
+    line.active = fields.pop("ACTIVE", "Y" if line.active else "N") != "N"
+    line.settings.update(fields)
+    return True
+
+
+async def config_delete(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    line_id = php_int(upper_keys(params).get("CONFIG_ID"))
+    if line_id not in portal.state.lines:
+        return False
+    portal.remove_line(line_id)
+    portal.queue_event(events.LINE_DELETE, str(line_id))
+    return True
+
+
+async def placement_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    # imconnector.register binds SETTING_CONNECTOR itself; those bindings are listed too.
+    automatic = [
+        {
+            "placement": "SETTING_CONNECTOR",
+            "handler": c.placement_handler,
+            "title": c.name,
+            "options": [],
+        }
+        for c in portal.state.connectors.values()
+    ]
+    return automatic + list(portal.state.placements)
+
+
+async def placement_bind(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    p = upper_keys(params)
+    if php_empty(p.get("PLACEMENT")) or php_empty(p.get("HANDLER")):
+        raise RestError(400, "ERROR_ARGUMENT", "Wrong placement or handler")
+    entry = {
+        "placement": str(p["PLACEMENT"]),
+        "handler": str(p["HANDLER"]),
+        "title": str(p.get("TITLE") or ""),
+        "options": [],
+    }
+    if entry in portal.state.placements:
+        raise RestError(400, "ERROR_PLACEMENT_HANDLER", "Placement handler already binded")
+    portal.state.placements.append(entry)
+    return True
+
+
+async def placement_unbind(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    p = upper_keys(params)
+    before = len(portal.state.placements)
+    portal.state.placements = [
+        e
+        for e in portal.state.placements
+        if not (e["placement"] == p.get("PLACEMENT") and p.get("HANDLER") in (None, e["handler"]))
+    ]
+    return {"count": before - len(portal.state.placements)}
+
+
+async def sender_add(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    p = upper_keys(params)
+    code = str(p.get("CODE") or "")
+
+    def invalid(text: str) -> RestError:
+        return RestError(400, "ERROR_SENDER_VALIDATION_FAILURE", text)
+
+    if not code:
+        raise invalid("Empty sender code!")
+    if not re.fullmatch(r"[a-zA-Z0-9._-]+", code):
+        raise invalid("Wrong sender code!")
+    if php_empty(p.get("NAME")):
+        raise invalid("Empty sender NAME!")
+    if p.get("TYPE") != "SMS":
+        raise invalid("Unknown sender message TYPE!")
+    if code in portal.state.senders:
+        raise RestError(400, "ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!")
+    portal.state.senders[code] = p
+    return True
+
+
+async def sender_list(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    return list(portal.state.senders)
+
+
+async def sender_delete(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    return portal.state.senders.pop(str(upper_keys(params).get("CODE")), None) is not None
+
+
+async def sms_status(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    require_app(ctx)
+    p = upper_keys(params)
+    if str(p.get("STATUS")) not in ("queued", "sent", "delivered", "undelivered", "failed"):
+        raise RestError(400, "ERROR_ARGUMENT", "Unknown message status")
+    portal.state.sms_statuses[str(p.get("MESSAGE_ID"))] = str(p["STATUS"])
+    return True
+
+
+METHODS: dict[str, Handler] = {
+    **imconnector.METHODS,
+    "event.bind": event_bind,
+    "event.unbind": event_unbind,
+    "event.get": event_get,
+    "app.info": app_info,
+    "imopenlines.config.list.get": config_list,
+    "imopenlines.config.get": config_get,
+    "imopenlines.config.add": config_add,
+    "imopenlines.config.update": config_update,
+    "imopenlines.config.delete": config_delete,
+    "placement.get": placement_get,
+    "placement.bind": placement_bind,
+    "placement.unbind": placement_unbind,
+    "messageservice.sender.add": sender_add,
+    "messageservice.sender.list": sender_list,
+    "messageservice.sender.delete": sender_delete,
+    "messageservice.message.status.update": sms_status,
+}
+
+SCOPES = {
+    "imconnector.": "imopenlines",
+    "imopenlines.": "imopenlines",
+    "placement.": "placement",
+    "messageservice.": "messageservice",
+}
+
+
+def scope_of(method: str) -> str | None:
+    for prefix, scope in SCOPES.items():
+        if method.startswith(prefix):
+            return scope
+    return None
