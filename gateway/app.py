@@ -99,8 +99,11 @@ def create_app(gateway: Gateway) -> Starlette:
         gateway.media.route(),
         admin_routes(gateway),
     ]
-    for extra in gateway.host.hook.http_routes(gateway=gateway):
-        routes.extend(extra or [])
+    for impl in gateway.host.hook.http_routes.get_hookimpls():
+        try:
+            routes.extend(impl.function(gateway=gateway) or [])
+        except Exception:
+            log.exception("http_routes hook of plugin %s failed", impl.plugin_name)
     return Starlette(
         routes=routes, lifespan=lifespan, exception_handlers=exception_handlers()
     )
