@@ -44,7 +44,7 @@ class RetryPolicy:
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return max(0.0, retry_after)
-        raw = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        raw = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempts - 1))
         return raw * (1 + random.uniform(-self.jitter, self.jitter))
 
 
@@ -99,7 +99,10 @@ class Deliverer:
         self._running = True
         for name in self.providers:
             for slot in range(self.concurrency):
-                task = asyncio.create_task(self._slot(name), name=f"deliver:{name}:{slot}")
+                # Each slot is its own lease owner: a slot must never free a lane that
+                # another slot of this process has just leased.
+                owner = f"{self.owner}/{name}/{slot}"
+                task = asyncio.create_task(self._slot(name, owner), name=f"deliver:{owner}")
                 self._tasks.append(task)
 
     async def stop(self) -> None:
@@ -109,17 +112,17 @@ class Deliverer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _slot(self, destination: str) -> None:
+    async def _slot(self, destination: str, owner: str) -> None:
         wakeup = self._wakeups[destination]
         limit = max(1, self.providers[destination].capabilities.max_batch)
         while self._running:
             wakeup.clear()
             try:
                 jobs = await self.store.claim(
-                    destination, self.owner, limit, self.lease_seconds, self.clock()
+                    destination, owner, limit, self.lease_seconds, self.clock()
                 )
                 if jobs:
-                    await self.process(destination, jobs)
+                    await self.process(destination, jobs, owner)
                     continue
                 await self._wait(destination, wakeup)
             except asyncio.CancelledError:
@@ -142,7 +145,7 @@ class Deliverer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wakeup.wait(), seconds)
 
-    async def process(self, destination: str, jobs: Sequence[Job]) -> None:
+    async def process(self, destination: str, jobs: Sequence[Job], owner: str) -> None:
         """Deliver one claimed batch and record every outcome; frees the lanes at the end."""
         provider = self.providers[destination]
         results = _Results([], [], [], [])
@@ -161,6 +164,7 @@ class Deliverer:
                 self._failure_ack(job, route, AmbiguousError("delivery outcome unknown"), results)
             else:
                 live.append((job, route))
+        live = _defer_references(live)
         if live:
             await self.store.mark_sending([job.id for job, _ in live], self.clock())
         blocked: set[str] = set()
@@ -169,7 +173,7 @@ class Deliverer:
             if batch:
                 await self._deliver_kind(provider, kind, batch, results)
                 blocked.update(job.lane for job, _, _ in results.retries)
-        await self._record(destination, jobs, results)
+        await self._record(destination, jobs, results, owner)
 
     async def _deliver_kind(
         self,
@@ -357,12 +361,14 @@ class Deliverer:
         provider = self.providers.get(instance)
         return provider is not None and provider.capabilities.wants_acks
 
-    async def _record(self, destination: str, jobs: Sequence[Job], results: _Results) -> None:
+    async def _record(
+        self, destination: str, jobs: Sequence[Job], results: _Results, owner: str
+    ) -> None:
         now = self.clock()
         # Dead letters and retries first: `finish` frees the lanes, and a lane must not be
         # handed to another slot while one of its jobs is still at its head undecided.
         for job, reason in results.dead:
-            await self.store.dead_letter(job.id, self.owner, reason, now)
+            await self.store.dead_letter(job.id, owner, reason, now)
             self.notify(
                 Observation(
                     "dead_lettered",
@@ -374,7 +380,7 @@ class Deliverer:
                 )
             )
         for job, at, error in results.retries:
-            await self.store.retry(job.id, self.owner, at, error, now)
+            await self.store.retry(job.id, owner, at, error, now)
             self.notify(
                 Observation(
                     "retried",
@@ -387,8 +393,8 @@ class Deliverer:
             )
         if results.followups:
             await self.store.enqueue(results.followups, now)
-        await self.store.finish(results.finished, self.owner, now)
-        await self.store.release(self.owner, sorted({job.lane for job in jobs}), now)
+        await self.store.finish(results.finished, owner, now)
+        await self.store.release(owner, sorted({job.lane for job in jobs}), now)
         by_id = {job.id: job for job in jobs}
         for finished in results.finished:
             job = by_id[finished.job_id]
@@ -409,7 +415,35 @@ class Deliverer:
                 self.wake(followup.destination)
 
 
+def _defer_references(live: list[tuple[Job, Route]]) -> list[tuple[Job, Route]]:
+    """Cut each lane before a send that refers to a message sent earlier in this claim.
+
+    Quotes, edits and deletes are translated through the id map, which gets the earlier
+    message's row only when this batch is recorded. The cut jobs are left untouched (not
+    marked sending), so they are claimed again as soon as the lane is released.
+    """
+    kept: list[tuple[Job, Route]] = []
+    sent: dict[str, set[str]] = {}
+    cut: set[str] = set()
+    for job, route in live:
+        if job.lane in cut:
+            continue
+        event = job.payload.get("event", {}) if isinstance(job.payload, dict) else {}
+        if job.kind == "send" and isinstance(event, dict):
+            is_message = event.get("kind") == "message"
+            refers = event.get("quoted_native_id") if is_message else event.get("native_id")
+            if refers is not None and refers in sent.get(job.lane, ()):
+                cut.add(job.lane)
+                continue
+            if is_message:
+                sent.setdefault(job.lane, set()).add(str(event.get("native_id")))
+        kept.append((job, route))
+    return kept
+
+
 _NOTE_SENDER = Sender(id="gateway", name="Gateway")
+
+
 
 
 def _as_note(event: Edit | Delete) -> Message:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ async def test_order_per_conversation_with_parallel_conversations(
     tmp_path: Path, recorders: Any
 ) -> None:
     channel, crm = recorders
+    crm.dedupe = False
     gate = crm.hold(lambda item: item["text"] == "a1")
     async with running_gateway(make_settings(tmp_path), apps=apps(channel, crm)) as h:
         for msg_id, chat in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("a3", "a")]:
@@ -103,6 +105,7 @@ async def test_order_per_conversation_with_parallel_conversations(
         gate.set()
         await crm.wait_for(lambda r: len(r.texts("a")) == 3)
     assert crm.texts("a") == ["a1", "a2", "a3"]
+    assert crm.duplicates == 0
 
 
 async def test_operator_reply_is_sent_and_acknowledged(tmp_path: Path, recorders: Any) -> None:
@@ -134,8 +137,11 @@ async def test_statuses_flow_back_monotonically(tmp_path: Path, recorders: Any) 
         await h.client.post("/webhooks/wa", json=body, headers=CHANNEL_AUTH)
         await crm.wait_for(lambda r: len(r.statuses) >= 1)
         # Another conversation's message proves the later, lower statuses were processed.
-        await h.client.post("/webhooks/crm", json={"messages": [
-            {"id": "op-2", "chat": "c1", "text": "x"}]}, headers=CRM_AUTH)
+        await h.client.post(
+            "/webhooks/crm",
+            json={"messages": [{"id": "op-2", "chat": "c1", "text": "x"}]},
+            headers=CRM_AUTH,
+        )
         await crm.wait_for(lambda r: len(r.acks) == 2)
     assert [s["status"] for s in crm.statuses] == ["read"]
     assert crm.statuses[0]["message_id"] == "op-1"
@@ -174,17 +180,19 @@ async def test_exhausted_retries_park_and_replay_delivers(tmp_path: Path, record
     crm.fail_next(4, status=502)
     admin = {"Authorization": "Bearer admin-secret"}
     async with running_gateway(make_settings(tmp_path), apps=apps(channel, crm)) as h:
-        await h.client.post("/webhooks/wa", json=customer("m1", "c1", "parked"), headers=CHANNEL_AUTH)
+        await h.client.post(
+            "/webhooks/wa", json=customer("m1", "c1", "parked"), headers=CHANNEL_AUTH
+        )
         await h.observer.wait_for("dead_lettered")
         body = (await h.client.get("/admin/dead-letters", headers=admin)).json()
         dead = body if isinstance(body, list) else body["dead_letters"]
         assert "gave up after 4 attempts" in dead[0]["last_error"]
         # Meanwhile the lane is free again: the next message of the conversation proceeds.
-        await h.client.post("/webhooks/wa", json=customer("m2", "c1", "after"), headers=CHANNEL_AUTH)
-        await crm.wait_count(1)
-        replay = await h.client.post(
-            f"/admin/dead-letters/{dead[0]['id']}/replay", headers=admin
+        await h.client.post(
+            "/webhooks/wa", json=customer("m2", "c1", "after"), headers=CHANNEL_AUTH
         )
+        await crm.wait_count(1)
+        replay = await h.client.post(f"/admin/dead-letters/{dead[0]['id']}/replay", headers=admin)
         assert replay.status_code == 200
         await crm.wait_count(2)
     assert crm.texts() == ["after", "parked"]
@@ -207,7 +215,9 @@ async def test_ambiguous_failure_is_not_resent_to_a_destination_that_cannot_dedu
 async def test_edits_deletes_and_quotes_are_translated(tmp_path: Path, recorders: Any) -> None:
     channel, crm = recorders
     async with running_gateway(make_settings(tmp_path), apps=apps(channel, crm)) as h:
-        await h.client.post("/webhooks/wa", json=customer("m1", "c1", "first"), headers=CHANNEL_AUTH)
+        await h.client.post(
+            "/webhooks/wa", json=customer("m1", "c1", "first"), headers=CHANNEL_AUTH
+        )
         body = {
             "messages": [{"id": "m2", "chat": "c1", "text": "re", "quote": "m1"}],
             "edits": [{"id": "m1", "chat": "c1", "text": "first!"}],
@@ -253,10 +263,37 @@ async def test_unknown_instance_and_oversized_body(tmp_path: Path, recorders: An
     settings["max_body_bytes"] = 1024
     async with running_gateway(settings, apps=apps(channel, crm)) as h:
         missing = await h.client.post("/webhooks/nope", json={})
-        big = await h.client.post(
-            "/webhooks/wa", content=b"x" * 2048, headers=CHANNEL_AUTH
-        )
+        big = await h.client.post("/webhooks/wa", content=b"x" * 2048, headers=CHANNEL_AUTH)
     assert missing.status_code == 404
     assert "nope" in missing.json()["error"]["message"]
     assert big.status_code == 413
     assert "1024" in big.json()["error"]["message"]
+
+
+async def test_a_batch_stops_before_a_reference_to_a_message_in_it(
+    tmp_path: Path, recorders: Any
+) -> None:
+    channel, crm = recorders
+    async with running_gateway(make_settings(tmp_path), apps=apps(channel, crm)) as h:
+        deliverer = h.gateway.deliverer
+        assert deliverer is not None
+        await deliverer.stop()  # drive delivery by hand, so all jobs sit in one claim
+        body = {
+            "messages": [
+                {"id": "m1", "chat": "c1", "text": "one"},
+                {"id": "m2", "chat": "c1", "text": "two", "quote": "m1"},
+            ],
+            "edits": [{"id": "m1", "chat": "c1", "text": "one!"}],
+        }
+        await h.client.post("/webhooks/wa", json=body, headers=CHANNEL_AUTH)
+        store, now = h.gateway.store, h.gateway.clock()
+        while len(crm.received) < 3:
+            jobs = await store.claim("crm", "by-hand", 10, 60.0, now)
+            assert jobs
+            await deliverer.process("crm", jobs, "by-hand")
+    one = crm.received[0].native_id
+    assert [(r.text, r.item.get("quote"), r.item.get("target")) for r in crm.received] == [
+        ("one", None, None),
+        ("two", one, None),
+        ("one!", None, one),
+    ]

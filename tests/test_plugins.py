@@ -25,11 +25,15 @@ pytestmark = pytest.mark.anyio
 BUILT_INS = {"bitrix24", "chatapi", "greenapi", "cloudapi", "testing"}
 
 
-def install_fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **plugins: str) -> None:
+def install_fake_distribution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **plugins: str
+) -> None:
     """Make `plugins` (name -> module source) visible as entry points of a dist on sys.path."""
     dist = tmp_path / "thirdparty_plugins-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-plugins\nVersion: 1.0\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: thirdparty-plugins\nVersion: 1.0\n"
+    )
     lines = ["[gateway.plugins]"]
     for name, source in plugins.items():
         module = f"thirdparty_{name}"
@@ -137,8 +141,9 @@ def settings(tmp_path: Path) -> dict[str, Any]:
         "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
         "media": {"directory": str(tmp_path / "media")},
         "workers": {"poll_interval": 0.05},
-        "channels": {"wa": {"provider": "test-channel", "base_url": "http://channel.test",
-                            "token": "t"}},
+        "channels": {
+            "wa": {"provider": "test-channel", "base_url": "http://channel.test", "token": "t"}
+        },
         "crms": {"crm": {"provider": "test-crm", "base_url": "http://crm.test", "token": "c"}},
         "routes": {"main": {"channel": "wa", "crm": "crm"}},
     }

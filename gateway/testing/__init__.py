@@ -12,6 +12,7 @@ the test on exit if one was attempted, even when the provider swallowed the erro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -140,6 +141,8 @@ class GatewayHarness:
     client: httpx.AsyncClient
     network: FakeNetwork
     observer: Observer
+    #: The gateway's real loopback URL when started with `serve_http=True`, else None.
+    url: str | None = None
 
 
 @asynccontextmanager
@@ -149,9 +152,15 @@ async def running_gateway(
     apps: Mapping[str, ASGIApp] | None = None,
     plugins: Sequence[object] = (),
     clock: Callable[[], float] = time.time,
+    serve_http: bool = False,
 ) -> AsyncIterator[GatewayHarness]:
-    """Start a gateway on `settings`; fail if it tried to reach an unexpected host."""
+    """Start a gateway on `settings`; fail if it tried to reach an unexpected host.
+
+    With `serve_http`, the app is also served by real uvicorn on a loopback port
+    (`harness.url`), and `harness.client` talks to it over real HTTP.
+    """
     from gateway.app import create_app
+    from gateway.testing.process import serve
 
     observer = Observer()
     gateway, network = build_gateway(
@@ -160,10 +169,17 @@ async def running_gateway(
     app = create_app(gateway)
     await gateway.start()
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=gateway.settings.public_url
-        ) as client:
-            yield GatewayHarness(gateway, client, network, observer)
+        async with contextlib.AsyncExitStack() as stack:
+            if serve_http:
+                url: str | None = await stack.enter_async_context(serve(app))
+                client = httpx.AsyncClient(base_url=str(url))
+            else:
+                url = None
+                client = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url=gateway.settings.public_url
+                )
+            await stack.enter_async_context(client)
+            yield GatewayHarness(gateway, client, network, observer, url)
     finally:
         await gateway.stop()
     if network.unexpected:

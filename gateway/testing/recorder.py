@@ -58,6 +58,7 @@ class Recorder:
     _arrived: asyncio.Condition | None = None
     #: Set once a send is being held by `hold()`: a request is in flight at that moment.
     holding: asyncio.Event = field(default_factory=asyncio.Event)
+    app: Starlette = field(init=False)
 
     def __post_init__(self) -> None:
         self.app = Starlette(
