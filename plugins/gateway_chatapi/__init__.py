@@ -1,1 +1,14 @@
-"""Built-in chatapi plugin for WhatsChat Gateway."""
+"""Built-in Chat API channel plugin for WhatsChat Gateway (`provider = "chatapi"`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.hookspecs import hookimpl
+from gateway.providers import Provider
+from gateway_chatapi.provider import ChatApiChannel
+
+
+@hookimpl
+def register_providers(register: Callable[[type[Provider]], None]) -> None:
+    register(ChatApiChannel)
