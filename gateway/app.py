@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -101,7 +102,8 @@ def create_app(gateway: Gateway) -> Starlette:
     ]
     for impl in gateway.host.hook.http_routes.get_hookimpls():
         try:
-            routes.extend(impl.function(gateway=gateway) or [])
+            extra = impl.function(gateway=gateway)
+            routes.extend(cast("list[BaseRoute] | None", extra) or [])
         except Exception:
             log.exception("http_routes hook of plugin %s failed", impl.plugin_name)
     return Starlette(

@@ -127,7 +127,7 @@ class Recorder:
                     # know whether it took effect (it did not, here).
                     raise httpx.ReadError("connection dropped by the recorder")
                 return JSONResponse({"error": f"injected {status}"}, status_code=status)
-        results = []
+        results: list[dict[str, Any]] = []
         for item in items:
             key = item["key"]
             if self.dedupe and key in self._by_key:
