@@ -1,0 +1,358 @@
+"""The `gateway` command: run the gateway, check settings, list plugins, handle dead letters.
+
+Exit codes: 0 done; 1 the command ran and failed (the store refused, a plugin failed to
+load); 2 bad arguments or settings that cannot run, in which case nothing was started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import importlib
+import importlib.metadata
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import uvicorn
+
+from gateway.errors import ConfigError, ConfigProblem, PluginError, StoreError
+from gateway.logs import Redactor, configure_logging
+from gateway.plugins import PluginHost
+from gateway.settings import (
+    GatewaySettings,
+    check_settings,
+    load_settings,
+    secret_values,
+    validate_instances,
+)
+from gateway.store.base import Job, Store
+
+log = logging.getLogger("gateway.cli")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_T = TypeVar("_T")
+_ARROWS = {"both": "<->", "inbound": "->", "outbound": "<-"}
+_STORE_HINT = (
+    "while the gateway runs it holds a SQLite store: use its admin API instead "
+    "(GET /admin/dead-letters, POST /admin/replay)"
+)
+
+
+def load_plugins() -> PluginHost:
+    """Every installed plugin with its providers; tests replace this to add their own."""
+    host = PluginHost()
+    host.load_entry_points()
+    host.collect_providers()
+    return host
+
+
+def open_store(url: str) -> Store:
+    # Imported when used: the store package pulls in its backends.
+    opener: Callable[[str], Store] = importlib.import_module("gateway.store").open_store
+    return opener(url)
+
+
+def _validated(
+    path: str | None, overrides: dict[str, Any] | None = None
+) -> tuple[GatewaySettings, PluginHost, list[ConfigProblem]]:
+    """Settings, plugins and every problem of both, so one run shows all of them."""
+    settings, problems = check_settings(path, overrides=overrides)
+    host = load_plugins()
+    problems += validate_instances(settings, host.providers)
+    try:
+        open_store(settings.store_url)  # checks the URL; connects only on open()
+    except StoreError as exc:
+        fix = "use sqlite:///relative.db, sqlite:////absolute.db or postgresql://..."
+        problems.append(ConfigProblem("store.url", str(exc), fix, settings.origin("store.url")))
+    return settings, host, problems
+
+
+def _refuse(problems: Sequence[ConfigProblem], what: str, secrets: Iterable[str] = ()) -> int:
+    redactor = Redactor(secrets)
+    for p in problems:
+        # File and key stay as they are: ".secrets.toml: x" looks like "secret: value".
+        message, fix = redactor.redact(p.message), redactor.redact(p.fix)
+        print(ConfigProblem(p.key, message, fix, p.file), file=sys.stderr)
+    print(f"gateway: {len(problems)} settings problem(s); {what}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _hints(settings: GatewaySettings, host: PluginHost) -> list[str]:
+    """Secrets written into the main settings file, which tends to end up in git."""
+    main = settings.sources.get("")
+    keys = ["admin.token"] if settings.admin_token else []
+    for inst in settings.instances.values():
+        cls = host.providers.get(inst.provider)
+        secret = cls.secret_settings if cls else frozenset()
+        keys += [f"{inst.kind}s.{inst.name}.{k}" for k in sorted(secret & inst.options.keys())]
+    return [
+        f"{main}: {key} is a secret: move it to .secrets.toml or "
+        f"GATEWAY_{key.upper().replace('.', '__')}"
+        for key in keys
+        if settings.origin(key) == main
+    ]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings, host, problems = _validated(args.settings, overrides)
+    if problems:
+        return _refuse(problems, "nothing was started", secret_values(settings, host.providers))
+    configure_logging(
+        settings.log_level, settings.log_format, secret_values(settings, host.providers)
+    )
+    for hint in _hints(settings, host):
+        log.warning(hint)
+    if not settings.admin_token:
+        log.info("admin API off: set [admin] token in .secrets.toml or GATEWAY_ADMIN__TOKEN")
+    runtime = importlib.import_module("gateway.runtime")
+    app = importlib.import_module("gateway.app").create_app(runtime.Gateway(settings, host))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        loop="auto",
+        http="auto",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn's way out when it cannot bind the port
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    return EXIT_OK if server.started else EXIT_FAILED
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings, host, problems = _validated(args.settings)
+    if problems:
+        secrets = secret_values(settings, host.providers)
+        return _refuse(problems, "the gateway would not start", secrets)
+    redactor = Redactor(secret_values(settings, host.providers))
+    variables = {v for v in settings.sources.values() if v.startswith("environment variable")}
+    files = ", ".join(settings.files) or "none (defaults)"
+    more = f" + {len(variables)} environment variables" if variables else ""
+    print(f"settings: {files}{more}")
+    print(f"public URL: {settings.public_url}")
+    print(f"listens on: {settings.host}:{settings.port}")
+    print(f"store: {redactor.redact(settings.store_url)}")
+    admin = "on" if settings.admin_token else "off (set [admin] token to use /admin)"
+    print(f"admin API: {admin}")
+    for title, table in (("channels", settings.channels), ("crms", settings.crms)):
+        print(f"{title}: {len(table)}")
+        for name, inst in table.items():
+            print(f"  {name}  provider={inst.provider}  webhook={settings.webhook_url(name)}")
+    print(f"routes: {len(settings.routes)}")
+    for route in settings.routes:
+        target = f"  target={route.target}" if route.target else ""
+        arrow = _ARROWS[route.direction]
+        print(f"  {route.name}  {route.channel} {arrow} {route.crm}  ({route.direction}){target}")
+    loaded = [r.name for r in host.reports if r.loaded]
+    print(f"plugins: {', '.join(loaded) or 'none'}")
+    for report in host.reports:
+        if not report.loaded:
+            print(f"  failed: {report.error}")
+    for hint in _hints(settings, host):
+        print(f"note: {hint}")
+    print("OK: the gateway can start with these settings")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    host = load_plugins()
+    rows = []
+    for report in host.reports:
+        classes = [host.providers[p] for p in report.providers if p in host.providers]
+        providers = [
+            {"name": c.name, "kind": c.kind, "description": c.description} for c in classes
+        ]
+        rows.append({**dataclasses.asdict(report), "providers": providers})
+        if not args.json:
+            print(f"{report.name} ({report.module}): {'loaded' if report.loaded else 'FAILED'}")
+            for cls in classes:
+                print(f"  {cls.kind:<7} {cls.name}  {cls.description}".rstrip())
+            if report.error:
+                print(f"  error: {report.error}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no plugins found (entry-point group gateway.plugins)")
+    return EXIT_OK if all(r.loaded for r in host.reports) else EXIT_FAILED
+
+
+async def _using_store(url: str, action: Callable[[Store], Awaitable[_T]]) -> _T:
+    store = open_store(url)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    settings = load_settings(args.settings)
+    jobs: list[Job] = asyncio.run(
+        _using_store(
+            settings.store_url,
+            lambda s: s.dead_letters(
+                limit=args.limit, destination=args.destination, lane=args.lane
+            ),
+        )
+    )
+    redactor = Redactor(secret_values(settings, {}))
+    if args.json:
+        print(json.dumps([redactor.scrub(dataclasses.asdict(job)) for job in jobs], indent=2))
+        return EXIT_OK
+    if not jobs:
+        print("no dead letters")
+        return EXIT_OK
+    header = ("ID", "DEAD SINCE (UTC)", "ATTEMPTS", "DESTINATION", "ROUTE", "LANE", "ERROR")
+    rows = [header] + [
+        (
+            str(job.id),
+            _when(job.dead_at),
+            str(job.attempts),
+            job.destination,
+            job.route,
+            job.lane,
+            redactor.redact(" ".join((job.last_error or "-").split()))[:80],
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[-1]
+        )
+    print(f"{len(jobs)} dead letter(s); `gateway replay --job ID` makes them ready again")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = load_settings(args.settings)
+    count: int = asyncio.run(
+        _using_store(
+            settings.store_url,
+            lambda s: s.replay(
+                job_ids=args.job or (),
+                lane=args.lane,
+                since=args.since,
+                until=args.until,
+                now=time.time(),
+            ),
+        )
+    )
+    if args.json:
+        print(json.dumps({"replayed": count}))
+    else:
+        print(f"replayed {count} dead letter(s); the gateway delivers them when it runs")
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def _instant(text: str) -> float:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date or time such as 2025-01-31 or 2025-01-31T12:00+03:00, "
+            f"got {text!r}"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    try:
+        version = importlib.metadata.version("whatschat-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="WhatsChat Gateway: WhatsApp <-> Bitrix24 Open Lines."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    settings_help = "settings file (default ./settings.toml; .secrets.toml is read beside it)"
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler, parser=sub)
+        return sub
+
+    def with_settings(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--settings", metavar="PATH", help=settings_help)
+
+    run = command("run", cmd_run, "serve the gateway until stopped (SIGTERM/SIGINT)")
+    with_settings(run)
+    run.add_argument("--host", help="listen address (overrides host)")
+    run.add_argument("--port", type=int, help="listen port (overrides port)")
+    check = command("check", cmd_check, "check settings and plugins; print a summary")
+    with_settings(check)
+    plugins = command("plugins", cmd_plugins, "list plugins, their providers, load errors")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    dead = command("dead-letters", cmd_dead_letters, "list parked jobs, oldest first")
+    with_settings(dead)
+    dead.add_argument("--destination", metavar="INSTANCE", help="only jobs for this instance")
+    dead.add_argument("--lane", help="only jobs of this lane (one conversation)")
+    dead.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
+    dead.add_argument("--json", action="store_true", help="print JSON")
+    replay = command("replay", cmd_replay, "make dead letters ready again")
+    with_settings(replay)
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", type=_positive, nargs="+", metavar="ID", help="these jobs")
+    which.add_argument("--lane", help="every dead job of this lane")
+    which.add_argument("--since", type=_instant, metavar="ISO", help="dead since (UTC if naive)")
+    replay.add_argument("--until", type=_instant, metavar="ISO", help="...and until (with --since)")
+    replay.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.error("choose a command; `gateway COMMAND --help` tells more")
+        if args.command == "replay" and args.until is not None:
+            if args.since is None:
+                args.parser.error("--until needs --since")
+            if args.until < args.since:
+                args.parser.error("--until is before --since")
+    except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 after --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        return _refuse(exc.problems, "nothing was done")
+    except PluginError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        hint = f"\n  {_STORE_HINT}" if args.command in ("dead-letters", "replay") else ""
+        print(f"gateway: store: {Redactor().redact(str(exc))}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
