@@ -52,9 +52,22 @@ def load_plugins() -> PluginHost:
 
 
 def open_store(url: str) -> Store:
-    # Imported when used: the store package pulls in its backends.
-    opener: Callable[[str], Store] = importlib.import_module("gateway.store").open_store
-    return opener(url)
+    # Imported when used: the store package pulls in its backends. `tool=True`: these
+    # commands work beside a running gateway without taking its single-process lock.
+    opener: Callable[..., Store] = importlib.import_module("gateway.store").open_store
+    return opener(url, tool=True)
+
+
+def _print_setup_instructions(settings: GatewaySettings, host: PluginHost) -> None:
+    """What providers need done by hand (Meta's dashboard has no API for webhooks)."""
+    gateway_class = importlib.import_module("gateway.runtime").Gateway
+    gateway = gateway_class(settings, host)
+    for name, provider in gateway.instances.items():
+        steps = provider.setup_instructions()
+        if steps:
+            print(f"setup for {name}:")
+            for step in steps:
+                print(f"  {step}")
 
 
 def _validated(
@@ -148,6 +161,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{title}: {len(table)}")
         for name, inst in table.items():
             print(f"  {name}  provider={inst.provider}  webhook={settings.webhook_url(name)}")
+    _print_setup_instructions(settings, host)
     print(f"routes: {len(settings.routes)}")
     for route in settings.routes:
         target = f"  target={route.target}" if route.target else ""

@@ -279,6 +279,10 @@ class Provider:
         """The account's state now, as far as the provider tells (default: unknown)."""
         return AccountState(AccountStatus.UNKNOWN)
 
+    def setup_instructions(self) -> list[str]:
+        """Steps a person must take by hand (e.g. a callback URL to paste); `gateway check`."""
+        return []
+
 
 class ChannelProvider(Provider):
     """A messenger account (a WhatsApp number) the customers write to."""
