@@ -324,7 +324,7 @@ def store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
     fake = FakeStore([dead_job(5, f"PermanentError: refused, token={ADMIN} in {ADMIN}")])
     opened: list[str] = []
 
-    def open_store(url: str) -> FakeStore:
+    def open_store(url: str, **_options: object) -> FakeStore:
         opened.append(url)
         return fake
 
