@@ -39,7 +39,14 @@ Direction = Literal["both", "inbound", "outbound"]
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a provider can take; the core adapts what it hands over to these."""
+    """What a provider can take.
+
+    The core acts on `max_batch`, `idempotent_sends`, `wants_acks`, `wants_statuses`,
+    `edits` and `deletes` (an edit for a destination without edits arrives as a note).
+    The rest describe the provider to others (the CRM settings page, the admin API), and
+    each provider enforces its own limits: it splits long texts or refuses a file it
+    cannot send, because only it knows how.
+    """
 
     media_kinds: frozenset[str] = frozenset(
         {"image", "video", "audio", "voice", "document", "sticker", "file"}

@@ -1,1 +1,14 @@
-"""Built-in greenapi plugin for WhatsChat Gateway."""
+"""Built-in GREEN-API channel plugin for WhatsChat Gateway (`provider = "greenapi"`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.hookspecs import hookimpl
+from gateway.providers import Provider
+from gateway_greenapi.provider import GreenApiProvider
+
+
+@hookimpl
+def register_providers(register: Callable[[type[Provider]], None]) -> None:
+    register(GreenApiProvider)

@@ -1,0 +1,230 @@
+"""GREEN-API channel end to end: the fake posts real HTTP webhooks to a served gateway.
+
+The fake GREEN-API sends its notifications with a real `httpx.AsyncClient` to the gateway on
+a loopback port; the gateway's own calls reach the fake (and the test CRM's recorder) through
+the test kit's in-process network.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_greenapi.fake import FakeGreenApi, Magic, magic_phone
+
+from gateway.testing import GatewayHarness, Recorder, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "green-hook-token-0123456789"
+CUSTOMER = "79001234567"
+CHAT = f"{CUSTOMER}@c.us"
+CRM_AUTH = {"Authorization": "Bearer crm-token"}
+
+
+def make_settings(tmp_path: Path, **channel: Any) -> dict[str, Any]:
+    return {
+        "public_url": "http://gateway.test",
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+        "media": {"directory": str(tmp_path / "media")},
+        "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 4, "jitter": 0.0},
+        "workers": {"poll_interval": 0.05, "concurrency": 2},
+        "channels": {
+            "wa": {
+                "provider": "greenapi",
+                "api_url": "https://api.green-api.test",
+                "id_instance": "1101000001",
+                "api_token": "fake0green0api0token",
+                "webhook_token": TOKEN,
+                **channel,
+            }
+        },
+        "crms": {
+            "crm": {
+                "provider": "test-crm",
+                "base_url": "http://crm.test",
+                "token": "crm-token",
+                "max_batch": 10,
+            }
+        },
+        "routes": {"main": {"channel": "wa", "crm": "crm"}},
+    }
+
+
+@pytest.fixture
+def crm() -> Recorder:
+    # Count every delivery: a second effect of a duplicate would show.
+    return Recorder(name="crm", dedupe=False)
+
+
+@pytest.fixture
+async def to_gateway() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def apps(fake: FakeGreenApi, crm: Recorder) -> dict[str, Any]:
+    return {"api.green-api.test": fake.app, "crm.test": crm.app}
+
+
+async def reply(h: GatewayHarness, msg_id: str, chat: str, text: str, **extra: Any) -> None:
+    body = {"messages": [{"id": msg_id, "chat": chat, "from": "anna", "text": text, **extra}]}
+    response = await h.client.post("/webhooks/crm", json=body, headers=CRM_AUTH)
+    assert response.status_code == 200
+
+
+async def delivered_to(h: GatewayHarness, instance: str, kind: str) -> None:
+    """Wait, on observations, until a job of `kind` was delivered to `instance`."""
+
+    def done() -> bool:
+        return any(
+            o.instance == instance and o.detail.get("kind") == kind
+            for o in h.observer.of_type("delivered")
+        )
+
+    while not done():
+        await h.observer.wait_for("delivered", len(h.observer.of_type("delivered")) + 1)
+
+
+async def test_webhooks_sends_and_statuses(
+    tmp_path: Path, crm: Recorder, to_gateway: httpx.AsyncClient
+) -> None:
+    fake = FakeGreenApi(http=to_gateway)  # a new instance: the plugin must switch it on
+    async with running_gateway(make_settings(tmp_path), apps=apps(fake, crm), serve_http=True) as h:
+        # The plugin pointed the instance at its public URL; this test serves it elsewhere.
+        assert fake.settings.webhookUrl == "http://gateway.test/webhooks/wa"
+        assert fake.settings.webhookUrlToken == TOKEN
+        assert fake.settings.on("incomingWebhook") and fake.settings.on("outgoingWebhook")
+        fake.settings.webhookUrl = f"{h.url}/webhooks/wa"
+
+        # Inbound: text, media and a quoted reply reach the CRM.
+        hello = fake.customer_writes(CUSTOMER, "Hello", sender_name="Ivan")
+        fake.customer_writes(CUSTOMER, kind="image", caption="receipt")
+        fake.customer_writes(CUSTOMER, "about this", quoted=hello)
+        report = await fake.deliver_webhooks()
+        assert report.failed == 0 and report.pending == 0
+        await crm.wait_count(3)
+        first, photo, quote = crm.received
+        assert (first.conversation, first.text, first.item["sender"]) == (CHAT, "Hello", "Ivan")
+        assert photo.text == "receipt"
+        [attachment] = photo.item["attachments"]
+        assert attachment["kind"] == "image"
+        assert attachment["url"].startswith(f"{fake.media_url}/_fake/files/")
+        assert (quote.text, quote.item["quote"]) == ("about this", first.native_id)
+
+        # Outbound: the operator answers, quoting the customer's first message.
+        await reply(h, "op-1", CHAT, "Hi Ivan", quote=first.native_id)
+        await crm.wait_for(lambda r: len(r.acks) == 1)
+        [sent] = fake.sent
+        assert sent.params == {"chatId": CHAT, "message": "Hi Ivan", "quotedMessageId": hello}
+        assert crm.acks[0]["delivered_id"] == sent.id_message
+        assert crm.acks[0]["error"] is None
+
+        # Statuses come back to the CRM, on the operator's message id.
+        fake.mark_delivered(sent.id_message)
+        fake.mark_read(sent.id_message)
+        await fake.deliver_webhooks()
+        await crm.wait_for(lambda r: any(s["status"] == "read" for s in r.statuses))
+        assert [s["status"] for s in crm.statuses] == ["sent", "delivered", "read"]
+        assert {s["message_id"] for s in crm.statuses} == {"op-1"}
+
+        # A recipient without WhatsApp: the send is accepted, then fails by status.
+        nobody = f"{magic_phone(Magic.NO_ACCOUNT)}@c.us"
+        await reply(h, "op-2", nobody, "anyone there?")
+        await crm.wait_for(lambda r: len(r.acks) == 2)
+        await fake.deliver_webhooks()
+        await crm.wait_for(lambda r: any(s["message_id"] == "op-2" for s in r.statuses))
+        assert [s for s in crm.statuses if s["message_id"] == "op-2"] == [
+            {"message_id": "op-2", "status": "failed", "conversation": nobody}
+        ]
+
+        # A duplicate webhook is answered 200 and has no second effect.
+        fake.redeliver(hello)
+        duplicate = await fake.deliver_webhooks()
+        assert duplicate.delivered == 1
+        await h.observer.wait_for("duplicate")
+        fake.customer_writes(CUSTOMER, "after the duplicate")
+        await fake.deliver_webhooks()
+        await crm.wait_count(4)
+        assert crm.texts() == ["Hello", "receipt", "about this", "after the duplicate"]
+
+        # A forged webhook is refused and stores nothing.
+        forged = copy.deepcopy(fake.notifications.delivered[-1].body)
+        forged["idMessage"] = "FORGED0000000000"
+        forged["messageData"] = {
+            "typeMessage": "textMessage",
+            "textMessageData": {"textMessage": "send me the codes"},
+        }
+        for headers, status in (({"Authorization": "Bearer wrong"}, 403), ({}, 401)):
+            response = await h.client.post("/webhooks/wa", json=forged, headers=headers)
+            assert response.status_code == status
+        assert len(h.observer.of_type("rejected")) == 2
+        assert "send me the codes" not in crm.texts()
+
+        # The operator read the customer's message: WhatsApp shows it read (readChat).
+        status = {"statuses": [{"id": first.native_id, "status": "read", "chat": CHAT}]}
+        await h.client.post("/webhooks/crm", json=status, headers=CRM_AUTH)
+        await delivered_to(h, "wa", "status")
+        [read] = [c for c in fake.calls if c.method == "readChat"]
+        assert read.params == {"chatId": CHAT, "idMessage": hello}
+
+
+async def test_head_of_line_retry_after_a_refused_webhook(
+    tmp_path: Path, crm: Recorder, to_gateway: httpx.AsyncClient
+) -> None:
+    fake = FakeGreenApi(http=to_gateway)
+    settings = make_settings(tmp_path, set_webhook=False)
+    async with running_gateway(settings, apps=apps(fake, crm), serve_http=True) as h:
+        fake.settings.update(
+            {
+                "webhookUrl": f"{h.url}/webhooks/wa",
+                "webhookUrlToken": "not-the-gateway-token",
+                "incomingWebhook": "yes",
+            }
+        )
+        first = fake.customer_writes(CUSTOMER, "first")
+        fake.customer_writes(CUSTOMER, "second")
+        refused = await fake.deliver_webhooks()
+        assert (refused.failed, refused.delivered, refused.pending) == (1, 0, 2)
+        assert refused.attempts[0].status == 403
+        # GREEN pauses 60 s before it resends the head; nothing behind it may overtake.
+        assert (await fake.deliver_webhooks()).attempts == []
+        fake.settings.webhookUrlToken = TOKEN
+        resent = await fake.deliver_until_idle()
+        assert (resent.delivered, resent.pending) == (2, 0)
+        assert resent.attempts[0].body["idMessage"] == first
+        assert resent.attempts[0].attempt == 2
+        await crm.wait_count(2)
+    assert crm.texts() == ["first", "second"]
+
+
+async def test_polling_mode_delivers_the_same_messages(tmp_path: Path, crm: Recorder) -> None:
+    fake = FakeGreenApi(webhook_url="https://old.example/hook")
+    settings = make_settings(
+        tmp_path, receive="polling", webhook_token="", receive_timeout=5, poll_idle_seconds=0.02
+    )
+    async with running_gateway(settings, apps=apps(fake, crm)) as h:
+        # Polling works only while no webhook URL is set: the plugin cleared it.
+        assert fake.settings.webhookUrl == ""
+        hello = fake.customer_writes(CUSTOMER, "Hello", sender_name="Ivan")
+        fake.customer_writes(CUSTOMER, kind="document", file_name="invoice.pdf")
+        fake.customer_writes(CUSTOMER, "about this", quoted=hello)
+        await crm.wait_count(3)
+        first, doc, quote = crm.received
+        assert first.text == "Hello"
+        assert doc.item["attachments"][0]["kind"] == "document"
+        assert quote.item["quote"] == first.native_id
+
+        # Handed out again (as after a crash between commit and delete): no second effect.
+        fake.redeliver(hello)
+        await h.observer.wait_for("duplicate")
+        await reply(h, "op-1", CHAT, "Hi")
+        await crm.wait_for(lambda r: len(r.acks) == 1)
+        await crm.wait_for(lambda r: any(s["status"] == "sent" for s in r.statuses))
+    assert crm.texts() == ["Hello", "", "about this"]
+    assert [s.params["message"] for s in fake.sent] == ["Hi"]
+    assert any(c.method == "deleteNotification" for c in fake.calls)
