@@ -1,0 +1,176 @@
+"""Reading what Bitrix24 posts: PHP bracket-key forms (`data[MESSAGES][0][im][chat_id]=1`)
+and JSON bodies, with hard limits so that a hostile body is refused (400), never a crash.
+
+Bitrix24 encodes events like PHP's `http_build_query`: nested keys in brackets, every scalar
+a string, empty arrays and nulls left out. The parser rebuilds the nesting the way PHP fills
+`$_POST`: a later key wins over an earlier one, `a[]` appends, and a container whose keys are
+exactly 0..n-1 becomes a list. It never allocates by index, so `a[999999]` costs one entry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+MAX_FIELDS = 2000
+MAX_DEPTH = 12
+MAX_INDEX = 100_000
+MAX_KEY_LENGTH = 512
+
+_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)\Z")
+_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
+
+
+class FormError(ValueError):
+    """The body cannot be read safely; the text says why (no values are echoed)."""
+
+
+def parse_body(body: bytes, content_type: str = "") -> dict[str, Any]:
+    """A form or JSON body as nested data; JSON when declared or when it looks like it."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "application/json" or (
+        kind != "application/x-www-form-urlencoded" and body.lstrip()[:1] == b"{"
+    ):
+        return parse_json(body)
+    return parse_form(body)
+
+
+def parse_json(body: bytes, *, max_depth: int = MAX_DEPTH * 2) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise FormError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FormError("the JSON body must be an object")
+    if _depth(data) > max_depth:
+        raise FormError(f"the JSON body is nested deeper than {max_depth} levels")
+    return data
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def parse_form(
+    body: bytes | str,
+    *,
+    max_fields: int = MAX_FIELDS,
+    max_depth: int = MAX_DEPTH,
+    max_index: int = MAX_INDEX,
+) -> dict[str, Any]:
+    """Decode an `application/x-www-form-urlencoded` body into nested dicts and lists."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields, errors="strict")
+    except UnicodeDecodeError:
+        raise FormError("the form is not valid UTF-8") from None
+    except ValueError:
+        raise FormError(f"the form has more than {max_fields} fields") from None
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        segments = _segments(key, max_depth)
+        if segments is None:
+            continue
+        node = root
+        for position, segment in enumerate(segments):
+            name = _resolve(node, segment, max_index)
+            if position == len(segments) - 1:
+                node[name] = value
+                break
+            child = node.get(name)
+            if not isinstance(child, dict):
+                child = node[name] = {}
+            node = child
+    return _listify(root)  # type: ignore[no-any-return]
+
+
+def _segments(key: str, max_depth: int) -> list[str] | None:
+    if len(key) > MAX_KEY_LENGTH:
+        raise FormError(f"a form key is longer than {MAX_KEY_LENGTH} characters")
+    match = _KEY.match(key)
+    if match is None:
+        # PHP mangles or drops such keys; nothing Bitrix24 sends looks like this.
+        return None if not key or key.startswith("[") else [key]
+    segments = [match.group(1), *_SEGMENT.findall(match.group(2))]
+    if len(segments) > max_depth:
+        raise FormError(f"a form key is nested deeper than {max_depth} levels")
+    return segments
+
+
+def _resolve(node: dict[str, Any], segment: str, max_index: int) -> str:
+    if segment == "":
+        numbers = [int(k) for k in node if k.isascii() and k.isdigit()]
+        index = max(numbers) + 1 if numbers else 0
+        if index > max_index:
+            raise FormError(f"a form list is longer than {max_index} items")
+        return str(index)
+    if segment.isascii() and segment.isdigit() and (len(segment) > 9 or int(segment) > max_index):
+        raise FormError(f"a form key has an index above {max_index}")
+    return segment
+
+
+def _listify(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    converted = {k: _listify(v) for k, v in value.items()}
+    if converted and set(converted) == {str(i) for i in range(len(converted))}:
+        return [converted[str(i)] for i in range(len(converted))]
+    return converted
+
+
+# typed accessors: every value of a PHP form is a string, JSON may carry numbers
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_items(value: Any) -> list[Any]:
+    """A PHP array as a list: a list, or a dict's values in key order (numbers first)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        keys = sorted(
+            value, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))
+        )
+        return [value[k] for k in keys]
+    return []
+
+
+def as_str(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return None
+
+
+def as_int(value: Any) -> int | None:
+    text = as_str(value)
+    if text is None:
+        return None
+    text = text.strip()
+    if text[:1] in "+-":
+        sign, digits = text[:1], text[1:]
+    else:
+        sign, digits = "", text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
+        return None
+    return int(sign + digits)
+
+
+def lower_keys(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in value.items()}

@@ -1,0 +1,166 @@
+"""App installation, both ways it arrives, and what it leaves in the store.
+
+* An app with a UI: Bitrix24 opens the install page in an iframe with a POST carrying
+  `AUTH_ID`, `REFRESH_ID`, `APPLICATION_TOKEN`, `member_id`... The answer is a page that calls
+  `BX24.installFinish()`; until then Bitrix24 sends no events.
+* An API-only app: Bitrix24 POSTs the `ONAPPINSTALL` event with both tokens in `auth[...]`.
+
+Anyone can POST such a form, so nothing in it is trusted as is: the refresh token is traded
+at the OAuth server with this app's client secret first. Only a token Bitrix24 issued to
+this app survives that, and the answer names the portal (`member_id`, `client_endpoint`),
+which is what gets stored. `APP_SID` (a per-render session id) is never the application
+token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.errors import DeliveryError, TemporaryError, Unauthorized, WebhookError
+from gateway.providers import WebhookResult
+
+from .events import PortalEvent
+from .forms import as_str
+from .oauth import OAuthClient
+from .pages import install_page, message_page
+from .records import PortalRecord, PortalStore
+from .setup import PortalSetup
+
+log = logging.getLogger("gateway.bitrix24")
+
+LinesOf = Callable[[str], Awaitable[dict[int, str]]]
+Changed = Callable[[], Awaitable[None]]
+
+
+class Installer:
+    def __init__(
+        self,
+        oauth: OAuthClient,
+        store: PortalStore,
+        setup: PortalSetup,
+        lines_of: LinesOf,
+        *,
+        allowed_portals: frozenset[str] = frozenset(),
+        on_change: Changed | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.oauth = oauth
+        self.store = store
+        self.setup = setup
+        self.lines_of = lines_of
+        self.allowed = allowed_portals
+        self.on_change = on_change
+        self.clock = clock
+
+    async def from_page(self, form: dict[str, Any]) -> WebhookResult:
+        """The install page POST of an app with a UI."""
+        refresh = as_str(form.get("REFRESH_ID"))
+        application_token = as_str(form.get("APPLICATION_TOKEN"))
+        member_id = as_str(form.get("member_id"))
+        if not (refresh and application_token and member_id):
+            page = message_page(
+                "WhatsChat Gateway",
+                "This is the app's install page: Bitrix24 opens it while installing the app.",
+                status=400,
+            )
+            return WebhookResult(response=page)
+        try:
+            record = await self.install(
+                refresh_token=refresh,
+                server_endpoint=as_str(form.get("SERVER_ENDPOINT")),
+                application_token=application_token,
+                member_id=member_id,
+                scope=as_str(form.get("APPLICATION_SCOPE")) or "",
+            )
+        except WebhookError as exc:
+            return WebhookResult(
+                response=message_page("Install failed", exc.message, status=exc.status)
+            )
+        error = await self.run_setup(record.member_id)
+        return WebhookResult(response=install_page(record.domain, error, record.base_url))
+
+    async def from_event(self, event: PortalEvent) -> WebhookResult:
+        """`ONAPPINSTALL` of an API-only app (also accepted on the events URL)."""
+        auth = event.auth
+        refresh = as_str(auth.get("refresh_token"))
+        application_token = as_str(auth.get("application_token"))
+        if not (refresh and application_token):
+            raise Unauthorized("ONAPPINSTALL without refresh_token or application_token")
+        record = await self.install(
+            refresh_token=refresh,
+            server_endpoint=as_str(auth.get("server_endpoint")),
+            application_token=application_token,
+            member_id=event.member_id,
+            scope=as_str(auth.get("scope")) or "",
+        )
+        error = await self.run_setup(record.member_id)
+        if error:
+            log.warning("setup of %s after ONAPPINSTALL failed: %s", record.domain, error)
+        return WebhookResult()
+
+    async def install(
+        self,
+        *,
+        refresh_token: str,
+        server_endpoint: str | None,
+        application_token: str,
+        member_id: str | None,
+        scope: str,
+    ) -> PortalRecord:
+        try:
+            grant = await self.oauth.refresh(refresh_token, server_endpoint)
+        except TemporaryError as exc:
+            raise WebhookError(
+                f"the OAuth server could not be asked to confirm the install ({exc.code}); "
+                "try again",
+                status=503,
+            ) from None
+        except DeliveryError as exc:
+            raise Unauthorized(
+                f"the OAuth server did not confirm the install's tokens ({exc.code})", status=403
+            ) from None
+        if member_id is not None and grant.member_id != member_id:
+            raise Unauthorized("the tokens belong to another portal", status=403)
+        record = PortalRecord(
+            member_id=grant.member_id,
+            client_endpoint=grant.client_endpoint,
+            server_endpoint=grant.server_endpoint or server_endpoint or "",
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token,
+            application_token=application_token,
+            expires_at=grant.expires_at,
+            scope=scope,
+            status=grant.status,
+            installed_at=self.clock(),
+            refreshed_at=self.clock(),
+        )
+        if self.allowed and not {record.member_id, record.domain} & self.allowed:
+            raise Unauthorized(
+                f"this gateway does not serve the portal {record.domain} (see allowed_portals)",
+                status=403,
+            )
+        async with self.store.lock(record.member_id):
+            await self.store.put(record)
+        log.info("installed on portal %s (%s)", record.domain, record.member_id)
+        if self.on_change is not None:
+            await self.on_change()
+        return record
+
+    async def run_setup(self, member_id: str) -> str | None:
+        """Register the connector, bind events, re-activate known lines; the error if any."""
+        error: str | None = None
+        try:
+            await self.setup.run(member_id, await self.lines_of(member_id))
+        except DeliveryError as exc:
+            error = str(exc)
+
+        def note(record: PortalRecord) -> None:
+            record.setup_error = error
+
+        await self.store.update(member_id, note)
+        if self.on_change is not None:
+            await self.on_change()
+        return error

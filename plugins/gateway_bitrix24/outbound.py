@@ -1,0 +1,462 @@
+"""Client -> operator: customer messages, edits and deletes into open-line chats.
+
+A batch from the pipeline may mix portals, lines and kinds. Items are grouped per portal,
+then per (line, method) into one `imconnector.send.messages` / `update.messages` /
+`delete.messages` command each, in order of first appearance; the commands of one portal
+travel in as few HTTP requests as possible (one `batch` of up to 50 commands, or a plain
+call when there is only one). A request carries at most one command per line, so the
+messages of a chat are never split across two commands that could run out of order, and a
+line whose command failed gets nothing more in this round.
+
+Bitrix24 does not deduplicate `message.id`: a send is never repeated after a timeout (that
+is an `AmbiguousError`, which the pipeline parks instead of retrying).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import (
+    AmbiguousError,
+    DeliveryError,
+    FetchError,
+    ForbiddenAddress,
+    PermanentError,
+    TemporaryError,
+)
+from gateway.fetch import GuardedFetcher
+from gateway.media import MediaStore, MediaTooLarge
+from gateway.models import Attachment, Edit, Message
+from gateway.providers import Outcome, Outgoing, Sent
+
+from .formatting import normalize_phone, quote_bbcode, sanitize_name, whatsapp_to_bbcode
+from .forms import as_dict, as_items, as_str
+from .records import PortalStore, parse_target
+from .rest import DEFAULT_TIMEOUT, FILES_TIMEOUT, RestClient
+
+log = logging.getLogger("gateway.bitrix24")
+
+SEND = "imconnector.send.messages"
+UPDATE = "imconnector.update.messages"
+DELETE = "imconnector.delete.messages"
+MAX_COMMANDS = 50
+#: Bitrix24 downloads files while answering, within its 60 s request limit.
+MAX_FILES_PER_REQUEST = 10
+#: A parked line is tried again after this long (the admin may have switched it back on).
+PROBE_AFTER = 60.0
+PORTAL_WIDE = frozenset({"NOT_INSTALLED", "NEEDS_REINSTALL", "UNPAID"})
+_CLIENT_HTTP_ERROR = re.compile(r"\bHTTP 4\d\d\b")
+_USER_SEPARATOR = "|u:"
+
+
+@dataclass(slots=True)
+class Item:
+    index: int
+    outgoing: Outgoing
+    line: int
+    method: str
+    payload: dict[str, Any]
+    native_id: str
+    files: int = 0
+
+
+@dataclass(slots=True)
+class Command:
+    line: int
+    method: str
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return sum(item.files for item in self.items)
+
+
+def native_id_for(message_id: str, user_id: str, chat_id: str) -> str:
+    """`Sent.native_id`: the `message.id` sent, plus the user id when it is not the chat's
+    (update/delete find a message by message, chat and user)."""
+    return message_id if user_id == chat_id else f"{message_id}{_USER_SEPARATOR}{user_id}"
+
+
+def split_native_id(native_id: str, chat_id: str) -> tuple[str, str]:
+    message_id, separator, user_id = native_id.rpartition(_USER_SEPARATOR)
+    if not separator:
+        return native_id, chat_id
+    return message_id, user_id
+
+
+class Outbox:
+    def __init__(
+        self,
+        rest: RestClient,
+        store: PortalStore,
+        media: MediaStore,
+        fetcher: GuardedFetcher,
+        *,
+        public_url: str,
+        connector_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rest = rest
+        self.store = store
+        self.media = media
+        self.fetcher = fetcher
+        self.media_prefix = public_url.rstrip("/") + "/media/"
+        self.connector_id = connector_id
+        self.clock = clock
+
+    async def send(self, batch: Sequence[Outgoing]) -> list[Outcome]:
+        outcomes: list[Outcome] = [None] * len(batch)
+        portals: dict[str, list[tuple[int, Outgoing, int]]] = {}
+        for index, outgoing in enumerate(batch):
+            target = parse_target(outgoing.route.target)
+            if target is None:
+                outcomes[index] = PermanentError(
+                    f"route {outgoing.route.name!r} has no Bitrix24 target "
+                    '(expected target = "{member_id}/{line id}")',
+                    code="NO_TARGET",
+                )
+                continue
+            portals.setdefault(target[0], []).append((index, outgoing, target[1]))
+        await asyncio.gather(
+            *(self._portal(member, entries, outcomes) for member, entries in portals.items())
+        )
+        return outcomes
+
+    async def _portal(
+        self, member_id: str, entries: list[tuple[int, Outgoing, int]], outcomes: list[Outcome]
+    ) -> None:
+        try:
+            await self.rest.usable(member_id)
+        except DeliveryError as exc:
+            for index, _, _ in entries:
+                outcomes[index] = exc
+            return
+        items: list[Item] = []
+        held: dict[tuple[int, str], DeliveryError] = {}
+        for index, outgoing, line in entries:
+            chat = (line, outgoing.event.conversation_id)
+            parked = self.store.parked(member_id, line)
+            if parked is not None and self.clock() - parked.parked_at < PROBE_AFTER:
+                outcomes[index] = PermanentError(parked.text, code=parked.code)
+            elif chat in held:
+                # An earlier message of this chat waits for a retry: this one must not pass it.
+                outcomes[index] = _not_attempted(held[chat])
+            else:
+                try:
+                    items.append(await self._prepare(member_id, index, outgoing, line))
+                except DeliveryError as exc:
+                    outcomes[index] = exc
+                    if isinstance(exc, TemporaryError):
+                        held[chat] = exc
+        failed: dict[int, DeliveryError] = {}
+        for request in _pack(_commands(items)):
+            runnable = []
+            for command in request:
+                blocked = failed.get(command.line)
+                paused = self.rest.paused_for(member_id, command.method)
+                if blocked is not None:
+                    _fill(outcomes, command, _not_attempted(blocked))
+                elif paused is not None:
+                    pause = TemporaryError(
+                        f"{command.method} is paused by the portal's operation time limit",
+                        code="OPERATION_TIME_LIMIT",
+                        retry_after=paused,
+                    )
+                    _fill(outcomes, command, pause)
+                    failed[command.line] = pause
+                else:
+                    runnable.append(command)
+            if not runnable:
+                continue
+            try:
+                results = await self._execute(member_id, runnable)
+            except DeliveryError as exc:
+                for command in runnable:
+                    await self._apply(member_id, command, exc, outcomes)
+                    failed[command.line] = exc
+                if exc.code in PORTAL_WIDE:
+                    # Nothing else can go to this portal in this round either.
+                    failed = {i.line: exc for i in items}
+                continue
+            for command, result in zip(runnable, results, strict=True):
+                error = await self._apply(member_id, command, result, outcomes)
+                if error is not None:
+                    failed[command.line] = error
+
+    # building ------------------------------------------------------------------------
+    async def _prepare(self, member_id: str, index: int, outgoing: Outgoing, line: int) -> Item:
+        event = outgoing.event
+        if isinstance(event, Message):
+            return await self._message(member_id, index, outgoing, event, line)
+        if outgoing.target_native_id is None:
+            raise PermanentError("no Bitrix24 id for the message to change", code="UNKNOWN_MESSAGE")
+        message_id, user_id = split_native_id(outgoing.target_native_id, event.conversation_id)
+        entry: dict[str, Any] = {"id": message_id}
+        if isinstance(event, Edit):
+            entry["text"] = whatsapp_to_bbcode(event.text) or " "
+        payload = {"user": {"id": user_id}, "message": entry, "chat": {"id": event.conversation_id}}
+        method = UPDATE if isinstance(event, Edit) else DELETE
+        return Item(index, outgoing, line, method, payload, outgoing.target_native_id)
+
+    async def _message(
+        self, member_id: str, index: int, outgoing: Outgoing, msg: Message, line: int
+    ) -> Item:
+        user_id = msg.sender.id or msg.conversation_id
+        user: dict[str, Any] = {"id": user_id}
+        first, last = sanitize_name(msg.sender.name)
+        if first:
+            user["name"] = first
+        if last:
+            user["last_name"] = last
+        phone = normalize_phone(msg.sender.phone)
+        if phone is None and not msg.is_group:
+            phone = normalize_phone(msg.sender.id)
+        if phone:
+            user["phone"] = phone
+            user["skip_phone_validate"] = "Y"
+        parts: list[str] = []
+        if msg.is_note:
+            parts.append("[i]WhatsChat Gateway:[/i]")
+        if msg.forwarded:
+            parts.append("[i]Forwarded[/i]")
+        if msg.quoted_text:
+            parts.append(quote_bbcode(whatsapp_to_bbcode(msg.quoted_text)))
+        elif outgoing.quoted_target_id or msg.quoted_native_id:
+            parts.append(">>(reply to an earlier message)")
+        if msg.text:
+            parts.append(whatsapp_to_bbcode(msg.text))
+        if msg.location is not None:
+            parts.append(_location(msg))
+        for contact in msg.contacts:
+            phones = ", ".join(contact.phones)
+            parts.append(f"[b]Contact:[/b] {contact.name}" + (f" {phones}" if phones else ""))
+        files = []
+        for attachment in msg.attachments:
+            entry, note = await self._file(attachment)
+            if entry is not None:
+                files.append(entry)
+            if note:
+                parts.append(note)
+            if attachment.caption and attachment.caption != msg.text:
+                parts.append(whatsapp_to_bbcode(attachment.caption))
+        text = "\n".join(p for p in parts if p)
+        if not text and not files:
+            text = "(empty message)"
+        message: dict[str, Any] = {
+            "id": msg.native_id,
+            "date": int(msg.timestamp or self.clock()),
+            "text": text,
+        }
+        if files:
+            message["files"] = files
+        chat: dict[str, Any] = {"id": msg.conversation_id}
+        chat_name = msg.conversation_name or (None if msg.is_group else msg.sender.name)
+        if chat_name:
+            chat["name"] = chat_name[:100]
+        payload = {"user": user, "message": message, "chat": chat}
+        await self.store.remember_user(member_id, line, msg.conversation_id, user_id)
+        native = native_id_for(msg.native_id, user_id, msg.conversation_id)
+        return Item(index, outgoing, line, SEND, payload, native, files=len(files))
+
+    async def _file(self, attachment: Attachment) -> tuple[dict[str, Any] | None, str | None]:
+        """A `files[]` entry Bitrix24 can download anonymously, or a note why not."""
+        url, name = attachment.url, attachment.filename
+        mime = attachment.mime_type
+        if not url.startswith(self.media_prefix):
+            try:
+                stored = await self.media.rehost(
+                    url, self.fetcher, filename=attachment.filename, mime_type=attachment.mime_type
+                )
+            except (ForbiddenAddress, MediaTooLarge) as exc:
+                return None, _missing(attachment, str(exc))
+            except FetchError as exc:
+                if _CLIENT_HTTP_ERROR.search(str(exc)):
+                    return None, _missing(attachment, str(exc))
+                raise TemporaryError(f"cannot fetch an attachment: {exc}", code="MEDIA") from None
+            url, name, mime = stored.url, stored.filename, stored.mime_type or mime
+        entry: dict[str, Any] = {"url": url, "name": name or url.rsplit("/", 1)[-1] or "file"}
+        if mime:
+            entry["type"] = mime
+        return entry, None
+
+    # calling -------------------------------------------------------------------------
+    async def _execute(self, member_id: str, commands: list[Command]) -> list[Any]:
+        """One HTTP request; per command its result, or the `DeliveryError` it got."""
+        sends = any(c.method == SEND for c in commands)
+        timeout = FILES_TIMEOUT if any(c.files for c in commands) else DEFAULT_TIMEOUT
+        if len(commands) == 1:
+            command = commands[0]
+            reply = await self.rest.call(
+                member_id,
+                command.method,
+                self._params(command),
+                ambiguous=sends,
+                read_timeout=timeout,
+            )
+            return [reply.result]
+        keyed = {f"c{i}": (c.method, self._params(c)) for i, c in enumerate(commands)}
+        batch = await self.rest.batch(member_id, keyed, ambiguous=sends, read_timeout=timeout)
+        results: list[Any] = []
+        for key in keyed:
+            if key in batch.errors:
+                results.append(batch.errors[key])
+            elif key in batch.results:
+                results.append(batch.results[key])
+            else:
+                results.append(TemporaryError("the batch did not run this command", code="NOT_RUN"))
+        return results
+
+    def _params(self, command: Command) -> dict[str, Any]:
+        return {
+            "CONNECTOR": self.connector_id,
+            "LINE": command.line,
+            "MESSAGES": [item.payload for item in command.items],
+        }
+
+    async def _apply(
+        self, member_id: str, command: Command, result: Any, outcomes: list[Outcome]
+    ) -> DeliveryError | None:
+        """Per-item outcomes of one command; the command's error if it failed as a whole."""
+        if isinstance(result, DeliveryError):
+            if result.code == "NOT_ACTIVE_LINE":
+                await self.store.park(member_id, command.line, result.code or "", result.text)
+                log.warning("line %s of portal %s parked: %s", command.line, member_id, result)
+            _fill(outcomes, command, _for_command(result, command))
+            return result
+        body = as_dict(result)
+        rows = [as_dict(r) for r in as_items(as_dict(body.get("DATA")).get("RESULT"))]
+        if not rows and body.get("SUCCESS") is not True:
+            errors = [str(e) for e in as_items(body.get("ERRORS"))] or ["refused"]
+            error = PermanentError(", ".join(errors), code=errors[0])
+            _fill(outcomes, command, error)
+            return error
+        if self.store.parked(member_id, command.line) is not None:
+            await self.store.unpark(member_id, command.line)
+        for position, item in enumerate(command.items):
+            row = _row_for(rows, position, item)
+            outcomes[item.index] = self._outcome(member_id, command, item, row)
+        return None
+
+    def _outcome(
+        self, member_id: str, command: Command, item: Item, row: dict[str, Any] | None
+    ) -> Outcome:
+        if row is None:
+            text = "the portal's answer has no result for this message"
+            if command.method == SEND:
+                return AmbiguousError(text, code="NO_RESULT")
+            return TemporaryError(text, code="NO_RESULT")
+        if row.get("SUCCESS") not in (True, "Y", "1", 1):
+            errors = [str(e) for e in as_items(row.get("ERRORS"))] or ["refused"]
+            return PermanentError(", ".join(errors), code=errors[0])
+        if command.method != SEND:
+            return Sent(item.native_id)
+        extra: dict[str, Any] = {
+            "member_id": member_id,
+            "line": command.line,
+            "chat_id": item.payload["chat"]["id"],
+        }
+        if (user := as_str(row.get("user"))) is not None:
+            extra["bitrix_user_id"] = user
+        session = as_dict(row.get("session"))
+        if session:
+            extra["session_id"] = as_str(session.get("ID"))
+            extra["bitrix_chat_id"] = as_str(session.get("CHAT_ID"))
+        return Sent(item.native_id, extra)
+
+
+def _commands(items: list[Item]) -> list[Command]:
+    """Items grouped per (line, method) in order of first appearance, split by file count."""
+    commands: list[Command] = []
+    open_commands: dict[tuple[int, str], Command] = {}
+    for item in items:
+        key = (item.line, item.method)
+        command = open_commands.get(key)
+        if command is None or (
+            command.items and command.files + item.files > MAX_FILES_PER_REQUEST
+        ):
+            command = Command(item.line, item.method)
+            open_commands[key] = command
+            commands.append(command)
+        command.items.append(item)
+    return commands
+
+
+def _pack(commands: list[Command]) -> list[list[Command]]:
+    """Requests of ≤ 50 commands and ≤ 10 files, one command per line, order per line kept."""
+    requests: list[list[Command]] = []
+    queue = commands
+    while queue:
+        request: list[Command] = []
+        lines: set[int] = set()
+        deferred_lines: set[int] = set()
+        files = 0
+        later: list[Command] = []
+        for command in queue:
+            fits = (
+                len(request) < MAX_COMMANDS
+                and command.line not in lines
+                and command.line not in deferred_lines
+                and (not request or files + command.files <= MAX_FILES_PER_REQUEST)
+            )
+            if fits:
+                request.append(command)
+                lines.add(command.line)
+                files += command.files
+            else:
+                later.append(command)
+                deferred_lines.add(command.line)
+        requests.append(request)
+        queue = later
+    return requests
+
+
+def _row_for(rows: list[dict[str, Any]], position: int, item: Item) -> dict[str, Any] | None:
+    wanted = str(item.payload["message"]["id"])
+    if position < len(rows) and _row_id(rows[position]) in (wanted, None):
+        return rows[position]
+    return next((row for row in rows if _row_id(row) == wanted), None)
+
+
+def _row_id(row: dict[str, Any]) -> str | None:
+    return as_str(as_dict(row.get("message")).get("id"))
+
+
+def _fill(outcomes: list[Outcome], command: Command, error: DeliveryError) -> None:
+    for item in command.items:
+        outcomes[item.index] = error
+
+
+def _for_command(error: DeliveryError, command: Command) -> DeliveryError:
+    # Changing or deleting twice has no second effect; only sends must not be repeated.
+    if isinstance(error, AmbiguousError) and command.method != SEND:
+        return TemporaryError(error.text, code=error.code)
+    return error
+
+
+def _not_attempted(cause: DeliveryError) -> DeliveryError:
+    if isinstance(cause, PermanentError) and cause.code in PORTAL_WIDE | {"NOT_ACTIVE_LINE"}:
+        return cause
+    return TemporaryError(
+        "not sent: an earlier message of the same line or chat is to be retried first",
+        code="NOT_ATTEMPTED",
+        retry_after=getattr(cause, "retry_after", None),
+    )
+
+
+def _location(msg: Message) -> str:
+    location = msg.location
+    assert location is not None
+    label = ", ".join(p for p in (location.name, location.address) if p)
+    link = f"https://maps.google.com/?q={location.latitude},{location.longitude}"
+    return f"[b]Location:[/b] {label}\n{link}" if label else f"[b]Location:[/b] {link}"
+
+
+def _missing(attachment: Attachment, reason: str) -> str:
+    name = attachment.filename or attachment.kind
+    return f"[i]({name}: the file could not be passed on: {reason[:160]})[/i]"

@@ -1,0 +1,321 @@
+"""The connector's settings page (placement `SETTING_CONNECTOR`) and the app page.
+
+Bitrix24 opens the page with a POST carrying the admin's `AUTH_ID` and `member_id`; the page
+is only shown after that token worked against the stored portal (`app.info`). Its buttons
+POST back with a form token the gateway signed (portal, line, 30 minutes) and the same
+`AUTH_ID`, which is then used for `imconnector.activate`, so Bitrix24 checks the user's own
+rights. Linking writes a route `{member_id}/{line}` into the gateway store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.errors import DeliveryError, TemporaryError
+from gateway.providers import Hub, ProviderState, Route, WebhookResult
+
+from .forms import as_dict, as_int, as_str
+from .pages import ChannelView, LineView, PortalView, line_page, message_page, portal_page
+from .records import PortalRecord, PortalStore, parse_target, target_of
+from .rest import RestClient
+from .setup import PortalSetup
+
+log = logging.getLogger("gateway.bitrix24")
+
+FORM_TTL = 1800.0
+_SAFE_NAME = re.compile(r"[^a-z0-9_-]")
+
+
+def route_name(instance: str, member_id: str, line: int) -> str:
+    name = _SAFE_NAME.sub("-", f"{instance}-{member_id[:12]}-{line}".lower())
+    return name[:63]
+
+
+class FormTokens:
+    """Signed, expiring tokens binding a settings form to one portal and line."""
+
+    def __init__(self, state: ProviderState, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.clock = clock
+        self._secret: bytes | None = None
+
+    async def _key(self) -> bytes:
+        if self._secret is None:
+            async with self.state.lock("form-secret"):
+                stored = await self.state.get("form-secret")
+                if not isinstance(stored, str):
+                    stored = secrets.token_hex(32)
+                    await self.state.put("form-secret", stored)
+            self._secret = bytes.fromhex(stored)
+        return self._secret
+
+    async def issue(self, member_id: str, line: int) -> str:
+        payload = json.dumps({"m": member_id, "l": line, "e": int(self.clock() + FORM_TTL)})
+        encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        signature = hmac.new(await self._key(), encoded.encode(), hashlib.sha256).hexdigest()
+        return f"{encoded}.{signature}"
+
+    async def verify(self, token: str) -> tuple[str, int] | None:
+        encoded, _, signature = token.partition(".")
+        expected = hmac.new(await self._key(), encoded.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+        except ValueError:
+            return None
+        member_id, line, expires = data.get("m"), data.get("l"), data.get("e")
+        if (
+            not isinstance(member_id, str)
+            or not isinstance(line, int)
+            or not isinstance(expires, int)
+        ):
+            return None
+        if expires < self.clock():
+            return None
+        return member_id, line
+
+
+class SettingsPage:
+    def __init__(
+        self,
+        *,
+        instance: str,
+        connector_id: str,
+        hub: Hub,
+        rest: RestClient,
+        store: PortalStore,
+        setup: PortalSetup,
+        tokens: FormTokens,
+        run_setup: Callable[[str], Any],
+    ) -> None:
+        self.instance = instance
+        self.connector_id = connector_id
+        self.hub = hub
+        self.rest = rest
+        self.store = store
+        self.setup = setup
+        self.tokens = tokens
+        self.run_setup = run_setup
+        self.url = hub.webhook_url(instance, "placement")
+
+    async def handle(self, form: dict[str, Any]) -> WebhookResult:
+        if "form_token" in form:
+            return WebhookResult(response=await self._action(form))
+        return WebhookResult(response=await self._open(form))
+
+    async def _open(self, form: dict[str, Any]) -> Any:
+        member_id = as_str(form.get("member_id"))
+        auth_id = as_str(form.get("AUTH_ID"))
+        if not member_id or not auth_id:
+            return message_page("WhatsChat Gateway", "Open this page from Bitrix24.", status=400)
+        record = await self.store.get(member_id)
+        if record is None:
+            return message_page(
+                "WhatsChat Gateway",
+                "The app is not installed on this portal, or its install did not finish: "
+                "reinstall it.",
+                status=404,
+            )
+        given = as_str(form.get("APPLICATION_TOKEN"))
+        if given is not None and not hmac.compare_digest(
+            given.encode(), record.application_token.encode()
+        ):
+            return message_page(
+                "WhatsChat Gateway", "This request is not from the portal.", status=403
+            )
+        refusal = await self._verify_user(record, auth_id)
+        if refusal is not None:
+            return refusal
+        if (as_str(form.get("PLACEMENT")) or "DEFAULT") == "SETTING_CONNECTOR":
+            options = _options(form.get("PLACEMENT_OPTIONS"))
+            connector = (as_str(options.get("CONNECTOR")) or "").lower()
+            line = as_int(options.get("LINE"))
+            if connector != self.connector_id or line is None:
+                return message_page(
+                    "WhatsChat Gateway", "These settings belong to another connector.", status=400
+                )
+            return await self._line(record, line, auth_id)
+        return await self._portal(record, auth_id)
+
+    async def _verify_user(self, record: PortalRecord, auth_id: str) -> Any:
+        try:
+            await self.rest.call(record.member_id, "app.info", token=auth_id)
+        except TemporaryError as exc:
+            return message_page(
+                "WhatsChat Gateway", f"Bitrix24 is busy ({exc.code}); try again.", status=503
+            )
+        except DeliveryError:
+            return message_page(
+                "WhatsChat Gateway",
+                "Your Bitrix24 session could not be verified; reopen the page from Bitrix24.",
+                status=403,
+            )
+        return None
+
+    async def _action(self, form: dict[str, Any]) -> Any:
+        verified = await self.tokens.verify(as_str(form.get("form_token")) or "")
+        if verified is None:
+            return message_page(
+                "WhatsChat Gateway",
+                "This form has expired; close the settings and open them again.",
+                status=403,
+            )
+        member_id, line = verified
+        record = await self.store.get(member_id)
+        if record is None:
+            return message_page("WhatsChat Gateway", "The app is no longer installed.", status=404)
+        auth_id = as_str(form.get("AUTH_ID")) or ""
+        action = as_str(form.get("action")) or "refresh"
+        channel = as_str(form.get("channel")) or ""
+        if line == 0:
+            notice = None
+            if action == "setup":
+                error = await self.run_setup(member_id)
+                notice = f"Setup failed: {error}" if error else "The connector setup was repeated."
+            fresh = await self.store.get(member_id) or record
+            return await self._portal(fresh, auth_id, notice)
+        notice = error = None
+        if action == "link":
+            notice, error = await self._link(record, line, channel, auth_id)
+        elif action == "unlink":
+            notice, error = await self._unlink(record, line, auth_id)
+        return await self._line(record, line, auth_id, notice, error)
+
+    async def _link(
+        self, record: PortalRecord, line: int, channel: str, auth_id: str
+    ) -> tuple[str | None, str | None]:
+        if channel not in self.hub.instance_names("channel"):
+            return None, f"There is no channel named {channel!r}."
+        target = target_of(record.member_id, line)
+        routes = await self.hub.routes()
+        existing = None
+        for route in routes:
+            here = route.crm == self.instance and route.target == target
+            if here and route.channel == channel:
+                existing = route
+            if here and route.channel != channel:
+                return None, f"This line is linked to {route.channel}: unlink it first."
+            if route.channel == channel and not here:
+                where = self._where(route, record.member_id)
+                return None, f"{channel} is already linked to {where}: unlink it there first."
+        try:
+            await self.setup.activate(record.member_id, line, channel, token=auth_id)
+        except DeliveryError as exc:
+            return None, f"Bitrix24 did not activate the connector on this line: {exc}"
+        await self.store.unpark(record.member_id, line)
+        if existing is not None:  # reconnecting a parked line: the route is there already
+            return f"Reconnected {channel} to this open line.", None
+        name = route_name(self.instance, record.member_id, line)
+        await self.hub.add_route(
+            Route(name=name, channel=channel, crm=self.instance, target=target)
+        )
+        log.info("linked %s to line %s of %s (route %s)", channel, line, record.domain, name)
+        return f"Linked {channel} to this open line.", None
+
+    async def _unlink(
+        self, record: PortalRecord, line: int, auth_id: str
+    ) -> tuple[str | None, str | None]:
+        target = target_of(record.member_id, line)
+        linked = [
+            r for r in await self.hub.routes() if r.crm == self.instance and r.target == target
+        ]
+        if any(r.origin == "settings" for r in linked):
+            return None, "This link is written in settings.toml; remove it there."
+        for route in linked:
+            await self.hub.remove_route(route.name)
+        await self.store.unpark(record.member_id, line)
+        try:
+            await self.setup.deactivate(record.member_id, line, token=auth_id)
+        except DeliveryError as exc:
+            return "Unlinked in the gateway.", f"Bitrix24 did not switch the connector off: {exc}"
+        return "Unlinked: this open line no longer receives WhatsApp messages.", None
+
+    def _where(self, route: Route, member_id: str) -> str:
+        parsed = parse_target(route.target) if route.crm == self.instance else None
+        if parsed is not None and parsed[0] == member_id:
+            return f"open line {parsed[1]}"
+        if route.crm == self.instance:
+            return "another Bitrix24 portal"
+        return f"the CRM instance {route.crm}"
+
+    async def _line(
+        self,
+        record: PortalRecord,
+        line: int,
+        auth_id: str,
+        notice: str | None = None,
+        error: str | None = None,
+    ) -> Any:
+        target = target_of(record.member_id, line)
+        routes = await self.hub.routes()
+        channels = []
+        for name in self.hub.instance_names("channel"):
+            view = ChannelView(name, await self.hub.account_state(name))
+            for route in routes:
+                if route.channel != name:
+                    continue
+                if route.crm == self.instance and route.target == target:
+                    view.linked_here = True
+                    view.fixed = route.origin == "settings"
+                else:
+                    view.linked_elsewhere = self._where(route, record.member_id)
+            channels.append(view)
+        parked = self.store.parked(record.member_id, line)
+        view_ = LineView(
+            member_id=record.member_id,
+            domain=record.domain,
+            origin=record.base_url,
+            line=line,
+            action_url=self.url,
+            form_token=await self.tokens.issue(record.member_id, line),
+            auth_id=auth_id,
+            channels=channels,
+            notice=notice,
+            error=error,
+            parked=parked.text if parked else None,
+        )
+        return line_page(view_)
+
+    async def _portal(self, record: PortalRecord, auth_id: str, notice: str | None = None) -> Any:
+        lines = []
+        for route in await self.hub.routes():
+            parsed = parse_target(route.target) if route.crm == self.instance else None
+            if parsed is not None and parsed[0] == record.member_id:
+                lines.append((parsed[1], route.channel))
+        view = PortalView(
+            member_id=record.member_id,
+            domain=record.domain,
+            origin=record.base_url,
+            action_url=self.url,
+            form_token=await self.tokens.issue(record.member_id, 0),
+            auth_id=auth_id,
+            lines=sorted(lines),
+            problem=record.problem_detail if record.problem else None,
+            setup_error=record.setup_error,
+            notice=notice,
+        )
+        return portal_page(view)
+
+
+def _options(raw: Any) -> dict[str, Any]:
+    """PLACEMENT_OPTIONS: a JSON string (or, from some tools, already a form array)."""
+    if isinstance(raw, dict):
+        return {str(k).upper(): v for k, v in raw.items()}
+    text = as_str(raw)
+    if not text or len(text) > 10_000:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k).upper(): v for k, v in as_dict(data).items()}

@@ -1,0 +1,423 @@
+"""`Bitrix24Provider`: the Bitrix24 Open Lines CRM, one instance serving any number of portals.
+
+Endpoints, all under `/webhooks/{instance}/`:
+
+    install     install page POST (app with UI) or ONAPPINSTALL (API-only app)
+    events      the event handler bound with event.bind (connector events, uninstall)
+    placement   the connector settings page (SETTING_CONNECTOR) and the app page
+
+Route targets are `{member_id}/{open line id}`; see docs/bitrix24.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from gateway.errors import BadRequest, DeliveryError, Unauthorized
+from gateway.models import AccountState, AccountStatus, InboundEvent
+from gateway.providers import (
+    Ack,
+    Capabilities,
+    CRMProvider,
+    InstanceContext,
+    Outcome,
+    Outgoing,
+    StatusNotice,
+    WebhookRequest,
+    WebhookResult,
+)
+
+from . import events as ev
+from .acks import NOTE_PREFIX, Acknowledger
+from .forms import FormError, parse_body
+from .install import Installer
+from .limits import Limits
+from .oauth import OAuthClient, Tokens
+from .outbound import Outbox
+from .pages import message_page
+from .placement import FormTokens, SettingsPage
+from .records import NEEDS_REINSTALL, UNPAID, PortalRecord, PortalStore, parse_target, target_of
+from .rest import RestClient
+from .setup import ConnectorSpec, PortalSetup
+
+log = logging.getLogger("gateway.bitrix24")
+
+KEEPALIVE_CHECK_SECONDS = 3600.0
+_CONNECTOR_ID = re.compile(r"[a-z0-9_]{1,40}\Z")
+
+
+class Bitrix24Provider(CRMProvider):
+    """Bitrix24 Open Lines through an imconnector REST app (local or marketplace)."""
+
+    name: ClassVar[str] = "bitrix24"
+    description: ClassVar[str] = "Bitrix24 Open Lines (imconnector REST app)"
+    required_settings: ClassVar[Mapping[str, str]] = {
+        "client_id": "the app's client_id (local.… or app.…) from its card in Bitrix24",
+        "client_secret": "the app's client_secret from its card in Bitrix24",
+    }
+    optional_settings: ClassVar[Mapping[str, Any]] = {
+        "connector_id": "whatschat",
+        "connector_name": "WhatsApp (WhatsChat)",
+        "oauth_url": "",
+        "rate": 2.0,
+        "burst": 50,
+        "max_wait": 1.0,
+        "strip_operator_name": False,
+        "need_signature": True,
+        "idle_refresh_days": 7,
+        "max_batch": 50,
+        "allowed_portals": [],
+    }
+    secret_settings: ClassVar[frozenset[str]] = frozenset({"client_secret"})
+
+    @classmethod
+    def validate_settings(cls, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        problems = super().validate_settings(config)
+        connector = config.get("connector_id", "whatschat")
+        if not isinstance(connector, str) or not _CONNECTOR_ID.match(connector):
+            problems.append(
+                ("connector_id", "must be 1-40 of a-z, 0-9 and _", 'e.g. connector_id = "acme_wa"')
+            )
+        for key, low in (("rate", 0.1), ("burst", 1), ("max_batch", 1), ("idle_refresh_days", 1)):
+            value = config.get(key, cls.optional_settings[key])
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+                problems.append(
+                    (key, f"must be a number ≥ {low}", f"set {key} = {cls.optional_settings[key]}")
+                )
+        url = config.get("oauth_url") or ""
+        if not isinstance(url, str) or (url and not url.startswith("https://")):
+            problems.append(("oauth_url", "must be an https URL", "leave it out to use Bitrix24's"))
+        portals = config.get("allowed_portals", [])
+        if not isinstance(portals, list) or not all(isinstance(p, str) for p in portals):
+            problems.append(
+                (
+                    "allowed_portals",
+                    "must be a list of member_ids or domains",
+                    'e.g. ["acme.bitrix24.com"]',
+                )
+            )
+        return problems
+
+    def __init__(self, context: InstanceContext) -> None:
+        super().__init__(context)
+        config = self.config
+        self.connector_id = str(config["connector_id"]).lower()
+        self.strip_operator_name = bool(config["strip_operator_name"])
+        self.idle_refresh_seconds = float(config["idle_refresh_days"]) * 86400.0
+        self.capabilities = Capabilities(
+            quotes=True,
+            edits=True,
+            deletes=True,
+            groups=True,
+            max_text_length=20000,
+            max_file_size=100 * 1024 * 1024,
+            max_batch=int(config["max_batch"]),
+            idempotent_sends=False,
+            wants_acks=True,
+            wants_statuses=True,
+        )
+        hub = context.hub
+        self.store = PortalStore(context.state)
+        self.oauth = OAuthClient(
+            context.http,
+            str(config["client_id"]),
+            str(config["client_secret"]),
+            str(config["oauth_url"] or "") or None,
+        )
+        self.tokens = Tokens(self.store, self.oauth, on_problem=self._portal_problem)
+        self.limits = Limits(
+            float(config["rate"]), int(config["burst"]), max_wait=float(config["max_wait"])
+        )
+        self.rest = RestClient(
+            context.http, self.store, self.tokens, self.limits, on_problem=self._portal_problem
+        )
+        self.spec = ConnectorSpec(
+            connector_id=self.connector_id,
+            name=str(config["connector_name"]),
+            placement_url=hub.webhook_url(self.instance, "placement"),
+            events_url=hub.webhook_url(self.instance, "events"),
+            need_signature=bool(config["need_signature"]),
+        )
+        self.setup = PortalSetup(self.rest, self.spec)
+        self.installer = Installer(
+            self.oauth,
+            self.store,
+            self.setup,
+            self._lines_of,
+            allowed_portals=frozenset(str(p) for p in config["allowed_portals"]),
+            on_change=self.publish_state,
+        )
+        self.outbox = Outbox(
+            self.rest,
+            self.store,
+            context.media,
+            context.fetcher,
+            public_url=context.public_url,
+            connector_id=self.connector_id,
+        )
+        self.acks = Acknowledger(self.rest, self.store, self.connector_id)
+        self.settings_page = SettingsPage(
+            instance=self.instance,
+            connector_id=self.connector_id,
+            hub=hub,
+            rest=self.rest,
+            store=self.store,
+            setup=self.setup,
+            tokens=FormTokens(context.state),
+            run_setup=self.installer.run_setup,
+        )
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.startup: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.load()
+        self.startup = asyncio.create_task(
+            self._activate_settings_routes(), name=f"{self.instance}:lines"
+        )
+        self._tasks = [
+            self.startup,
+            asyncio.create_task(self._keep_alive(), name=f"{self.instance}:keep-alive"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def _activate_settings_routes(self) -> None:
+        """Lines of routes written in settings.toml are switched on at every start."""
+        for route in await self.context.hub.routes():
+            if route.crm != self.instance or route.origin != "settings":
+                continue
+            target = parse_target(route.target)
+            if target is None:
+                log.warning(
+                    'route %s has no usable target (want "{member_id}/{line id}"): '
+                    "operator replies cannot reach it and messages cannot be sent",
+                    route.name,
+                )
+                continue
+            record = await self.store.get(target[0])
+            if record is None or record.problem:
+                continue  # activated at install time
+            try:
+                await self.setup.activate(target[0], target[1], route.channel)
+            except DeliveryError as exc:
+                log.warning("could not activate line %s of %s: %s", target[1], record.domain, exc)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            try:
+                await self.refresh_idle()
+            except Exception:
+                log.exception("refreshing idle portals failed")
+            await asyncio.sleep(KEEPALIVE_CHECK_SECONDS)
+
+    async def refresh_idle(self, now: float | None = None) -> list[str]:
+        """Refresh portals quiet for `idle_refresh_days`, so their refresh token never
+        lapses; returns the member ids refreshed."""
+        now = time.time() if now is None else now
+        done = []
+        for record in await self.store.all():
+            if (
+                record.problem
+                or now - max(record.refreshed_at, record.installed_at) < self.idle_refresh_seconds
+            ):
+                continue
+            try:
+                await self.tokens.refresh(record.member_id)
+                done.append(record.member_id)
+            except DeliveryError as exc:
+                log.warning("keep-alive refresh of %s failed: %s", record.domain, exc)
+        return done
+
+    # webhooks --------------------------------------------------------------------------
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookResult:
+        subpath = request.subpath.strip("/")
+        if subpath not in ("install", "events", "placement"):
+            raise BadRequest(f"no such endpoint: {subpath or '(none)'}", status=404)
+        if request.method != "POST":
+            if subpath == "events":
+                raise BadRequest("events are POSTed", status=405)
+            page = message_page("WhatsChat Gateway", "Open this page from Bitrix24.", status=405)
+            return WebhookResult(response=page)
+        try:
+            form = parse_body(request.body, request.headers.get("content-type", ""))
+        except FormError as exc:
+            raise BadRequest(str(exc)) from None
+        if subpath == "placement":
+            return await self.settings_page.handle(form)
+        if subpath == "install" and "event" not in form:
+            return await self.installer.from_page(form)
+        try:
+            event = ev.read_event(form)
+        except FormError as exc:
+            raise BadRequest(str(exc)) from None
+        if event.name == ev.APP_INSTALL:
+            return await self.installer.from_event(event)
+        record = await self._verify(event)
+        return await self._dispatch(event, record)
+
+    async def _verify(self, event: ev.PortalEvent) -> PortalRecord:
+        member_id, token = event.member_id, event.application_token
+        if not member_id or not token:
+            raise Unauthorized("the event carries no member_id or application_token")
+        record = await self.store.get(member_id)
+        if record is not None and not _same(token, record.application_token):
+            record = await self.store.get(member_id, fresh=True)  # reinstalled elsewhere?
+        if record is None or not _same(token, record.application_token):
+            raise Unauthorized("the event's application_token does not match an installed portal")
+        return record
+
+    async def _dispatch(self, event: ev.PortalEvent, record: PortalRecord) -> WebhookResult:
+        name = event.name
+        if name in (ev.MESSAGE_ADD, ev.MESSAGE_UPDATE, ev.MESSAGE_DELETE):
+            return WebhookResult(events=await self._messages(event, record))
+        if name == ev.STATUS_DELETE:
+            found = ev.connector_and_line(event)
+            if found is not None and found[0] == self.connector_id:
+                await self._line_gone(
+                    record, found[1], "the connector was switched off on the line"
+                )
+        elif name == ev.LINE_DELETE:
+            line = ev.deleted_line(event)
+            if line is not None:
+                await self._line_gone(record, line, "the open line was deleted")
+        elif name == ev.APP_UNINSTALL:
+            await self._uninstalled(record)
+        else:
+            log.debug("ignored %s from %s", name, record.domain)
+        return WebhookResult()
+
+    async def _messages(self, event: ev.PortalEvent, record: PortalRecord) -> list[InboundEvent]:
+        found = ev.connector_and_line(event)
+        if found is None or found[0] != self.connector_id:
+            return []
+        parser = ev.MessageParser(
+            record, found[1], found[0], self.strip_operator_name, self.spec.need_signature
+        )
+        parsed = [e for e in parser.parse(event) if not _is_own_note(e)]
+        for problem in parser.skipped:
+            log.warning("%s from %s: skipped %s", event.name, record.domain, problem)
+        target = target_of(record.member_id, found[1])
+        if parsed and not any(
+            r.crm == self.instance and r.target == target for r in await self.context.hub.routes()
+        ):
+            log.warning(
+                "line %s of %s is linked to no channel: operator messages stay there",
+                found[1],
+                record.domain,
+            )
+        return parsed
+
+    async def _line_gone(self, record: PortalRecord, line: int, why: str) -> None:
+        target = target_of(record.member_id, line)
+        for route in await self.context.hub.routes():
+            if route.crm == self.instance and route.target == target:
+                await self.context.hub.remove_route(route.name)
+                if route.origin == "settings":
+                    log.warning(
+                        "route %s is in settings.toml but %s in Bitrix24: stopped until the "
+                        "next start, when the gateway activates it again",
+                        route.name,
+                        why,
+                    )
+                else:
+                    log.info("route %s removed: %s (%s)", route.name, why, record.domain)
+        await self.store.unpark(record.member_id, line)
+
+    async def _uninstalled(self, record: PortalRecord) -> None:
+        for route in await self.context.hub.routes():
+            target = parse_target(route.target) if route.crm == self.instance else None
+            if target is not None and target[0] == record.member_id:
+                await self.context.hub.remove_route(route.name)
+        await self.store.delete(record.member_id)
+        log.info("uninstalled from portal %s: its tokens and links are dropped", record.domain)
+        await self.publish_state()
+
+    async def _lines_of(self, member_id: str) -> dict[int, str]:
+        lines = {}
+        for route in await self.context.hub.routes():
+            target = parse_target(route.target) if route.crm == self.instance else None
+            if target is not None and target[0] == member_id:
+                lines[target[1]] = route.channel
+        return lines
+
+    # delivery --------------------------------------------------------------------------
+    async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
+        parked_before = len(self.store.parked_lines())
+        outcomes = await self.outbox.send(batch)
+        if len(self.store.parked_lines()) != parked_before:
+            await self.publish_state()
+        return outcomes
+
+    async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:
+        return await self.acks.acknowledge(acks)
+
+    async def apply_status(self, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
+        return await self.acks.apply_status(notices)
+
+    # state -----------------------------------------------------------------------------
+    async def account_state(self) -> AccountState:
+        records = await self.store.all()
+        if not records:
+            return AccountState(
+                AccountStatus.DISCONNECTED,
+                "not installed on any Bitrix24 portal yet: install the app from its card",
+            )
+        for problem, status in (
+            (NEEDS_REINSTALL, AccountStatus.NEEDS_REINSTALL),
+            (UNPAID, AccountStatus.UNPAID),
+        ):
+            hit = [r.problem_detail or r.domain for r in records if r.problem == problem]
+            if hit:
+                return AccountState(status, "; ".join(hit))
+        troubles = [
+            f"{r.domain}: setup incomplete: {r.setup_error}" for r in records if r.setup_error
+        ]
+        domains = {r.member_id: r.domain for r in records}
+        troubles += [
+            f"{domains.get(p.member_id, p.member_id)} line {p.line}: {p.code}"
+            for p in self.store.parked_lines()
+        ]
+        if troubles:
+            return AccountState(AccountStatus.ERROR, "; ".join(troubles))
+        names = ", ".join(sorted(r.domain for r in records))
+        return AccountState(AccountStatus.CONNECTED, f"installed on {names}")
+
+    async def publish_state(self) -> None:
+        """Push the aggregate state to the core now (admin API, /metrics)."""
+        state = await self.account_state()
+        try:
+            await self.context.hub.emit(
+                self.instance, [InboundEvent(f"bitrix24:state:{time.time()}", state)]
+            )
+        except Exception:
+            log.exception("could not publish the state of %s", self.instance)
+
+    async def _portal_problem(self, record: PortalRecord) -> None:
+        await self.publish_state()
+
+
+def _same(given: str, stored: str) -> bool:
+    return hmac.compare_digest(given.encode(), stored.encode())
+
+
+def _is_own_note(event: InboundEvent) -> bool:
+    # If a portal ever echoed a failure note back as an operator message, it must not
+    # reach the customer.
+    text = getattr(event.event, "text", "")
+    return isinstance(text, str) and text.lstrip("*").startswith(
+        NOTE_PREFIX.replace("[b]", "").replace("[/b]", "")
+    )
