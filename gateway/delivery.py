@@ -15,7 +15,13 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.errors import AmbiguousError, DeliveryError, PermanentError, TemporaryError
+from gateway.errors import (
+    AmbiguousError,
+    DeliveryError,
+    PermanentError,
+    TemporaryError,
+    Throttled,
+)
 from gateway.models import Delete, Edit, Message, Sender, StatusUpdate, event_from_json
 from gateway.observe import Observation
 from gateway.planning import ack_job
@@ -317,7 +323,9 @@ class Deliverer:
         if ambiguous and not self.providers[destination].capabilities.idempotent_sends:
             results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
             self._failure_ack(job, route, outcome, results)
-        elif isinstance(outcome, TemporaryError) and attempts < self.retry_policy.max_attempts:
+        elif isinstance(outcome, Throttled) or (
+            isinstance(outcome, TemporaryError) and attempts < self.retry_policy.max_attempts
+        ):
             delay = self.retry_policy.delay(attempts, outcome.retry_after)
             results.retries.append((job, self.clock() + delay, str(outcome)))
         else:
@@ -442,8 +450,6 @@ def _defer_references(live: list[tuple[Job, Route]]) -> list[tuple[Job, Route]]:
 
 
 _NOTE_SENDER = Sender(id="gateway", name="Gateway")
-
-
 
 
 def _as_note(event: Edit | Delete) -> Message:

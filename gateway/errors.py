@@ -13,7 +13,8 @@ GatewayError
 │   └── ForbiddenAddress        the URL points at loopback/private/link-local space
 └── DeliveryError               a provider could not deliver (raised inside providers)
     ├── TemporaryError          try again later (optionally after `retry_after` seconds)
-    │   └── AmbiguousError      the request may or may not have taken effect
+    │   ├── AmbiguousError      the request may or may not have taken effect
+    │   └── Throttled           a rate limit (ours or the provider's) said "not now"
     └── PermanentError          retrying cannot help; carries the provider's code and text
 ```
 
@@ -120,6 +121,11 @@ class TemporaryError(DeliveryError):
 
 class AmbiguousError(TemporaryError):
     """The request may have taken effect (a timeout after sending); see docs/architecture.md."""
+
+
+class Throttled(TemporaryError):
+    """A rate limit said "not now": the item was not refused, so it is retried after
+    `retry_after` without counting against `max_attempts` (waiting is not failing)."""
 
 
 class PermanentError(DeliveryError):

@@ -297,3 +297,13 @@ async def test_a_batch_stops_before_a_reference_to_a_message_in_it(
         ("two", one, None),
         ("one!", None, one),
     ]
+
+
+async def test_throttling_waits_without_using_up_attempts(tmp_path: Path, recorders: Any) -> None:
+    channel, crm = recorders
+    crm.fail_next(6, status=429)  # more than max_attempts (4): waiting is not failing
+    async with running_gateway(make_settings(tmp_path), apps=apps(channel, crm)) as h:
+        await h.client.post("/webhooks/wa", json=customer("m1", "c1", "slow"), headers=CHANNEL_AUTH)
+        await crm.wait_count(1)
+    assert crm.texts() == ["slow"]
+    assert not h.observer.of_type("dead_lettered")

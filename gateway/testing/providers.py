@@ -28,6 +28,7 @@ from gateway.errors import (
     BadRequest,
     PermanentError,
     TemporaryError,
+    Throttled,
     Unauthorized,
 )
 from gateway.hookspecs import hookimpl
@@ -139,13 +140,13 @@ class _JsonProvider(Provider):
             # The request may have been processed: only an idempotent destination may resend.
             error = AmbiguousError if ambiguous_after_send else TemporaryError
             raise error(f"{type(exc).__name__} talking to {self.base_url}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code == 429:
             retry_after = response.headers.get("retry-after")
-            raise TemporaryError(
-                f"HTTP {response.status_code}",
-                code=str(response.status_code),
-                retry_after=float(retry_after) if retry_after else None,
+            raise Throttled(
+                "HTTP 429", code="429", retry_after=float(retry_after) if retry_after else 0.01
             )
+        if response.status_code >= 500:
+            raise TemporaryError(f"HTTP {response.status_code}", code=str(response.status_code))
         if response.status_code >= 400:
             raise PermanentError(f"HTTP {response.status_code}", code=str(response.status_code))
         result: dict[str, Any] = response.json()

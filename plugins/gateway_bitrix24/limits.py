@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.errors import TemporaryError
+from gateway.errors import Throttled
 
 
 class Bucket:
@@ -81,7 +81,7 @@ class Limits:
         bucket = self.bucket(member_id)
         wait = bucket.reserve(self.max_wait)
         if wait is None:
-            raise TemporaryError(
+            raise Throttled(
                 "request rate limit of the portal reached (client-side bucket)",
                 code="RATE_LIMITED",
                 retry_after=bucket.wait_time(),

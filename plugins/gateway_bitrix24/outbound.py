@@ -29,6 +29,7 @@ from gateway.errors import (
     ForbiddenAddress,
     PermanentError,
     TemporaryError,
+    Throttled,
 )
 from gateway.fetch import GuardedFetcher
 from gateway.media import MediaStore, MediaTooLarge
@@ -163,7 +164,7 @@ class Outbox:
                 if blocked is not None:
                     _fill(outcomes, command, _not_attempted(blocked))
                 elif paused is not None:
-                    pause = TemporaryError(
+                    pause = Throttled(
                         f"{command.method} is paused by the portal's operation time limit",
                         code="OPERATION_TIME_LIMIT",
                         retry_after=paused,

@@ -27,6 +27,7 @@ from gateway.errors import (
     DeliveryError,
     PermanentError,
     TemporaryError,
+    Throttled,
 )
 
 from .errors import REFRESH_CODES, classify, portal_problem, scrub
@@ -175,7 +176,7 @@ class RestClient:
                 limited += 1
                 wait = self.limits.saturate(member_id)
                 if limited > QUERY_LIMIT_RETRIES or wait > self.limits.max_wait:
-                    raise TemporaryError(
+                    raise Throttled(
                         f"{record.domain} answered QUERY_LIMIT_EXCEEDED",
                         code="QUERY_LIMIT_EXCEEDED",
                         retry_after=wait,
@@ -285,7 +286,7 @@ class RestClient:
             if code == "OPERATION_TIME_LIMIT":
                 wait = _reset_in(as_dict(data.get("time")), self.clock())
                 self.limits.pause(record.member_id, method, wait)
-                raise TemporaryError(
+                raise Throttled(
                     f"{method} is blocked on {record.domain} by its operation time limit",
                     code=code,
                     retry_after=wait,
