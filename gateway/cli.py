@@ -14,6 +14,7 @@ import importlib
 import importlib.metadata
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -123,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning(hint)
     if not settings.admin_token:
         log.info("admin API off: set [admin] token in .secrets.toml or GATEWAY_ADMIN__TOKEN")
+    if args.workers > 1:
+        return _run_workers(args, settings)
     runtime = importlib.import_module("gateway.runtime")
     app = importlib.import_module("gateway.app").create_app(runtime.Gateway(settings, host))
     config = uvicorn.Config(
@@ -140,6 +143,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SystemExit as exc:  # uvicorn's way out when it cannot bind the port
         return exc.code if isinstance(exc.code, int) else EXIT_FAILED
     return EXIT_OK if server.started else EXIT_FAILED
+
+
+def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    """`--workers N`: uvicorn's supervisor forks N processes, each with its own gateway."""
+    if not settings.store_url.lower().startswith(("postgresql:", "postgres:")):
+        print(
+            "gateway: --workers needs a postgresql:// store: a SQLite store serves one process",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    app_module = importlib.import_module("gateway.app")
+    os.environ[app_module.SETTINGS_FILE_ENV] = os.path.abspath(args.settings or "settings.toml")
+    # Workers read the settings themselves; the command line's host and port bind here.
+    uvicorn.run(
+        "gateway.app:create_app_from_env",
+        factory=True,
+        workers=args.workers,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+    )
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -176,6 +202,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"note: {hint}")
     print("OK: the gateway can start with these settings")
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    # The demo prints its own trace; a parked message is part of the story, not an alarm.
+    configure_logging("ERROR", "text")
+    run_demo = importlib.import_module("gateway.demo").run_demo
+    try:
+        code: int = asyncio.run(run_demo(once=args.once))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -322,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_settings(run)
     run.add_argument("--host", help="listen address (overrides host)")
     run.add_argument("--port", type=int, help="listen port (overrides port)")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes on this port (default 1; more need a postgresql:// store)",
+    )
     check = command("check", cmd_check, "check settings and plugins; print a summary")
     with_settings(check)
     plugins = command("plugins", cmd_plugins, "list plugins, their providers, load errors")
@@ -340,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--since", type=_instant, metavar="ISO", help="dead since (UTC if naive)")
     replay.add_argument("--until", type=_instant, metavar="ISO", help="...and until (with --since)")
     replay.add_argument("--json", action="store_true", help="print JSON")
+    demo = command(
+        "demo", cmd_demo, "play a WhatsApp <-> Bitrix24 conversation against bundled fakes"
+    )
+    demo.add_argument("--once", action="store_true", help="exit when the conversation is over")
     return parser
 
 

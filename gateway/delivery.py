@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,8 @@ AMBIGUOUS_REASON = (
     "automatically: check the conversation and replay this job if the message did not arrive"
 )
 STATUS_LOOKUP_ATTEMPTS = 3
+#: How much of a message's text the id map keeps, to show it when the message is quoted.
+QUOTE_PREVIEW = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +248,7 @@ class Deliverer:
         target_id: str | None = None
         quoted_id: str | None = None
         if isinstance(event, Edit | Delete):
-            target_id = await self._translate(route, job.source, event.native_id)
+            target_id, _ = await self._translate(route, job.source, event.native_id)
             if target_id is None:
                 raise PermanentError(
                     f"the message this {event.kind} refers to was never delivered, "
@@ -258,7 +261,12 @@ class Deliverer:
                 quoted_id = target_id
                 target_id = None
         elif event.quoted_native_id is not None:
-            quoted_id = await self._translate(route, job.source, event.quoted_native_id)
+            quoted_id, quoted_text = await self._translate(
+                route, job.source, event.quoted_native_id
+            )
+            if event.quoted_text is None and quoted_text:
+                # Lets the destination show what was quoted even when its source sent no text.
+                event = dataclasses.replace(event, quoted_text=quoted_text)
         return Outgoing(
             job_id=job.id,
             route=route,
@@ -269,15 +277,18 @@ class Deliverer:
             attempt=job.attempts + 1,
         )
 
-    async def _translate(self, route: Route, source: str, native_id: str) -> str | None:
-        """The other side's id of a message `source` knows as `native_id`, either way."""
+    async def _translate(
+        self, route: Route, source: str, native_id: str
+    ) -> tuple[str | None, str | None]:
+        """The other side's id of a message `source` knows as `native_id` (either way),
+        and the start of its text."""
         forward = await self.store.lookup_by_source(route.name, source, native_id)
         if forward is not None:
-            return forward.destination_id
+            return forward.destination_id, _preview(forward)
         backward = await self.store.lookup_by_destination(source, native_id)
         if backward is not None and backward.route == route.name:
-            return backward.source_id
-        return None
+            return backward.source_id, _preview(backward)
+        return None, None
 
     async def _status_notice(
         self, job: Job, route: Route, event: StatusUpdate
@@ -351,7 +362,11 @@ class Deliverer:
                     destination=job.destination,
                     destination_id=outcome.native_id,
                     conversation_id=event.conversation_id,
-                    extra={"source": dict(event.extra), "destination": dict(outcome.extra)},
+                    extra={
+                        "source": dict(event.extra),
+                        "destination": dict(outcome.extra),
+                        "text": event.text[:QUOTE_PREVIEW],
+                    },
                 )
             )
         followups: list[NewJob] = []
@@ -450,6 +465,11 @@ def _defer_references(live: list[tuple[Job, Route]]) -> list[tuple[Job, Route]]:
 
 
 _NOTE_SENDER = Sender(id="gateway", name="Gateway")
+
+
+def _preview(mapping: IdMapping) -> str | None:
+    text = mapping.extra.get("text") if isinstance(mapping.extra, dict) else None
+    return str(text) if text else None
 
 
 def _as_note(event: Edit | Delete) -> Message:

@@ -229,6 +229,8 @@ async def test_edits_deletes_and_quotes_are_translated(tmp_path: Path, recorders
     kinds = [(r.kind, r.item.get("target"), r.item.get("quote")) for r in crm.received]
     assert kinds[0] == ("message", None, None)
     assert ("message", None, first_id) in kinds
+    reply = next(r for r in crm.received if r.item.get("quote") == first_id)
+    assert reply.item["quoted_text"] == "first"  # the id map keeps the start of the text
     assert ("edit", first_id, None) in kinds
     assert ("delete", first_id, None) in kinds
 

@@ -59,6 +59,18 @@ class Observer:
     def of_type(self, kind: str) -> list[Observation]:
         return [o for o in self.seen if o.type == kind]
 
+    async def wait_next(self, timeout: float) -> bool:
+        """Wait for the next observation of any kind; False if none came within `timeout`."""
+        waiter = asyncio.Event()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.remove(waiter)
+        return True
+
     async def wait_for(self, kind: str, count: int = 1, timeout: float = 10.0) -> list[Observation]:
         """Wait until `count` observations of `kind` were made; returns them."""
         async with asyncio.timeout(timeout):

@@ -183,6 +183,7 @@ def _outgoing_item(item: Outgoing) -> dict[str, Any]:
             text=event.text,
             sender=event.sender.name or event.sender.id,
             quote=item.quoted_target_id,
+            quoted_text=event.quoted_text,
             attachments=[{"kind": a.kind, "url": a.url} for a in event.attachments],
             note=event.is_note,
         )
