@@ -100,6 +100,9 @@ class ChatApiChannel(ChannelProvider):
         #: The background part of `start()` (webhook retries, refill); tests may await it.
         self.startup_task: asyncio.Task[None] | None = None
         self._start_cursor: int | None = None
+        # The highest cursor known to be stored, and the highest any webhook asked for.
+        self._saved_cursor: int | None = None
+        self._wanted_cursor: int | None = None
         # Ids this process sent, until the core's id map has them (it commits after `send`).
         self._recent: dict[str, None] = {}
         self._in_flight = 0
@@ -119,6 +122,7 @@ class ChatApiChannel(ChannelProvider):
         # Read before the webhook is pointed here: webhooks move the cursor from then on.
         stored = await self.context.state.get(CURSOR_KEY)
         self._start_cursor = int(stored) if isinstance(stored, int | float) else None
+        self._saved_cursor = self._start_cursor
         configure_later = False
         if self.settings.set_webhook:
             try:
@@ -223,11 +227,27 @@ class ChatApiChannel(ChannelProvider):
         return replace(event, event=replace(message, attachments=tuple(attachments)))
 
     async def _advance_cursor(self, number: int) -> None:
+        """Store `number` as the cursor if it is higher; it is stored when this returns.
+
+        Concurrent webhooks share writes: whoever gets the lock stores the highest number
+        wanted so far, and the callers queued behind it find theirs stored already. Taking
+        the lock for every webhook would serialize them all on one commit each.
+        """
+        if self._saved_cursor is not None and number <= self._saved_cursor:
+            return
+        self._wanted_cursor = max(self._wanted_cursor or number, number)
         state = self.context.state
         async with state.lock(CURSOR_KEY):
-            current = await state.get(CURSOR_KEY)
-            if not isinstance(current, int | float) or number > current:
-                await state.put(CURSOR_KEY, number)
+            if self._saved_cursor is not None and number <= self._saved_cursor:
+                return
+            wanted = self._wanted_cursor
+            if self._saved_cursor is None:
+                current = await state.get(CURSOR_KEY)
+                if isinstance(current, int | float) and current >= wanted:
+                    self._saved_cursor = int(current)
+                    return
+            await state.put(CURSOR_KEY, wanted)
+            self._saved_cursor = wanted
 
     async def refill(self) -> int:
         """Emit what arrived since the cursor read at start; returns how many were new.

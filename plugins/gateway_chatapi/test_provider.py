@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -434,3 +435,25 @@ async def test_first_start_does_not_import_the_history(
         assert h.observer.of_type("accepted") == []
     assert cursor == 3
     assert crm.received == []
+
+
+async def test_concurrent_webhooks_share_cursor_writes(started: Started) -> None:
+    async with started() as h:
+        provider = channel_of(h)
+        state = provider.context.state
+        puts: list[Any] = []
+        put = state.put
+
+        async def counting_put(key: str, value: Any) -> None:
+            puts.append(value)
+            await put(key, value)
+
+        state.put = counting_put  # type: ignore[method-assign]
+        base = int(await state.get(CURSOR_KEY) or 0)
+        numbers = [base + n for n in range(1, 41)]
+        await asyncio.gather(*(provider._advance_cursor(n) for n in reversed(numbers)))
+        assert await state.get(CURSOR_KEY) == numbers[-1]  # stored when the calls returned
+        assert len(puts) < len(numbers) / 4  # queued callers found theirs stored already
+        await provider._advance_cursor(numbers[0])  # lower: nothing to store
+        assert await state.get(CURSOR_KEY) == numbers[-1]
+        assert len(puts) < len(numbers) / 4

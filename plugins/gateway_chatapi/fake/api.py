@@ -16,12 +16,14 @@ from gateway_chatapi.fake_common import (
     Fault,
     Result,
     Upload,
-    control_routes,
     data_uri_bytes,
-    delivery_lifespan,
     dispatch,
     is_group,
     media_kind,
+)
+from gateway_chatapi.fake_delivery import (
+    control_routes,
+    delivery_lifespan,
 )
 
 from .model import vcard

@@ -15,7 +15,6 @@ from gateway_chatapi.fake_common import (
     SAMPLE_NAMES,
     CallRecord,
     Clock,
-    DeliveryReport,
     FakeHttpError,
     FakeTimeout,
     Faults,
@@ -24,12 +23,15 @@ from gateway_chatapi.fake_common import (
     ManualClock,
     MediaStore,
     Result,
-    WebhookAttempt,
     is_group,
     magic_of,
     qr_png,
     sample_bytes,
     to_chat_id,
+)
+from gateway_chatapi.fake_delivery import (
+    DeliveryReport,
+    WebhookAttempt,
 )
 
 from .hooks import HookSender

@@ -6,7 +6,14 @@ from typing import Any
 
 import httpx
 
-from gateway_chatapi.fake_common import Clock, DeliveryReport, WebhookAttempt, post_webhook
+from gateway_chatapi.fake_common import (
+    Clock,
+)
+from gateway_chatapi.fake_delivery import (
+    DeliveryReport,
+    WebhookAttempt,
+    post_webhook,
+)
 
 from .model import ChatApiSettings, HookBatch
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from gateway_chatapi.fake_common import (
     CallRecord,
-    DeliveryReport,
     Faults,
     Magic,
     ManualClock,
-    WebhookAttempt,
     magic_phone,
+)
+from gateway_chatapi.fake_delivery import (
+    DeliveryReport,
+    WebhookAttempt,
 )
 
 from .core import FakeGreenApi

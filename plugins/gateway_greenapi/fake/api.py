@@ -14,11 +14,13 @@ from gateway_chatapi.fake_common import (
     Magic,
     Result,
     Upload,
-    control_routes,
-    delivery_lifespan,
     dispatch,
     magic_of,
     mime_of,
+)
+from gateway_chatapi.fake_delivery import (
+    control_routes,
+    delivery_lifespan,
 )
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -11,7 +11,6 @@ import httpx
 from gateway_chatapi.fake_common import (
     CallRecord,
     Clock,
-    DeliveryReport,
     FakeHttpError,
     FakeTimeout,
     Faults,
@@ -24,6 +23,9 @@ from gateway_chatapi.fake_common import (
     magic_of,
     qr_png,
     to_chat_id,
+)
+from gateway_chatapi.fake_delivery import (
+    DeliveryReport,
 )
 from starlette.applications import Starlette
 

@@ -8,8 +8,10 @@ from typing import Any, Literal
 import httpx
 from gateway_chatapi.fake_common import (
     Clock,
-    DeliveryReport,
     ManualClock,
+)
+from gateway_chatapi.fake_delivery import (
+    DeliveryReport,
     WebhookAttempt,
     post_webhook,
 )
