@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
-import re
 import socket
 import sys
 import tempfile
@@ -33,7 +31,6 @@ CUSTOMER = "79991234567"
 UNLUCKY = "15550131047"  # the fake Cloud API answers 131047 (24-hour window closed)
 LINE = 1
 STEP_TIMEOUT = 20.0
-HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)"')
 
 
 class Trace:
@@ -143,19 +140,6 @@ async def _until(observer: Observer, predicate: Callable[[], bool]) -> None:
             await observer.wait_next(0.5)
 
 
-def _form_fields(page: str, action: str, channel: str) -> dict[str, str]:
-    for form in re.findall(r"<form\b.*?</form>", page, re.S):
-        fields = {
-            html.unescape(name): html.unescape(value)
-            for name, value in re.findall(
-                r'<input type="hidden" name="([^"]*)" value="([^"]*)"', form
-            )
-        }
-        if fields.get("action") == action and fields.get("channel") == channel:
-            return fields
-    raise RuntimeError(f"the settings page has no {action!r} form for {channel!r}")
-
-
 async def run_demo(*, once: bool, out: TextIO = sys.stdout, workdir: Path | None = None) -> int:
     """Play the demo; with `once`, return when it is over, else serve until cancelled."""
     from gateway_bitrix24.fake import FakePortal
@@ -230,6 +214,8 @@ def _settings(directory: Path, public_url: str, portal: Any, whatsapp: Any) -> d
 
 
 async def _play(h: GatewayHarness, portal: Any, whatsapp: Any, trace: Trace, public: str) -> None:
+    from gateway_bitrix24.fake.browser import form_fields
+
     observer = h.observer
 
     trace.step("1. Bitrix24 installs the app")
@@ -243,7 +229,7 @@ async def _play(h: GatewayHarness, portal: Any, whatsapp: Any, trace: Trace, pub
     page = await portal.open_connector_settings(line=LINE)
     trace.say(f"Bitrix24 ─▶ gateway  settings page (iframe)  → HTTP {page.status_code}")
     linked = await h.client.post(
-        f"{public}/webhooks/b24/placement", data=_form_fields(page.text, "link", "wa")
+        f"{public}/webhooks/b24/placement", data=form_fields(page.text, "link", "wa")
     )
     trace.say(f"admin clicks Link  → HTTP {linked.status_code}")
     trace.flush()

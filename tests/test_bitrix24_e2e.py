@@ -10,8 +10,6 @@ recorder and a file host through the test kit's fake network.
 from __future__ import annotations
 
 import asyncio
-import html
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from gateway_bitrix24.fake import FakePortal
+from gateway_bitrix24.fake.browser import form_fields
 from gateway_bitrix24.fake.formdata import php_form_encode
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -184,20 +183,6 @@ async def world(
             yield World(h, portal, recorder, gate)
 
 
-def hidden_fields(page: str, action: str, channel: str = "") -> dict[str, str]:
-    """The fields of the page's form for `action` (and `channel`)."""
-    for form in re.findall(r"<form\b.*?</form>", page, re.S):
-        fields = {
-            html.unescape(name): html.unescape(value)
-            for name, value in re.findall(
-                r'<input type="hidden" name="([^"]*)" value="([^"]*)"', form
-            )
-        }
-        if fields.get("action") == action and fields.get("channel") == channel:
-            return fields
-    raise AssertionError(f"no {action!r} form for {channel!r} in:\n{page}")
-
-
 async def install_and_link(w: World) -> None:
     response = await w.portal.install(f"{PUBLIC}/webhooks/b24/install")
     assert response.status_code == 200, response.text
@@ -210,7 +195,7 @@ async def link(w: World, line: int, channel: str) -> None:
     page = await w.portal.open_connector_settings(line=line)
     assert page.status_code == 200, page.text
     linked = await w.h.client.post(
-        "/webhooks/b24/placement", data=hidden_fields(page.text, "link", channel)
+        "/webhooks/b24/placement", data=form_fields(page.text, "link", channel)
     )
     assert f"Linked {channel} to this open line." in linked.text, linked.text
 
@@ -346,7 +331,7 @@ async def test_install_link_converse_unlink_uninstall(tmp_path: Path) -> None:
         # unlink from the settings page: route gone, connector off, STATUSDELETE handled
         page = await portal.open_connector_settings(line=1, activate=False)
         unlinked = await h.client.post(
-            "/webhooks/b24/placement", data=hidden_fields(page.text, "unlink", "wa")
+            "/webhooks/b24/placement", data=form_fields(page.text, "unlink", "wa")
         )
         assert "Unlinked" in unlinked.text
         assert ("whatschat", 1) not in portal.state.statuses
