@@ -75,6 +75,8 @@ def plan(
 ) -> IngestItem:
     """The ingest record for one inbound event: the event itself and the jobs it causes."""
     event = inbound.event
+    # Encoded once: the event is stored, and usually sent unchanged along every route.
+    encoded = event_to_json(event)
     jobs: list[NewJob] = []
     if isinstance(event, StatusUpdate):
         for route in status_routes(source, inbound.target, routes):
@@ -88,7 +90,7 @@ def plan(
                     source=source,
                     destination=destination,
                     lane=lane_key(route.name, destination, conversation_of(event)),
-                    payload={"event": event_to_json(event), "target": inbound.target},
+                    payload={"event": encoded, "target": inbound.target},
                 )
             )
     elif isinstance(event, Message | Edit | Delete):
@@ -106,13 +108,16 @@ def plan(
                     source=source,
                     destination=destination,
                     lane=lane_key(route.name, destination, conversation_of(routed)),
-                    payload={"event": event_to_json(routed), "target": inbound.target},
+                    payload={
+                        "event": encoded if routed is event else event_to_json(routed),
+                        "target": inbound.target,
+                    },
                 )
             )
     return IngestItem(
         instance=source,
         dedupe_key=inbound.dedupe_key,
-        event={"event": event_to_json(event), "target": inbound.target},
+        event={"event": encoded, "target": inbound.target},
         jobs=jobs,
     )
 

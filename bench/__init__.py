@@ -1,0 +1,4 @@
+"""Benchmarks of WhatsChat Gateway: `python -m bench [--quick] [name ...]`.
+
+See docs/performance.md for what each measures and the figures.
+"""

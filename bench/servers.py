@@ -1,0 +1,192 @@
+"""The processes a benchmark talks to: `python -m bench.servers {bare,crm,portal} --port N`.
+
+* `bare`: the framework's own limit, a Starlette endpoint that only parses the body (JSON
+  or a form, like the webhook it stands beside) and answers; same uvicorn settings as
+  `gateway run` (uvloop, httptools, its access log on, written to a file).
+* `crm`: the `test-crm` provider's protocol (`gateway.testing.providers`), recording when
+  each item arrived, so latency is measured where the message lands.
+* `portal`: `gateway_bitrix24.fake.FakePortal` with the connector active on line 1 and its
+  leaky bucket (`--rate`, `--burst`; `--rate 0` for none), with a stats endpoint.
+
+Each answers `GET /_ready` once it is serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _ready(_request: Request) -> Response:
+    return _json({"ok": True})
+
+
+def bare_app() -> Starlette:
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            parsed: Any = orjson.loads(body)
+        else:
+            parsed = parse_qsl(body.decode(), keep_blank_values=True)
+        return JSONResponse({"ok": True, "accepted": 1 if parsed else 0, "duplicates": 0})
+
+    return Starlette(
+        routes=[
+            Route("/_ready", _ready),
+            Route("/webhooks/{instance}/{subpath:path}", webhook, methods=["POST"]),
+        ]
+    )
+
+
+def crm_app() -> Starlette:
+    received: list[tuple[str, str, float]] = []
+    keys: set[str] = set()
+    duplicates = 0
+    ids = itertools.count(1)
+
+    async def send(request: Request) -> Response:
+        nonlocal duplicates
+        items = orjson.loads(await request.body())["items"]
+        now = time.time()
+        results = []
+        for item in items:
+            if item["key"] in keys:
+                duplicates += 1
+            keys.add(item["key"])
+            received.append((item["conversation"], item.get("text", ""), now))
+            results.append({"id": f"crm-{next(ids)}"})
+        return _json({"results": results})
+
+    async def ok(_request: Request) -> Response:
+        return _json({"ok": True})
+
+    async def stats(_request: Request) -> Response:
+        return _json({"count": len(received), "duplicates": duplicates})
+
+    async def records(_request: Request) -> Response:
+        return _json({"received": received, "duplicates": duplicates})
+
+    async def reset(_request: Request) -> Response:
+        nonlocal duplicates
+        received.clear()
+        keys.clear()
+        duplicates = 0
+        return _json({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/_ready", _ready),
+            Route("/send", send, methods=["POST"]),
+            Route("/acks", ok, methods=["POST"]),
+            Route("/statuses", ok, methods=["POST"]),
+            Route("/_stats", stats),
+            Route("/_records", records),
+            Route("/_reset", reset, methods=["POST"]),
+        ]
+    )
+
+
+def portal_app(port: int, rate: float, burst: int) -> Starlette:
+    from gateway_bitrix24.fake import FakePortal
+    from gateway_bitrix24.fake.state import Connector
+
+    address = f"127.0.0.1:{port}"
+    portal = FakePortal(
+        domain=address,
+        scheme="http",
+        server_endpoint=f"http://{address}/rest/",
+        rate=rate or None,
+        burst=burst,
+        token_ttl=86400,
+    )
+    portal.state.connectors["whatschat"] = Connector(
+        id="whatschat", name="WhatsApp", icon={}, placement_handler="http://127.0.0.1:1/"
+    )
+    row = portal.state.status("whatschat", 1)
+    row.active = row.connection = row.register = True
+    pair = portal.issue_tokens()
+
+    async def tokens(_request: Request) -> Response:
+        return _json(
+            {
+                "access_token": pair.access_token,
+                "refresh_token": pair.refresh_token,
+                "client_endpoint": portal.client_endpoint,
+                "server_endpoint": portal.server_endpoint,
+                "member_id": portal.member_id,
+                "application_token": portal.application_token,
+                "client_id": portal.client_id,
+                "client_secret": portal.client_secret,
+            }
+        )
+
+    async def stats(request: Request) -> Response:
+        if "count" in request.query_params:
+            count = sum(1 for m in portal.state.messages if m.author == "client")
+            return _json({"count": count, "clock": portal.clock()})
+        calls = [c for c in portal.calls if c.batch_key is None]
+        limited = [c for c in calls if c.error == "QUERY_LIMIT_EXCEEDED"]
+        messages = [
+            (m.chat_id, m.text, m.external_ids[0] if m.external_ids else "")
+            for m in portal.state.messages
+            if m.author == "client"
+        ]
+        return _json(
+            {
+                "requests": len(calls),
+                "query_limit_exceeded": len(limited),
+                "errors": sorted({str(c.error) for c in calls if c.error}),
+                "messages": messages,
+                "first_call": calls[0].time if calls else None,
+                "last_call": calls[-1].time if calls else None,
+                "clock": portal.clock(),
+            }
+        )
+
+    app = Starlette(routes=[Route("/_ready", _ready), Route("/_stats", stats)])
+    app.router.routes.append(Route("/_tokens", tokens))
+    app.router.routes.extend(portal.app.routes)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["bare", "crm", "portal"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=2.0)
+    parser.add_argument("--burst", type=int, default=50)
+    args = parser.parse_args()
+    if args.kind == "bare":
+        app = bare_app()
+    elif args.kind == "crm":
+        app = crm_app()
+    else:
+        app = portal_app(args.port, args.rate, args.burst)
+    # The bare endpoint keeps uvicorn's access log, as `gateway run` does; the fakes do not.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="auto",
+        http="auto",
+        access_log=args.kind == "bare",
+        log_level="info" if args.kind == "bare" else "warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
