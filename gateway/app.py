@@ -111,6 +111,28 @@ def create_app(gateway: Gateway) -> Starlette:
     )
 
 
+SETTINGS_FILE_ENV = "GATEWAY_SETTINGS_FILE"
+
+
+def create_app_from_env() -> Starlette:
+    """The app of one uvicorn worker (`gateway run --workers N`, or `uvicorn --factory
+    gateway.app:create_app_from_env --workers N`): settings from $GATEWAY_SETTINGS_FILE.
+
+    Each worker is a process with a gateway of its own; they share the PostgreSQL store.
+    """
+    import os
+
+    from gateway.cli import load_plugins
+    from gateway.logs import configure_logging
+    from gateway.settings import load_settings, secret_values
+
+    settings = load_settings(os.environ.get(SETTINGS_FILE_ENV))
+    host = load_plugins()
+    secrets = secret_values(settings, host.providers)
+    configure_logging(settings.log_level, settings.log_format, secrets)
+    return create_app(Gateway(settings, host))
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past `limit` bytes before it is all read."""
     declared = request.headers.get("content-length")

@@ -41,6 +41,13 @@ from gateway.store.base import Store, StoredRoute
 log = logging.getLogger("gateway")
 
 MEDIA_SWEEP_SECONDS = 3600.0
+_LOG_LEVELS = {
+    "dead_lettered": logging.WARNING,
+    "rejected": logging.WARNING,
+    "accepted": logging.DEBUG,
+    "duplicate": logging.DEBUG,
+    "delivered": logging.DEBUG,
+}
 
 
 class InstanceState:
@@ -180,6 +187,8 @@ class Gateway:
                 self.problems.append(f"{name}: {type(exc).__name__}: {exc}")
                 self._set_state(name, AccountState(AccountStatus.ERROR, detail=str(exc)))
         await self.deliverer.start()
+        # Work enqueued by other processes sharing the store (PostgreSQL) wakes us too.
+        await self.store.subscribe(self.wake)
         self.deliverer.wake()
         self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
         await _call_each(self.host.hook.startup, gateway=self)
@@ -293,9 +302,8 @@ class Gateway:
             metrics.inc("gateway_jobs_retried_total", destination=where, kind=kind)
         elif observation.type == "dead_lettered":
             metrics.inc("gateway_jobs_dead_lettered_total", destination=where, kind=kind)
-        level = logging.WARNING if observation.type in ("dead_lettered", "rejected") else (
-            logging.INFO if observation.type != "delivered" else logging.DEBUG
-        )
+        # One line per message at INFO would cost more than ingesting it; counts are metrics.
+        level = _LOG_LEVELS.get(observation.type, logging.INFO)
         if log.isEnabledFor(level):
             log.log(
                 level,
@@ -430,11 +438,19 @@ def _media_secret(directory: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        secret = secrets.token_bytes(32)
-        with open(path, "xb") as handle:
+        # Processes sharing the folder (`--workers N`) start together: each writes a key of
+        # its own aside, the first link wins, and all read that one, never a half-written file.
+        draft = directory / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
+        with open(draft, "xb") as handle:
             os.fchmod(handle.fileno(), 0o600)
-            handle.write(secret)
-        return secret
+            handle.write(secrets.token_bytes(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+        return path.read_bytes()
 
 
 def _route_from_stored(stored: StoredRoute) -> Route:
@@ -458,4 +474,3 @@ async def _call_each(hook: Any, **kwargs: Any) -> None:
                 await result
         except Exception:
             log.exception("%s hook of plugin %s failed", hook.name, impl.plugin_name)
-

@@ -41,7 +41,7 @@ __all__ = [
 ]  # fmt: skip
 
 # Variables with our prefix that are not settings: plugin selection (plugins.py), test setup.
-NOT_SETTINGS = ("PLUGINS", "PLUGINS_STRICT", "TEST_")
+NOT_SETTINGS = ("PLUGINS", "PLUGINS_STRICT", "TEST_", "SETTINGS_FILE")
 WHOLE_FILE = "(file)"
 COMMAND_LINE = "command line"
 _DYNACONF_KEYS = ("LOAD_DOTENV", "LOADERS_FOR_DYNACONF")  # our own arguments, echoed back

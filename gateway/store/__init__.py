@@ -29,10 +29,16 @@ def open_store(url: str, *, tool: bool = False) -> Store:
 
         return SQLiteStore(_sqlite_path(url, rest), url=url, exclusive=not tool)
     if scheme in {"postgresql", "postgres"}:
-        raise StoreError(
-            "the PostgreSQL store backend is not installed: "
-            "pip install 'whatschat-gateway[postgres]'"
-        )
+        # `tool` changes nothing here: a PostgreSQL store is shared by design, and leases
+        # of a dead process expire instead of being freed at open.
+        try:
+            from gateway.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store backend is not installed ({exc.name} is missing): "
+                "pip install 'whatschat-gateway[postgres]'"
+            ) from None
+        return PostgresStore(url)
     raise StoreError(f"unknown store URL scheme {scheme!r} in {url!r}; supported: {SUPPORTED}")
 
 

@@ -13,7 +13,7 @@ id order, so job n+1 of a conversation never starts before job n is finished, re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -249,6 +249,14 @@ class Store(ABC):
     @abstractmethod
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Mutual exclusion on `name` for everyone sharing this store."""
+
+    async def subscribe(self, callback: Callable[[str | None], None]) -> None:
+        """Call `callback(destination)` when another process adds work for `destination`.
+
+        None means "maybe any destination". A store used by one process has nobody else to
+        hear from, so the default does nothing; the callback is dropped at `close()`.
+        """
+        return None
 
     # routes created at run time (e.g. linked from the Bitrix24 settings page) ----------
     @abstractmethod

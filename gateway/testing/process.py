@@ -15,13 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
 
-READY_MARK = "Application startup complete"
+# Logged once the socket listens; "Application startup complete" comes before the bind.
+READY_MARK = "Uvicorn running on"
 
 
 def free_port() -> int:
@@ -53,8 +54,15 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
 class GatewayProcess:
     """`gateway run` in a child process, with its log lines collected as they come."""
 
-    def __init__(self, settings: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.settings = settings
+        self.args = list(args)
         self.port = port
         self.env = {**os.environ, "GATEWAY_LOG_FORMAT": "json", **(env or {})}
         self.lines: list[str] = []
@@ -67,7 +75,7 @@ class GatewayProcess:
 
     async def start(self, timeout: float = 30.0) -> None:
         command = [sys.executable, "-m", "gateway", "run", "--settings", str(self.settings),
-                   "--host", "127.0.0.1", "--port", str(self.port)]
+                   "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(
             command, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True, env=self.env
         )

@@ -122,8 +122,6 @@ def test_open_store_picks_sqlite_by_url(url: str, path: str) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://gw@localhost/gw", r"pip install 'whatschat-gateway\[postgres\]'"),
-        ("postgres://gw@localhost/gw", r"whatschat-gateway\[postgres\]"),
         ("mysql://localhost/gw", r"'mysql'.*sqlite:///.*postgresql://"),
         ("gateway.db", "no scheme"),
         ("sqlite://host/gateway.db", "three slashes"),

@@ -1,0 +1,469 @@
+"""The shared store: PostgreSQL, for several gateway processes on one database.
+
+One connection pool per process (psycopg 3, async); statements run in autocommit unless
+they must be one transaction. Ingest and claim are single statements, so a webhook costs
+one round trip and one commit. `postgres_queue` holds the queue SQL and explains how the
+lanes stay consistent with several processes; `postgres_schema` the migrations.
+
+Cross-process parts:
+* `lock(name)` is a session advisory lock (`pg_advisory_lock`, key: a hash of the schema and
+  the name) held on a connection of its own for as long as the lock is held, so Bitrix24
+  token refreshes are single-flight across every process. Waiters of one process queue on
+  an asyncio lock first, so one name costs at most one waiting connection per process.
+* `subscribe(callback)` LISTENs on the schema's channel; every write that gives a
+  destination work (new jobs, freed leases, replays) NOTIFYs it after commit, and every
+  process wakes its delivery slots for it (`postgres_notify`). The workers'
+  `poll_interval` remains only as a fallback.
+
+The URL is handed to libpq as it is: `postgresql://user:password@host:5432/db`, with
+`?options=-csearch_path%3Dmyschema` to use a schema other than `public`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.errors import StoreError
+from gateway.models import JSON
+from gateway.store import postgres_queue as q
+from gateway.store.base import (
+    DestinationStats,
+    Finished,
+    IdMapping,
+    IngestItem,
+    Job,
+    NewJob,
+    Store,
+    StoredRoute,
+)
+from gateway.store.postgres_notify import Notifier
+from gateway.store.postgres_schema import advisory_key, channel, current_version, migrate
+
+T = TypeVar("T")
+log = logging.getLogger("gateway.store")
+
+POOL_MIN, POOL_MAX = 1, 10
+# Locks are held across provider calls; each holder keeps a connection of this pool.
+LOCK_POOL_MAX = 50
+CONNECT_TIMEOUT = 10.0
+# Deadlocks between writers are rare (see postgres_queue) and resolved by trying again.
+TRIES = 5
+_MAPPING_COLUMNS = "route, source, source_id, destination, destination_id, conversation_id, extra"
+
+
+class PostgresStore(Store):
+    """`Store` on a PostgreSQL database (one schema of it), shared by many processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.schema = ""
+        self.channel = ""
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+        self._lock_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None
+        self._lock_pool = None
+        self._notifier: Notifier | None = None
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redacted(self.url)!r})"
+
+    # plumbing --------------------------------------------------------------------------
+    def _new_pool(
+        self, min_size: int, max_size: int, name: str
+    ) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        return AsyncConnectionPool(
+            self.url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name=name,
+            timeout=CONNECT_TIMEOUT,
+        )
+
+    async def _run(
+        self, operation: Callable[[q.Conn], Awaitable[T]], *, transaction: bool = False
+    ) -> T:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"the PostgreSQL store {redacted(self.url)} is not open")
+        for attempt in range(1, TRIES + 1):
+            try:
+                async with pool.connection() as conn:
+                    if not transaction:
+                        return await operation(conn)
+                    async with conn.transaction():
+                        return await operation(conn)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == TRIES:
+                    raise StoreError("PostgreSQL: gave up after repeated deadlocks") from None
+                log.info("store transaction deadlocked; trying again (%d)", attempt)
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        # One plain connection first: a wrong URL or a server that is down fails at once,
+        # with libpq's reason, instead of after the pool's retries.
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
+            ) as conn:
+                cursor = await conn.execute("SELECT current_schema()")
+                row = await cursor.fetchone()
+                if row is None or row[0] is None:
+                    raise StoreError(
+                        f"{redacted(self.url)}: no schema to use: the search_path names no "
+                        "schema that exists (create it, or fix options=-csearch_path=...)"
+                    )
+                self.schema = str(row[0])
+                await migrate(conn, self.schema)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot open the PostgreSQL store {redacted(self.url)}: {exc}"
+            ) from exc
+        self.channel = channel(self.schema)
+        pool = self._new_pool(POOL_MIN, POOL_MAX, "gateway")
+        lock_pool = self._new_pool(0, LOCK_POOL_MAX, "gateway-locks")
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            await lock_pool.open()
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(
+                f"cannot open the PostgreSQL store {redacted(self.url)}: {exc}"
+            ) from exc
+        self._pool, self._lock_pool = pool, lock_pool
+        self._notifier = Notifier(self.url, self.channel, pool)
+
+    async def close(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            await notifier.close()
+        for pool in (self._lock_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._lock_pool = None
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1"))
+
+    async def schema_version(self) -> int:
+        return await self._run(current_version)
+
+    # inbound ---------------------------------------------------------------------------
+    async def ingest(self, items: Sequence[IngestItem], now: float) -> list[int | None]:
+        if not items:
+            return []
+        rows = [
+            (i.instance, i.dedupe_key, orjson.dumps(i.event), [_job_row(j) for j in i.jobs])
+            for i in items
+        ]
+        ids = await self._run(lambda c: q.ingest(c, rows, now))
+        self._announce(j.destination for i, n in zip(items, ids, strict=True) if n for j in i.jobs)
+        return ids
+
+    async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+        rows = [_job_row(job) for job in jobs]
+        ids = await self._run(lambda c: q.insert_jobs(c, rows, now))
+        self._announce(job.destination for job in jobs)
+        return ids
+
+    # delivery --------------------------------------------------------------------------
+    async def claim(
+        self, destination: str, owner: str, limit: int, lease_seconds: float, now: float
+    ) -> list[Job]:
+        return await self._run(lambda c: q.claim(c, destination, owner, limit, lease_seconds, now))
+
+    async def mark_sending(self, job_ids: Sequence[int], now: float) -> None:
+        ids = list(job_ids)
+        if ids:
+            await self._execute(
+                "UPDATE jobs SET attempts = attempts + 1, sending_since = %s"
+                " WHERE id = ANY(%s::bigint[])",
+                (now, ids),
+            )
+
+    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
+        rows = [
+            (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
+            for f in finished
+        ]
+        if rows:
+            self._announce(
+                await self._run(lambda c: q.finish(c, rows, owner, now), transaction=True)
+            )
+
+    async def retry(
+        self, job_id: int, owner: str, available_at: float, error: str, now: float
+    ) -> None:
+        await self._run(
+            lambda c: q.retry(c, job_id, owner, available_at, error, now), transaction=True
+        )
+
+    async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
+        await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now), transaction=True)
+
+    async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
+        names = list(lanes)
+        if names:
+            self._announce(await self._run(lambda c: q.release(c, owner, names)))
+
+    async def next_due(self, destination: str, now: float) -> float | None:
+        return await self._run(lambda c: q.next_due(c, destination))
+
+    async def destinations_with_work(self, now: float) -> list[str]:
+        return await self._run(q.destinations_with_work)
+
+    # id map and statuses ---------------------------------------------------------------
+    async def lookup_by_source(self, route: str, source: str, source_id: str) -> IdMapping | None:
+        row = await self._fetchone(
+            f"SELECT {_MAPPING_COLUMNS} FROM id_map"  # noqa: S608 (constant columns)
+            " WHERE route = %s AND source = %s AND source_id = %s",
+            (route, source, source_id),
+        )
+        return None if row is None else _mapping(row)
+
+    async def lookup_by_destination(
+        self, destination: str, destination_id: str
+    ) -> IdMapping | None:
+        # One destination message may answer several routes; the latest mapping wins.
+        row = await self._fetchone(
+            f"SELECT {_MAPPING_COLUMNS} FROM id_map"  # noqa: S608 (constant columns)
+            " WHERE destination = %s AND destination_id = %s ORDER BY id DESC LIMIT 1",
+            (destination, destination_id),
+        )
+        return None if row is None else _mapping(row)
+
+    async def merge_status(self, instance: str, native_id: str, status: int, now: float) -> bool:
+        changed = await self._execute(
+            "INSERT INTO statuses (instance, native_id, status, updated_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (instance, native_id) DO UPDATE"
+            " SET status = excluded.status, updated_at = excluded.updated_at"
+            " WHERE excluded.status > statuses.status",
+            (instance, native_id, int(status), now),
+        )
+        return changed > 0
+
+    # dead letters and admin ------------------------------------------------------------
+    async def dead_letters(
+        self, *, limit: int = 100, destination: str | None = None, lane: str | None = None
+    ) -> list[Job]:
+        return await self._run(lambda c: q.dead_letters(c, limit, destination, lane))
+
+    async def replay(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        lane: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        now: float,
+    ) -> int:
+        ids = list(job_ids)
+        count, destinations = await self._run(
+            lambda c: q.replay(c, ids, lane, since, until, now), transaction=True
+        )
+        self._announce(destinations)
+        return count
+
+    async def stats(self, now: float) -> list[DestinationStats]:
+        return await self._run(q.stats)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        return await self._run(lambda c: q.get_job(c, job_id))
+
+    # provider state --------------------------------------------------------------------
+    async def kv_get(self, namespace: str, key: str) -> JSON | None:
+        row = await self._fetchone(
+            "SELECT value FROM kv WHERE namespace = %s AND key = %s", (namespace, key)
+        )
+        return None if row is None else orjson.loads(row[0])
+
+    async def kv_put(self, namespace: str, key: str, value: JSON) -> None:
+        await self._execute(
+            "INSERT INTO kv (namespace, key, value) VALUES (%s, %s, %s)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+            (namespace, key, orjson.dumps(value)),
+        )
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        await self._execute("DELETE FROM kv WHERE namespace = %s AND key = %s", (namespace, key))
+
+    async def kv_items(self, namespace: str, prefix: str = "") -> list[tuple[str, JSON]]:
+        # Keys are COLLATE "C" (code point order): those with the prefix form one range.
+        query = "SELECT key, value FROM kv WHERE namespace = %s AND key >= %s"
+        params: list[Any] = [namespace, prefix]
+        end = _successor(prefix)
+        if end is not None:
+            query += " AND key < %s"
+            params.append(end)
+
+        async def read(conn: q.Conn) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(query + " ORDER BY key", params)
+            return await cursor.fetchall()
+
+        return [(str(key), orjson.loads(value)) for key, value in await self._run(read)]
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held by one task of all processes sharing the database at a time (see module)."""
+        return self._advisory_lock(name)
+
+    @contextlib.asynccontextmanager
+    async def _advisory_lock(self, name: str) -> AsyncIterator[None]:
+        local = self._locks.get(name)
+        if local is None:
+            local = self._locks[name] = asyncio.Lock()
+        async with local:
+            pool = self._lock_pool
+            if pool is None:
+                raise StoreError(f"the PostgreSQL store {redacted(self.url)} is not open")
+            key = advisory_key(self.schema, name)
+            try:
+                conn = await pool.getconn()
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL: cannot take lock {name!r}: {exc}") from exc
+            try:
+                await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except BaseException as exc:
+                # Cancelled or failed while waiting: the lock may be granted already, and
+                # only closing the session surely gives it back.
+                await _discard(pool, conn)
+                if isinstance(exc, psycopg.Error):
+                    raise StoreError(f"PostgreSQL: cannot take lock {name!r}: {exc}") from exc
+                raise
+            try:
+                yield
+            finally:
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except BaseException:
+                    await _discard(pool, conn)
+                    raise
+                await pool.putconn(conn)
+
+    # wake-ups across processes ---------------------------------------------------------
+    async def subscribe(self, callback: Callable[[str | None], None]) -> None:
+        self._notifier_or_fail().listen(callback)
+
+    def _notifier_or_fail(self) -> Notifier:
+        if self._notifier is None:
+            raise StoreError(f"the PostgreSQL store {redacted(self.url)} is not open")
+        return self._notifier
+
+    def _announce(self, destinations: Iterable[str]) -> None:
+        if self._notifier is not None:
+            self._notifier.announce(destinations)
+
+    # routes ----------------------------------------------------------------------------
+    async def save_route(self, route: StoredRoute) -> None:
+        await self._execute(
+            "INSERT INTO routes (name, channel, crm, target, direction)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+            " channel = excluded.channel, crm = excluded.crm, target = excluded.target,"
+            " direction = excluded.direction",
+            (route.name, route.channel, route.crm, route.target, route.direction),
+        )
+
+    async def delete_route(self, name: str) -> None:
+        await self._execute("DELETE FROM routes WHERE name = %s", (name,))
+
+    async def load_routes(self) -> list[StoredRoute]:
+        async def read(conn: q.Conn) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(
+                "SELECT name, channel, crm, target, direction FROM routes ORDER BY name"
+            )
+            return await cursor.fetchall()
+
+        return [StoredRoute(*row) for row in await self._run(read)]
+
+    # helpers ---------------------------------------------------------------------------
+    async def _execute(self, query: str, params: Sequence[Any]) -> int:
+        async def run(conn: q.Conn) -> int:
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
+
+        return await self._run(run)
+
+    async def _fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        async def run(conn: q.Conn) -> tuple[Any, ...] | None:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchone()
+
+        return await self._run(run)
+
+
+async def _discard(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]],
+    conn: psycopg.AsyncConnection[tuple[Any, ...]],
+) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close()
+    await pool.putconn(conn)  # the pool drops a closed connection
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{parts.username}:***@{host}{port}" if parts.username else f"***@{host}{port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string above every string that starts with `prefix` (None: no bound)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:
+            code = 0xE000  # surrogates cannot be stored as UTF-8
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
+
+
+def _job_row(job: NewJob) -> q.JobRow:
+    return (job.kind, job.route, job.source, job.destination, job.lane, orjson.dumps(job.payload))
+
+
+def _mapping_row(m: IdMapping) -> q.MappingRow:
+    return (
+        m.route,
+        m.source,
+        m.source_id,
+        m.destination,
+        m.destination_id,
+        m.conversation_id,
+        orjson.dumps(m.extra),
+    )
+
+
+def _mapping(row: Sequence[Any]) -> IdMapping:
+    route, source, source_id, destination, destination_id, conversation_id, extra = row
+    return IdMapping(
+        route=str(route),
+        source=str(source),
+        source_id=str(source_id),
+        destination=str(destination),
+        destination_id=str(destination_id),
+        conversation_id=None if conversation_id is None else str(conversation_id),
+        extra=orjson.loads(extra),
+    )

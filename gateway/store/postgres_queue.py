@@ -1,0 +1,404 @@
+"""The job outbox and its lanes in PostgreSQL, shared by several gateway processes.
+
+Same model as `sqlite_queue`: a `lanes` row exists exactly while its lane has ready jobs,
+caches the head (lowest ready id) with the head's `available_at`, and carries the lease.
+What changes with several processes:
+
+* `claim` is one statement: it locks due, unleased lanes with `FOR UPDATE SKIP LOCKED` (two
+  claimers never wait for, nor share, a lane), reads each lane's prefix and leases the lanes
+  that got jobs. An expired lease is simply a due lane, so a dead process's lanes are taken
+  over by whoever claims next; nothing frees leases at start.
+* Every other writer locks a lane's row *before* reading the lane's jobs in a later
+  statement (read committed: each statement sees what committed before it started). Ingest
+  inserts its jobs and then upserts the lane row in the same statement, which locks the row.
+  So a writer that finds a lane empty and deletes its row cannot miss a job committed by
+  someone else: that job's ingest either committed before the lock was granted (and is seen)
+  or waits for the lock and re-creates the row.
+* Locks are taken in lane order; a deadlock that still happens (an ingest and a finish
+  meeting on two new lanes) is retried by the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import orjson
+import psycopg
+
+from gateway.store.base import DestinationStats, Job
+
+Conn: TypeAlias = psycopg.AsyncConnection[tuple[Any, ...]]
+# (kind, route, source, destination, lane, payload as JSON bytes)
+JobRow: TypeAlias = tuple[str, str, str, str, str, bytes]
+# (route, source, source_id, destination, destination_id, conversation_id, extra as JSON bytes)
+MappingRow: TypeAlias = tuple[str, str, str, str, str, str | None, bytes]
+
+COLUMNS = (
+    "id, kind, route, source, destination, lane, payload, state, attempts,"
+    " created_at, available_at, last_error, sending_since, dead_at"
+)
+_FREE = "lease_owner = NULL, lease_until = NULL, claimed_through = NULL"
+_JOB_ARRAYS = (
+    "%(kind)s::text[], %(route)s::text[], %(source)s::text[], %(destination)s::text[],"
+    " %(lane)s::text[], %(payload)s::bytea[]"
+)
+# New jobs have the highest ids, so an existing lane keeps its head; the row is locked all
+# the same (ON CONFLICT ... WHERE locks rows it does not update), which is the point.
+_UPSERT_HEADS = (
+    "INSERT INTO lanes (lane, destination, head, available_at)"
+    " SELECT lane, min(destination), min(id), %(now)s FROM new GROUP BY lane ORDER BY lane"
+    " ON CONFLICT (lane) DO UPDATE SET head = excluded.head,"
+    " available_at = excluded.available_at WHERE excluded.head < lanes.head"
+)
+_INSERT_NEW = (
+    "INSERT INTO jobs (kind, route, source, destination, lane, payload, created_at,"
+    " available_at) SELECT kind, route, source, destination, lane, payload, %(now)s, %(now)s"
+)
+ENQUEUE = (
+    f"WITH new AS ({_INSERT_NEW} FROM unnest({_JOB_ARRAYS})"  # noqa: S608 (constant SQL)
+    " WITH ORDINALITY AS j(kind, route, source, destination, lane, payload, n)"
+    " ORDER BY n RETURNING id, lane, destination),"
+    f" heads AS ({_UPSERT_HEADS})"
+    " SELECT id FROM new ORDER BY id"
+)
+# Events first (ON CONFLICT DO NOTHING also drops a key repeated within the call: the first
+# occurrence is inserted), then the jobs of the items whose event was new, then lane heads.
+INGEST = (
+    "WITH item AS (SELECT * FROM unnest(%(instance)s::text[], %(key)s::text[],"  # noqa: S608
+    " %(event)s::bytea[]) WITH ORDINALITY AS i(instance, dedupe_key, event, n)),"
+    " ev AS (INSERT INTO events (instance, dedupe_key, event, received_at)"
+    " SELECT instance, dedupe_key, event, %(now)s FROM item ORDER BY n"
+    " ON CONFLICT (instance, dedupe_key) DO NOTHING RETURNING id, instance, dedupe_key),"
+    " firsts AS (SELECT DISTINCT ON (item.instance, item.dedupe_key) item.n, ev.id"
+    " FROM item JOIN ev USING (instance, dedupe_key)"
+    " ORDER BY item.instance, item.dedupe_key, item.n),"
+    f" new AS ({_INSERT_NEW} FROM unnest(%(item)s::bigint[], {_JOB_ARRAYS})"
+    " WITH ORDINALITY AS j(item, kind, route, source, destination, lane, payload, n)"
+    " JOIN firsts ON firsts.n = j.item ORDER BY j.n RETURNING id, lane, destination),"
+    f" heads AS ({_UPSERT_HEADS})"
+    " SELECT n, id FROM firsts"
+)
+CLAIM = (
+    "WITH picked AS (SELECT lane FROM lanes WHERE destination = %(destination)s"  # noqa: S608
+    " AND available_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
+    " ORDER BY head LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    f" taken AS (SELECT j.* FROM picked CROSS JOIN LATERAL (SELECT {COLUMNS} FROM jobs"
+    " WHERE jobs.lane = picked.lane AND jobs.state = 'ready' ORDER BY jobs.id"
+    " LIMIT %(limit)s) AS j ORDER BY j.id LIMIT %(limit)s),"
+    " leased AS (UPDATE lanes SET lease_owner = %(owner)s, lease_until = %(until)s,"
+    " claimed_through = t.last FROM (SELECT lane, max(id) AS last FROM taken GROUP BY lane)"
+    " AS t WHERE lanes.lane = t.lane)"
+    f" SELECT {COLUMNS} FROM taken ORDER BY id"
+)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        kind=row[1],
+        route=row[2],
+        source=row[3],
+        destination=row[4],
+        lane=row[5],
+        payload=orjson.loads(row[6]),
+        state=row[7],
+        attempts=row[8],
+        created_at=row[9],
+        available_at=row[10],
+        last_error=row[11],
+        sending_since=row[12],
+        dead_at=row[13],
+    )
+
+
+def job_arrays(jobs: Sequence[JobRow]) -> dict[str, list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(6)]
+    for row in jobs:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    names = ("kind", "route", "source", "destination", "lane", "payload")
+    return dict(zip(names, columns, strict=True))
+
+
+async def insert_jobs(conn: Conn, jobs: Sequence[JobRow], now: float) -> list[int]:
+    if not jobs:
+        return []
+    cursor = await conn.execute(ENQUEUE, {**job_arrays(jobs), "now": now})
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def ingest(
+    conn: Conn,
+    items: Sequence[tuple[str, str, bytes, Sequence[JobRow]]],
+    now: float,
+) -> list[int | None]:
+    jobs: list[JobRow] = []
+    owners: list[int] = []
+    for n, (_, _, _, item_jobs) in enumerate(items, start=1):
+        jobs.extend(item_jobs)
+        owners.extend([n] * len(item_jobs))
+    params = {
+        "instance": [i[0] for i in items],
+        "key": [i[1] for i in items],
+        "event": [i[2] for i in items],
+        "item": owners,
+        **job_arrays(jobs),
+        "now": now,
+    }
+    cursor = await conn.execute(INGEST, params)
+    new = {n: event_id for n, event_id in await cursor.fetchall()}
+    return [new.get(n) for n in range(1, len(items) + 1)]
+
+
+async def claim(
+    conn: Conn, destination: str, owner: str, limit: int, lease_seconds: float, now: float
+) -> list[Job]:
+    if limit <= 0:
+        return []
+    params = {
+        "destination": destination,
+        "owner": owner,
+        "limit": limit,
+        "now": now,
+        "until": now + lease_seconds,
+    }
+    cursor = await conn.execute(CLAIM, params)
+    return [job_from_row(row) for row in await cursor.fetchall()]
+
+
+async def lock_lanes(conn: Conn, lanes: Sequence[str]) -> set[str]:
+    """Lock the rows of `lanes` that exist, in lane order; returns those lanes."""
+    cursor = await conn.execute(
+        "SELECT lane FROM lanes WHERE lane = ANY(%s::text[]) ORDER BY lane FOR UPDATE",
+        (sorted(set(lanes)),),
+    )
+    return {row[0] for row in await cursor.fetchall()}
+
+
+async def refresh_lanes(conn: Conn, lanes: Sequence[str], locked: set[str]) -> None:
+    """Re-derive lane rows from their jobs; the caller locked `locked` beforehand."""
+    if not lanes:
+        return
+    names = sorted(set(lanes))
+    cursor = await conn.execute(
+        "SELECT l.lane, h.id, h.destination, h.available_at FROM unnest(%s::text[]) AS l(lane)"
+        " CROSS JOIN LATERAL (SELECT id, destination, available_at FROM jobs"
+        " WHERE jobs.lane = l.lane AND jobs.state = 'ready' ORDER BY id LIMIT 1) AS h",
+        (names,),
+    )
+    heads = {row[0]: row for row in await cursor.fetchall()}
+    # Only rows we hold may go: a row that appeared since was made by an ingest whose
+    # jobs we could not see yet.
+    gone = [lane for lane in names if lane not in heads and lane in locked]
+    if gone:
+        await conn.execute("DELETE FROM lanes WHERE lane = ANY(%s::text[])", (gone,))
+    held = [heads[lane] for lane in names if lane in heads and lane in locked]
+    if held:
+        await conn.execute(
+            "UPDATE lanes SET head = h.head, available_at = h.available_at"
+            " FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS h(lane, head, available_at)"
+            " WHERE lanes.lane = h.lane",
+            ([r[0] for r in held], [r[1] for r in held], [r[3] for r in held]),
+        )
+    fresh = [heads[lane] for lane in names if lane in heads and lane not in locked]
+    if fresh:
+        # No row when we locked: someone may insert one meanwhile; the lower head wins.
+        await conn.execute(
+            "INSERT INTO lanes (lane, destination, head, available_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::float8[])"
+            " ON CONFLICT (lane) DO UPDATE SET head = excluded.head,"
+            " available_at = excluded.available_at WHERE excluded.head < lanes.head",
+            (
+                [r[0] for r in fresh],
+                [r[2] for r in fresh],
+                [r[1] for r in fresh],
+                [r[3] for r in fresh],
+            ),
+        )
+
+
+async def release_if_done(conn: Conn, lanes: Sequence[str], owner: str) -> None:
+    # The head is the lowest ready id: above `claimed_through`, nothing handed out is left.
+    await conn.execute(
+        f"UPDATE lanes SET {_FREE} WHERE lane = ANY(%s::text[]) AND lease_owner = %s"  # noqa: S608
+        " AND (claimed_through IS NULL OR head > claimed_through)",
+        (sorted(set(lanes)), owner),
+    )
+
+
+async def release(conn: Conn, owner: str, lanes: Sequence[str]) -> set[str]:
+    """Free `owner`'s leases of `lanes`; returns the destinations of the lanes freed."""
+    cursor = await conn.execute(
+        f"UPDATE lanes SET {_FREE} WHERE lane = ANY(%s::text[])"  # noqa: S608
+        " AND lease_owner = %s RETURNING destination",
+        (sorted(set(lanes)), owner),
+    )
+    return {row[0] for row in await cursor.fetchall()}
+
+
+async def finish(
+    conn: Conn,
+    finished: Sequence[tuple[int, Sequence[MappingRow], Sequence[JobRow]]],
+    owner: str,
+    now: float,
+) -> set[str]:
+    """Returns the destinations of the follow-ups it enqueued."""
+    ids = [job_id for job_id, _, _ in finished]
+    cursor = await conn.execute("SELECT lane FROM jobs WHERE id = ANY(%s::bigint[])", (ids,))
+    lanes = {row[0] for row in await cursor.fetchall()}
+    followup_lanes = {job[4] for _, _, followups in finished for job in followups}
+    locked = await lock_lanes(conn, sorted(lanes | followup_lanes))
+    cursor = await conn.execute(
+        "DELETE FROM jobs WHERE id = ANY(%s::bigint[]) RETURNING id, lane", (ids,)
+    )
+    deleted = {row[0]: row[1] for row in await cursor.fetchall()}
+    # A job that is gone already was finished, with its follow-ups, by a later lease holder.
+    done = [(m, f) for job_id, m, f in finished if job_id in deleted]
+    mappings = [mapping for m, _ in done for mapping in m]
+    if mappings:
+        columns = list(zip(*mappings, strict=True))
+        await conn.execute(
+            "INSERT INTO id_map (route, source, source_id, destination, destination_id,"
+            " conversation_id, extra, created_at)"
+            " SELECT route, source, source_id, destination, destination_id, conversation_id,"
+            " extra, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[], %s::bytea[]) WITH ORDINALITY"
+            " AS m(route, source, source_id, destination, destination_id, conversation_id,"
+            " extra, n) ORDER BY n ON CONFLICT (route, source, source_id) DO NOTHING",
+            (now, *[list(c) for c in columns]),
+        )
+    followups = [job for _, f in done for job in f]
+    await insert_jobs(conn, followups, now)
+    touched = sorted(set(deleted.values()))
+    await refresh_lanes(conn, touched, locked)
+    await release_if_done(conn, touched, owner)
+    return {job[3] for job in followups}
+
+
+async def _ready_lane(conn: Conn, job_id: int) -> tuple[str, set[str]] | None:
+    """The lane of a ready job, locked; None if the job is not ready (any more)."""
+    cursor = await conn.execute(
+        "SELECT lane FROM jobs WHERE id = %s AND state = 'ready'", (job_id,)
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    return row[0], await lock_lanes(conn, [row[0]])
+
+
+async def retry(
+    conn: Conn, job_id: int, owner: str, available_at: float, error: str, now: float
+) -> None:
+    found = await _ready_lane(conn, job_id)
+    if found is None:
+        return
+    lane, locked = found
+    await conn.execute(
+        "UPDATE jobs SET available_at = %s, last_error = %s, sending_since = NULL"
+        " WHERE id = %s AND state = 'ready'",
+        (available_at, error, job_id),
+    )
+    await refresh_lanes(conn, [lane], locked)
+    # The rest of the claimed prefix must wait behind the retried job, so the lease ends.
+    await conn.execute(
+        f"UPDATE lanes SET {_FREE} WHERE lane = %s AND lease_owner = %s",  # noqa: S608
+        (lane, owner),
+    )
+
+
+async def dead_letter(conn: Conn, job_id: int, owner: str, reason: str, now: float) -> None:
+    found = await _ready_lane(conn, job_id)
+    if found is None:
+        return
+    lane, locked = found
+    await conn.execute(
+        "UPDATE jobs SET state = 'dead', last_error = %s, dead_at = %s, sending_since = NULL"
+        " WHERE id = %s AND state = 'ready'",
+        (reason, now, job_id),
+    )
+    await refresh_lanes(conn, [lane], locked)
+    await release_if_done(conn, [lane], owner)
+
+
+async def replay(
+    conn: Conn,
+    job_ids: Sequence[int],
+    lane: str | None,
+    since: float | None,
+    until: float | None,
+    now: float,
+) -> tuple[int, set[str]]:
+    """Returns how many jobs were replayed, and their destinations."""
+    filters = ["state = 'dead'"]
+    params: list[Any] = [now]
+    for clause, value in (
+        ("lane = %s", lane),
+        ("dead_at >= %s", since),
+        ("dead_at <= %s", until),
+        ("id = ANY(%s::bigint[])", list(job_ids) or None),
+    ):
+        if value is not None:
+            filters.append(clause)
+            params.append(value)
+    cursor = await conn.execute(
+        "UPDATE jobs SET state = 'ready', attempts = 0, available_at = %s,"  # noqa: S608
+        " sending_since = NULL, dead_at = NULL"
+        f" WHERE {' AND '.join(filters)} RETURNING lane, destination",
+        params,
+    )
+    rows = await cursor.fetchall()
+    lanes = sorted({row[0] for row in rows})
+    locked = await lock_lanes(conn, lanes)
+    await refresh_lanes(conn, lanes, locked)
+    return len(rows), {row[1] for row in rows}
+
+
+async def dead_letters(
+    conn: Conn, limit: int, destination: str | None, lane: str | None
+) -> list[Job]:
+    query = f"SELECT {COLUMNS} FROM jobs WHERE state = 'dead'"  # noqa: S608 (constant)
+    params: list[Any] = []
+    if destination is not None:
+        query += " AND destination = %s"
+        params.append(destination)
+    if lane is not None:
+        query += " AND lane = %s"
+        params.append(lane)
+    cursor = await conn.execute(f"{query} ORDER BY dead_at, id LIMIT %s", (*params, limit))
+    return [job_from_row(row) for row in await cursor.fetchall()]
+
+
+async def get_job(conn: Conn, job_id: int) -> Job | None:
+    cursor = await conn.execute(
+        f"SELECT {COLUMNS} FROM jobs WHERE id = %s",  # noqa: S608 (constant)
+        (job_id,),
+    )
+    row = await cursor.fetchone()
+    return None if row is None else job_from_row(row)
+
+
+async def next_due(conn: Conn, destination: str) -> float | None:
+    # A leased lane is due when its lease runs out (or earlier, when its owner lets go).
+    cursor = await conn.execute(
+        "SELECT MIN(GREATEST(available_at, COALESCE(lease_until, available_at)))"
+        " FROM lanes WHERE destination = %s",
+        (destination,),
+    )
+    row = await cursor.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def destinations_with_work(conn: Conn) -> list[str]:
+    cursor = await conn.execute("SELECT DISTINCT destination FROM lanes ORDER BY destination")
+    return [str(row[0]) for row in await cursor.fetchall()]
+
+
+async def stats(conn: Conn) -> list[DestinationStats]:
+    cursor = await conn.execute(
+        "SELECT destination, count(*) FILTER (WHERE state = 'ready'),"
+        " count(*) FILTER (WHERE state = 'dead'),"
+        " min(created_at) FILTER (WHERE state = 'ready')"
+        " FROM jobs GROUP BY destination ORDER BY destination"
+    )
+    return [DestinationStats(r[0], r[1], r[2], r[3]) for r in await cursor.fetchall()]
