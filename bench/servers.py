@@ -2,7 +2,7 @@
 
 * `bare`: the framework's own limit, a Starlette endpoint that only parses the body (JSON
   or a form, like the webhook it stands beside) and answers; same uvicorn settings as
-  `gateway run` (uvloop, httptools, its access log on, written to a file).
+  `gateway run` (uvloop, httptools, access log off as `gateway run` has it by default).
 * `crm`: the `test-crm` provider's protocol (`gateway.testing.providers`), recording when
   each item arrived, so latency is measured where the message lands.
 * `portal`: `gateway_bitrix24.fake.FakePortal` with the connector active on line 1 and its
@@ -56,10 +56,12 @@ def crm_app() -> Starlette:
     received: list[tuple[str, str, float]] = []
     keys: set[str] = set()
     duplicates = 0
+    requests = 0
     ids = itertools.count(1)
 
     async def send(request: Request) -> Response:
-        nonlocal duplicates
+        nonlocal duplicates, requests
+        requests += 1
         items = orjson.loads(await request.body())["items"]
         now = time.time()
         results = []
@@ -75,16 +77,16 @@ def crm_app() -> Starlette:
         return _json({"ok": True})
 
     async def stats(_request: Request) -> Response:
-        return _json({"count": len(received), "duplicates": duplicates})
+        return _json({"count": len(received), "duplicates": duplicates, "requests": requests})
 
     async def records(_request: Request) -> Response:
         return _json({"received": received, "duplicates": duplicates})
 
     async def reset(_request: Request) -> Response:
-        nonlocal duplicates
+        nonlocal duplicates, requests
         received.clear()
         keys.clear()
-        duplicates = 0
+        duplicates = requests = 0
         return _json({"ok": True})
 
     return Starlette(
@@ -176,14 +178,14 @@ def main() -> None:
         app = crm_app()
     else:
         app = portal_app(args.port, args.rate, args.burst)
-    # The bare endpoint keeps uvicorn's access log, as `gateway run` does; the fakes do not.
+    # Same server settings as `gateway run` by default (its access log is off too).
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
-        loop="auto",
-        http="auto",
-        access_log=args.kind == "bare",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
         log_level="info" if args.kind == "bare" else "warning",
     )
 

@@ -92,17 +92,24 @@ class Deliverer:
         self.clock = clock
         self.notify = notify
         self.owner = owner
-        self._wakeups = {name: asyncio.Event() for name in providers}
+        # One event per slot, and per destination the slots that will claim before they
+        # sleep: a wake rouses one of those, not all, since one claim takes every due lane
+        # up to its batch size and the other slots would only claim nothing.
+        self._wakeups: dict[str, list[asyncio.Event]] = {name: [] for name in providers}
+        self._armed: dict[str, list[asyncio.Event]] = {name: [] for name in providers}
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
     def wake(self, destination: str | None = None) -> None:
-        """Tell the slots of `destination` (or of every destination) that work is waiting."""
+        """Tell a slot of `destination` (or every slot of every destination) that work is
+        waiting. With no slot armed, all of them are delivering and each claims again when
+        done, after the commit this wake follows, so nothing is missed."""
         if destination is None:
-            for event in self._wakeups.values():
-                event.set()
-        elif destination in self._wakeups:
-            self._wakeups[destination].set()
+            for events in self._wakeups.values():
+                for event in events:
+                    event.set()
+        elif armed := self._armed.get(destination):
+            armed.pop().set()
 
     async def start(self) -> None:
         self._running = True
@@ -111,7 +118,9 @@ class Deliverer:
                 # Each slot is its own lease owner: a slot must never free a lane that
                 # another slot of this process has just leased.
                 owner = f"{self.owner}/{name}/{slot}"
-                task = asyncio.create_task(self._slot(name, owner), name=f"deliver:{owner}")
+                wakeup = asyncio.Event()
+                self._wakeups[name].append(wakeup)
+                task = asyncio.create_task(self._slot(name, owner, wakeup), name=f"deliver:{owner}")
                 self._tasks.append(task)
 
     async def stop(self) -> None:
@@ -120,17 +129,25 @@ class Deliverer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for events in (*self._wakeups.values(), *self._armed.values()):
+            events.clear()
 
-    async def _slot(self, destination: str, owner: str) -> None:
-        wakeup = self._wakeups[destination]
+    async def _slot(self, destination: str, owner: str, wakeup: asyncio.Event) -> None:
+        armed = self._armed[destination]
         limit = max(1, self.providers[destination].capabilities.max_batch)
         while self._running:
             wakeup.clear()
+            # Armed before the claim: a wake from here on is either seen by this claim or
+            # sets the event that the wait below returns on at once.
+            if wakeup not in armed:
+                armed.append(wakeup)
             try:
                 jobs = await self.store.claim(
                     destination, owner, limit, self.lease_seconds, self.clock()
                 )
                 if jobs:
+                    if wakeup in armed:
+                        armed.remove(wakeup)
                     await self.process(destination, jobs, owner)
                     continue
                 await self._wait(destination, wakeup)
@@ -417,7 +434,14 @@ class Deliverer:
         if results.followups:
             await self.store.enqueue(results.followups, now)
         await self.store.finish(results.finished, owner, now)
-        await self.store.release(owner, sorted({job.lane for job in jobs}), now)
+        # A lease ends by itself once every job it handed out is finished, retried or
+        # dead-lettered; only lanes with jobs left untouched (cut, blocked) need a release.
+        decided = {f.job_id for f in results.finished}
+        decided.update(job.id for job, _ in results.dead)
+        decided.update(job.id for job, _, _ in results.retries)
+        undecided = sorted({job.lane for job in jobs if job.id not in decided})
+        if undecided:
+            await self.store.release(owner, undecided, now)
         by_id = {job.id: job for job in jobs}
         for finished in results.finished:
             job = by_id[finished.job_id]

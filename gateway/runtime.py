@@ -121,6 +121,9 @@ class Gateway:
         self.instances: dict[str, Provider] = {}
         self.kinds: dict[str, ProviderKind] = {}
         self._routes: dict[str, Route] = {}
+        # Routes with an instance at either end, per instance: ingest reads them for every
+        # event, and a gateway with many portals has many routes, few of them per instance.
+        self._routes_by_instance: dict[str, list[Route]] = {}
         self._states: dict[str, AccountState] = {}
         self.deliverer: Deliverer | None = None
         self._janitor: asyncio.Task[None] | None = None
@@ -163,6 +166,7 @@ class Gateway:
         await self.store.open()
         for stored in await self.store.load_routes():
             self._routes.setdefault(stored.name, _route_from_stored(stored))
+        self._routes_by_instance.clear()
         retry = self.settings.retry
         workers = self.settings.workers
         self.deliverer = Deliverer(
@@ -239,7 +243,10 @@ class Gateway:
                 routable.append(inbound)
         if not routable:
             return [True] * len(events)
-        routes = list(self._routes.values())
+        routes = self._routes_by_instance.get(instance)
+        if routes is None:
+            routes = [r for r in self._routes.values() if instance in (r.channel, r.crm)]
+            self._routes_by_instance[instance] = routes
         message_filter = self._filter if self._filters else None
         items = [
             plan(instance, inbound, routes, message_filter, self._wants_statuses)
@@ -247,6 +254,7 @@ class Gateway:
         ]
         ids = await self.store.ingest(items, self.clock())
         accepted: list[bool] = []
+        destinations: set[str] = set()
         for inbound, item, event_id in zip(routable, items, ids, strict=True):
             new = event_id is not None
             accepted.append(new)
@@ -259,9 +267,11 @@ class Gateway:
                     detail={"jobs": len(item.jobs) if new else 0, "kind": inbound.event.kind},
                 )
             )
-            if new and self.deliverer is not None:
-                for job in item.jobs:
-                    self.deliverer.wake(job.destination)
+            if new:
+                destinations.update(job.destination for job in item.jobs)
+        # One wake per destination: the slot it rouses claims every due lane at once.
+        for destination in destinations:
+            self.wake(destination)
         return accepted
 
     emit = ingest
@@ -371,10 +381,12 @@ class Gateway:
         stored = StoredRoute(route.name, route.channel, route.crm, route.target, route.direction)
         await self.store.save_route(stored)
         self._routes[route.name] = _route_from_stored(stored)
+        self._routes_by_instance.clear()
 
     async def remove_route(self, name: str) -> None:
         await self.store.delete_route(name)
         self._routes.pop(name, None)
+        self._routes_by_instance.clear()
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self.store.lookup_by_destination(instance, native_id) is not None

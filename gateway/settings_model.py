@@ -88,6 +88,9 @@ class GatewaySettings:
     max_body_bytes: int = 1024**2
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
+    #: uvicorn's line per request; off by default: at webhook rates it costs more than
+    #: the request (each line is redacted, the URLs carry secrets).
+    access_log: bool = False
     channels: dict[str, InstanceSettings] = field(default_factory=dict)
     crms: dict[str, InstanceSettings] = field(default_factory=dict)
     routes: list[RouteSettings] = field(default_factory=list)
@@ -117,6 +120,7 @@ _Kind = str | tuple[str, ...]  # a type name, or the allowed values of a choice
 _TOP: dict[str, _Kind] = {"public_url": "str", "host": "text", "port": "int"}
 _TOP |= {"max_body_bytes": "int", "log_format": ("auto", "json", "text")}
 _TOP |= {"log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+_TOP |= {"access_log": "bool"}
 _SECTIONS = ("store", "admin", "retry", "workers", "media", "fetch", "channels", "crms", "routes")
 _KNOWN = (*_TOP, *_SECTIONS)
 # Spellings people carry over from the dataclass fields or from an env var with one "_".

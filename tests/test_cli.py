@@ -208,9 +208,15 @@ def test_run_refuses_a_missing_file_and_a_bad_port(
     assert "command line: port: must be a port number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("access_log", [None, "true"])
 def test_run_serves_the_app_with_uvicorn(
-    good: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    good: str,
+    access_log: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    if access_log is not None:
+        monkeypatch.setenv("GATEWAY_ACCESS_LOG", access_log)
     built: dict[str, Any] = {}
 
     class Gateway:
@@ -242,9 +248,13 @@ def test_run_serves_the_app_with_uvicorn(
         None,
     )
     assert config.app[0] == "app" and isinstance(config.app[1], Gateway)
+    # The access log costs more than a webhook at load: off unless asked for.
+    assert config.access_log is (access_log == "true")
+    assert (config.loop, config.http) == ("uvloop", "httptools")
     assert built["settings"].port == 9999 and "fakechat" in built["host"].providers
     err = capsys.readouterr().err
-    assert "/x?token=***" in err and ADMIN not in err
+    assert ADMIN not in err
+    assert ("/x?token=***" in err) is (access_log == "true")
 
 
 def test_plugins_lists_providers_and_load_errors(

@@ -101,7 +101,9 @@ class _JsonProvider(Provider):
                 outcomes.append(Sent(native_id=str(result["id"])))
             else:
                 error = result.get("error", {})
-                outcomes.append(PermanentError(error.get("text", "refused"), code=error.get("code")))
+                outcomes.append(
+                    PermanentError(error.get("text", "refused"), code=error.get("code"))
+                )
         return outcomes
 
     async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:
@@ -110,7 +112,9 @@ class _JsonProvider(Provider):
                 "message_id": ack.message.native_id,
                 "conversation": ack.message.conversation_id,
                 "delivered_id": ack.delivered_id,
-                "error": None if ack.error is None else {"code": ack.error.code, "text": ack.error.text},
+                "error": None
+                if ack.error is None
+                else {"code": ack.error.code, "text": ack.error.text},
             }
             for ack in acks
         ]
@@ -133,7 +137,11 @@ class _JsonProvider(Provider):
         self, path: str, items: list[dict[str, Any]], *, ambiguous_after_send: bool = False
     ) -> dict[str, Any]:
         try:
-            response = await self.context.http.post(self.base_url + path, json={"items": items})
+            response = await self.context.http.post(
+                self.base_url + path,
+                content=orjson.dumps({"items": items}),
+                headers={"content-type": "application/json"},
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TemporaryError(f"cannot reach {self.base_url}: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
@@ -245,7 +253,9 @@ def _parse(body: dict[str, Any]) -> list[InboundEvent]:
             raise BadRequest(
                 f"statuses[{i}].status must be one of sent, delivered, read, failed", status=422
             ) from None
-        update = StatusUpdate(native_id=entry["id"], status=status, conversation_id=entry.get("chat"))
+        update = StatusUpdate(
+            native_id=entry["id"], status=status, conversation_id=entry.get("chat")
+        )
         events.append(InboundEvent(f"status:{entry['id']}:{entry['status']}", update))
     return events
 

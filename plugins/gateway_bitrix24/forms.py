@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 MAX_FIELDS = 2000
 MAX_DEPTH = 12
@@ -72,11 +72,9 @@ def parse_form(
     """Decode an `application/x-www-form-urlencoded` body into nested dicts and lists."""
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields, errors="strict")
+        pairs = _pairs(text, max_fields)
     except UnicodeDecodeError:
         raise FormError("the form is not valid UTF-8") from None
-    except ValueError:
-        raise FormError(f"the form has more than {max_fields} fields") from None
     root: dict[str, Any] = {}
     for key, value in pairs:
         segments = _segments(key, max_depth)
@@ -93,6 +91,31 @@ def parse_form(
                 child = node[name] = {}
             node = child
     return _listify(root)  # type: ignore[no-any-return]
+
+
+def _pairs(text: str, max_fields: int) -> list[tuple[str, str]]:
+    """`parse_qsl(text, keep_blank_values=True, errors="strict")`, faster on Bitrix24's
+    bodies, whose every key is escaped (`data%5BMESSAGES%5D...`): urllib's general unquote
+    was most of the cost of an event."""
+    if text and 1 + text.count("&") > max_fields:
+        raise FormError(f"the form has more than {max_fields} fields")
+    pairs = []
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((_unquote(name), _unquote(value)))
+    return pairs
+
+
+def _unquote(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    brackets = text.replace("%5B", "[").replace("%5D", "]")
+    if "%" not in brackets:
+        return brackets
+    return unquote(text, errors="strict")
 
 
 def _segments(key: str, max_depth: int) -> list[str] | None:

@@ -1,0 +1,70 @@
+"""New work wakes one delivery slot of its destination, not all of them.
+
+Every slot woken runs a claim on the store; with all slots of a destination woken for each
+webhook, the idle ones only claim nothing (and then ask for the next due time), which under
+load was most of the store's traffic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.testing import Recorder, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+CHANNEL_AUTH = {"Authorization": "Bearer wa-token"}
+SLOTS = 8
+MESSAGES = 5
+
+
+def settings(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "public_url": "http://gateway.test",
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+        "media": {"directory": str(tmp_path / "media")},
+        # Polling far away: every claim in the test comes from a wake-up.
+        "workers": {"poll_interval": 60.0, "concurrency": SLOTS},
+        "channels": {
+            "wa": {
+                "provider": "test-channel",
+                "base_url": "http://channel.test",
+                "token": "wa-token",
+            }
+        },
+        "crms": {"crm": {"provider": "test-crm", "base_url": "http://crm.test", "token": "t"}},
+        "routes": {"main": {"channel": "wa", "crm": "crm"}},
+    }
+
+
+async def test_a_message_wakes_one_slot_not_all(tmp_path: Path) -> None:
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    apps = {"channel.test": channel.app, "crm.test": crm.app}
+    async with running_gateway(settings(tmp_path), apps=apps) as h:
+        store = h.gateway.store
+        claims: Counter[str] = Counter()
+        claim = store.claim
+
+        async def counting_claim(destination: str, *args: Any) -> Any:
+            claims[destination] += 1
+            return await claim(destination, *args)
+
+        store.claim = counting_claim  # type: ignore[method-assign]
+        for n in range(MESSAGES + 1):
+            if n == 1:
+                # The first message waited for the claims every slot makes when it starts.
+                claims.clear()
+            message = {"id": f"m{n}", "chat": f"c{n}", "from": f"c{n}", "text": f"hello {n}"}
+            response = await h.client.post(
+                "/webhooks/wa", json={"messages": [message]}, headers=CHANNEL_AUTH
+            )
+            assert response.status_code == 200
+            await crm.wait_count(n + 1)
+    assert crm.texts() == [f"hello {n}" for n in range(MESSAGES + 1)]
+    # Per message: the claim that took it and, at most, the woken slot's next (empty) one.
+    # Waking every slot would have cost SLOTS claims per message.
+    assert claims["crm"] <= 2 * MESSAGES
