@@ -28,6 +28,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_JOB_IDS = 10_000
+#: A `POST /admin/replay` body holds at most MAX_JOB_IDS ids; far less than this.
+MAX_BODY_BYTES = 1024 * 1024
 _REJECTED = "gateway_admin_rejected_total"
 # Payload fields that identify a message without revealing what it says or any credential.
 _SUMMARY_FIELDS = ("kind", "conversation_id", "native_id", "target", "status", "instance")
@@ -67,10 +69,11 @@ class AdminBackend(Protocol):
 class _Invalid(Exception):
     """A request parameter is wrong; answered with 422 naming it."""
 
-    def __init__(self, parameter: str, message: str) -> None:
+    def __init__(self, parameter: str, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.parameter = parameter
         self.message = message
+        self.status = status
 
 
 def admin_routes(gateway: AdminBackend) -> Mount:
@@ -86,7 +89,7 @@ def admin_routes(gateway: AdminBackend) -> Mount:
             try:
                 return await endpoint(request)
             except _Invalid as exc:
-                return error_response(422, exc.message, parameter=exc.parameter)
+                return error_response(exc.status, exc.message, parameter=exc.parameter)
 
         return wrapper
 
@@ -231,8 +234,17 @@ def _job_id(raw: str) -> int:
 
 
 async def _json_body(request: Request) -> Any:
+    # Read in chunks up to a small cap: a replay selector is tiny, and an admin token alone
+    # must not let a client make the gateway buffer an unbounded body.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Invalid("body", f"the body is larger than {MAX_BODY_BYTES} bytes", status=413)
+        chunks.append(chunk)
     try:
-        return json.loads(await request.body())
+        return json.loads(b"".join(chunks))
     except ValueError:
         raise _Invalid("body", "the body must be a JSON object") from None
 
