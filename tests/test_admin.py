@@ -289,13 +289,13 @@ async def test_replay_one(client: httpx.AsyncClient, store: Store, gateway: Fake
     assert response.status_code == 200
     assert response.json() == {"replayed": 1}
     assert gateway.woken == ["wa"]
-    job = await store.get_job(job_id)
-    assert job is not None
-    assert (job.state, job.attempts) == ("ready", 0)
+    # The job went back to the tail of its lane under a new id.
+    assert await store.get_job(job_id) is None
+    [job] = await store.claim("wa", "w", 10, 60.0, NOW)
+    assert (job.state, job.attempts, job.lane) == ("ready", 0, "wa:a")
 
     again = await client.post(f"/admin/dead-letters/{job_id}/replay", headers=AUTH)
-    assert again.status_code == 409
-    assert again.json()["error"]["state"] == "ready"
+    assert again.status_code == 404
     missing = await client.post("/admin/dead-letters/999/replay", headers=AUTH)
     assert missing.status_code == 404
     bad = await client.post("/admin/dead-letters/x/replay", headers=AUTH)

@@ -375,14 +375,17 @@ class StoreContract:
         assert ids(await store.dead_letters(destination="crm")) == [b0, a0]
         assert ids(await store.dead_letters(lane="a")) == [a0]
 
-    async def test_replay_puts_a_dead_job_back_at_its_place_in_the_lane(self, store: Store) -> None:
+    async def test_replay_puts_a_dead_job_back_at_the_tail_of_its_lane(self, store: Store) -> None:
         a0, a1, a2 = await store.enqueue([job("a", 0), job("a", 1), job("a", 2)], NOW)
         await store.claim("crm", "w1", 1, LEASE, NOW)
         await store.mark_sending([a0], NOW)
         await store.dead_letter(a0, "w1", "rejected", NOW + 1)
         assert await store.replay(job_ids=[a0], now=NOW + 100) == 1
-        replayed = await store.get_job(a0)
-        assert replayed is not None
+        assert await store.get_job(a0) is None  # it lives on under a new id
+        claimed = await store.claim("crm", "w2", 10, LEASE, NOW + 100)
+        assert ids(claimed)[:2] == [a1, a2]
+        replayed = claimed[2]
+        assert replayed.id > a2 and replayed.payload == job("a", 0).payload
         assert (replayed.state, replayed.attempts, replayed.last_error) == ("ready", 0, "rejected")
         assert (replayed.dead_at, replayed.sending_since, replayed.available_at) == (
             None,
@@ -390,7 +393,20 @@ class StoreContract:
             NOW + 100,
         )
         assert await store.dead_letters() == []
-        assert ids(await store.claim("crm", "w2", 10, LEASE, NOW + 100)) == [a0, a1, a2]
+
+    async def test_replay_into_a_leased_lane_does_not_stall_it(self, store: Store) -> None:
+        [a0] = await store.enqueue([job("a", 0)], NOW)
+        await store.claim("crm", "w1", 1, LEASE, NOW)
+        await store.dead_letter(a0, "w1", "rejected", NOW)
+        a1, a2 = await store.enqueue([job("a", 1), job("a", 2)], NOW)
+        assert ids(await store.claim("crm", "w1", 1, LEASE, NOW)) == [a1]
+        assert await store.replay(job_ids=[a0], now=NOW) == 1  # while w1 holds the lane
+        await store.finish([Finished(a1)], "w1", NOW)
+        # The lease ended with its last job: the lane moves on at once, not at expiry.
+        assert [j.payload for j in await store.claim("crm", "w2", 10, LEASE, NOW)] == [
+            job("a", 2).payload,
+            job("a", 0).payload,
+        ]
 
     async def test_replay_recreates_an_emptied_lane(self, store: Store) -> None:
         [a0] = await store.enqueue([job("a")], NOW)
@@ -398,7 +414,8 @@ class StoreContract:
         assert await store.destinations_with_work(NOW) == []
         assert await store.replay(lane="a", now=NOW + 1) == 1
         assert await store.destinations_with_work(NOW + 1) == ["crm"]
-        assert ids(await store.claim("crm", "w1", 10, LEASE, NOW + 1)) == [a0]
+        [again] = await store.claim("crm", "w1", 10, LEASE, NOW + 1)
+        assert again.payload == job("a").payload
 
     async def test_replay_selects_by_ids_lane_and_time_window(self, store: Store) -> None:
         jobs = await store.enqueue([job("a"), job("a"), job("b"), job("b"), job("c")], NOW)

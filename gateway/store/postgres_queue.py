@@ -341,11 +341,17 @@ async def replay(
         if value is not None:
             filters.append(clause)
             params.append(value)
+    # A replayed job gets a new id at the tail of its lane: a worker may hold the lane's
+    # lease right now, and its lease covers the ids it was handed, so an old id slipped
+    # back in ahead of them would stall the lane until the lease expired.
+    columns = "kind, route, source, destination, lane, payload, created_at, last_error"
     cursor = await conn.execute(
-        "UPDATE jobs SET state = 'ready', attempts = 0, available_at = %s,"  # noqa: S608
-        " sending_since = NULL, dead_at = NULL"
-        f" WHERE {' AND '.join(filters)} RETURNING lane, destination",
-        params,
+        f"WITH gone AS (DELETE FROM jobs WHERE {' AND '.join(filters[0:])}"  # noqa: S608
+        f" RETURNING id, {columns})"
+        f" INSERT INTO jobs ({columns}, state, attempts, available_at)"
+        f" SELECT {columns}, 'ready', 0, %s FROM gone ORDER BY id"
+        " RETURNING lane, destination",
+        [*params[1:], params[0]],
     )
     rows = await cursor.fetchall()
     lanes = sorted({row[0] for row in rows})

@@ -246,6 +246,9 @@ def _ready_lane_of(connection: sqlite3.Connection, job_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
+_REPLAYED = "kind, route, source, destination, lane, payload, created_at, last_error"
+
+
 def replay(
     connection: sqlite3.Connection,
     job_ids: Sequence[int],
@@ -269,11 +272,16 @@ def replay(
         ]
     else:
         rows = connection.execute(select, params).fetchall()
-    connection.executemany(
-        "UPDATE jobs SET state = 'ready', attempts = 0, available_at = ?, sending_since = NULL,"
-        " dead_at = NULL WHERE id = ?",
-        [(now, job_id) for job_id, _ in rows],
-    )
+    # A replayed job gets a new id at the tail of its lane: a worker may hold the lane's
+    # lease right now, and its lease covers the ids it was handed, so an old id slipped
+    # back in ahead of them would stall the lane until the lease expired.
+    for job_id, _ in sorted(rows):
+        connection.execute(
+            f"INSERT INTO jobs ({_REPLAYED}, state, attempts, available_at)"  # noqa: S608
+            f" SELECT {_REPLAYED}, 'ready', 0, ? FROM jobs WHERE id = ?",
+            (now, job_id),
+        )
+        connection.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
     for replayed_lane in {lane for _, lane in rows}:
         refresh_lane(connection, replayed_lane)
     return len(rows)
