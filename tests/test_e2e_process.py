@@ -23,10 +23,10 @@ def write_settings(tmp_path: Path, channel_url: str, crm_url: str, port: int) ->
 public_url = "http://127.0.0.1:{port}"
 
 [store]
-url = "sqlite:///{tmp_path / 'gateway.db'}"
+url = "sqlite:///{tmp_path / "gateway.db"}"
 
 [media]
-directory = "{tmp_path / 'media'}"
+directory = "{tmp_path / "media"}"
 
 [retry]
 base_delay = 0.05

@@ -398,7 +398,7 @@ class StoreContract:
         [a0] = await store.enqueue([job("a", 0)], NOW)
         await store.claim("crm", "w1", 1, LEASE, NOW)
         await store.dead_letter(a0, "w1", "rejected", NOW)
-        a1, a2 = await store.enqueue([job("a", 1), job("a", 2)], NOW)
+        a1, _ = await store.enqueue([job("a", 1), job("a", 2)], NOW)
         assert ids(await store.claim("crm", "w1", 1, LEASE, NOW)) == [a1]
         assert await store.replay(job_ids=[a0], now=NOW) == 1  # while w1 holds the lane
         await store.finish([Finished(a1)], "w1", NOW)

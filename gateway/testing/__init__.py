@@ -32,8 +32,8 @@ from gateway.testing.recorder import Received, Recorder
 
 __all__ = [
     "FakeNetwork",
-    "Observer",
     "GatewayHarness",
+    "Observer",
     "Received",
     "Recorder",
     "UnexpectedHost",
@@ -175,9 +175,7 @@ async def running_gateway(
     from gateway.testing.process import serve
 
     observer = Observer()
-    gateway, network = build_gateway(
-        settings, apps=apps, plugins=[observer, *plugins], clock=clock
-    )
+    gateway, network = build_gateway(settings, apps=apps, plugins=[observer, *plugins], clock=clock)
     app = create_app(gateway)
     await gateway.start()
     try:

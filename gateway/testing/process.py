@@ -74,8 +74,19 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 30.0) -> None:
-        command = [sys.executable, "-m", "gateway", "run", "--settings", str(self.settings),
-                   "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "--settings",
+            str(self.settings),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.process = subprocess.Popen(
             command, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True, env=self.env
         )

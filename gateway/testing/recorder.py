@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-
 #: `fail_next(status=DROP)` drops the connection instead of answering.
 DROP = 0
 
@@ -71,7 +70,9 @@ class Recorder:
         )
 
     # knobs -------------------------------------------------------------------------
-    def fail_next(self, count: int = 1, status: int = 503, *, conversation: str | None = None) -> None:
+    def fail_next(
+        self, count: int = 1, status: int = 503, *, conversation: str | None = None
+    ) -> None:
         """Answer the next `count` sends (of `conversation`, if given) with HTTP `status`."""
         self._failures.extend([(status, conversation)] * count)
 
@@ -174,7 +175,12 @@ class Recorder:
         return JSONResponse(
             {
                 "received": [
-                    {"key": r.key, "conversation": r.conversation, "text": r.text, "id": r.native_id}
+                    {
+                        "key": r.key,
+                        "conversation": r.conversation,
+                        "text": r.text,
+                        "id": r.native_id,
+                    }
                     for r in self.received
                 ],
                 "duplicates": self.duplicates,
