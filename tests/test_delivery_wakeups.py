@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 CHANNEL_AUTH = {"Authorization": "Bearer wa-token"}
 SLOTS = 8
-MESSAGES = 5
+MESSAGES = 10
 
 
 def settings(tmp_path: Path) -> dict[str, Any]:
@@ -65,6 +65,7 @@ async def test_a_message_wakes_one_slot_not_all(tmp_path: Path) -> None:
             assert response.status_code == 200
             await crm.wait_count(n + 1)
     assert crm.texts() == [f"hello {n}" for n in range(MESSAGES + 1)]
-    # Per message: the claim that took it and, at most, the woken slot's next (empty) one.
-    # Waking every slot would have cost SLOTS claims per message.
-    assert claims["crm"] <= 2 * MESSAGES
+    # Per message: the claim that took it and, at most, the woken slot's next (empty) one;
+    # plus, on a loaded machine, start-up claims of slots that had not run yet at the clear.
+    # Waking every slot would have cost SLOTS claims per message (40 here).
+    assert claims["crm"] <= 2 * MESSAGES + SLOTS
