@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ from gateway.runtime import Gateway
 
 log = logging.getLogger("gateway.http")
 
+#: Seconds a client may take to send a request body (providers send theirs at once).
+BODY_TIMEOUT = 30.0
 WEBHOOK_METHODS = ["GET", "POST", "PUT", "HEAD"]
 
 
@@ -139,9 +142,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise WebhookError(f"body larger than {limit} bytes", status=413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise WebhookError(f"body larger than {limit} bytes", status=413)
-        chunks.append(chunk)
+    try:
+        # A client that trickles its body must not hold a connection and a buffer forever.
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise WebhookError(f"body larger than {limit} bytes", status=413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise WebhookError(
+            f"the request body did not arrive within {BODY_TIMEOUT:g} seconds", status=408
+        ) from None
     return b"".join(chunks)
