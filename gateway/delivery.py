@@ -194,12 +194,31 @@ class Deliverer:
         if live:
             await self.store.mark_sending([job.id for job, _ in live], self.clock())
         blocked: set[str] = set()
-        for kind in ("send", "ack", "status"):
-            batch = [(j, r) for j, r in live if j.kind == kind and j.lane not in blocked]
-            if batch:
-                await self._deliver_kind(provider, kind, batch, results)
-                blocked.update(job.lane for job, _, _ in results.retries)
+        keeper = asyncio.create_task(self._keep_leases(owner, {job.lane for job in jobs}))
+        try:
+            for kind in ("send", "ack", "status"):
+                batch = [(j, r) for j, r in live if j.kind == kind and j.lane not in blocked]
+                if batch:
+                    await self._deliver_kind(provider, kind, batch, results)
+                    blocked.update(job.lane for job, _, _ in results.retries)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         await self._record(destination, jobs, results, owner)
+
+    async def _keep_leases(self, owner: str, lanes: set[str]) -> None:
+        """Renew the batch's leases while a slow call runs, so no one else takes its lanes.
+
+        A provider call may outlast a lease (a portal downloading files, a rate-limit wait);
+        were the lease to expire meanwhile, another worker could send the same messages.
+        """
+        period = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.store.renew(owner, sorted(lanes), self.clock() + self.lease_seconds)
+            except Exception:
+                log.exception("renewing the leases of %s failed", owner)
 
     async def _deliver_kind(
         self,

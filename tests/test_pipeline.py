@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,23 @@ async def test_throttling_waits_without_using_up_attempts(tmp_path: Path, record
         await crm.wait_count(1)
     assert crm.texts() == ["slow"]
     assert not h.observer.of_type("dead_lettered")
+
+
+async def test_a_call_longer_than_the_lease_keeps_its_lane(tmp_path: Path, recorders: Any) -> None:
+    channel, crm = recorders
+    crm.dedupe = False  # a second sender of the same message would show as a duplicate
+    gate = crm.hold(lambda item: item["text"] == "slow")
+    settings = make_settings(tmp_path)
+    settings["workers"] = {"poll_interval": 0.05, "concurrency": 4, "lease_seconds": 0.3}
+    async with running_gateway(settings, apps=apps(channel, crm)) as h:
+        await h.client.post("/webhooks/wa", json=customer("m1", "c1", "slow"), headers=CHANNEL_AUTH)
+        await asyncio.wait_for(crm.holding.wait(), 10)
+        # Held for several lease periods: the other slots keep polling the lane meanwhile.
+        for _ in range(8):
+            await h.observer.wait_next(0.3)
+        gate.set()
+        await crm.wait_count(1)
+        await h.client.post("/webhooks/wa", json=customer("m2", "c1", "next"), headers=CHANNEL_AUTH)
+        await crm.wait_count(2)
+    assert crm.texts() == ["slow", "next"]
+    assert crm.duplicates == 0

@@ -177,6 +177,10 @@ class Store(ABC):
         """Park the job with its reason; the rest of its lane proceeds."""
 
     @abstractmethod
+    async def renew(self, owner: str, lanes: Sequence[str], until: float) -> None:
+        """Extend `owner`'s leases of `lanes` to `until` (a long call must keep its lanes)."""
+
+    @abstractmethod
     async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
         """Give back lane leases without finishing anything (shutdown, unprocessed jobs)."""
 

@@ -408,6 +408,14 @@ class StoreContract:
             job("a", 0).payload,
         ]
 
+    async def test_renew_keeps_a_lease_past_its_first_expiry(self, store: Store) -> None:
+        [a0] = await store.enqueue([job("a")], NOW)
+        assert ids(await store.claim("crm", "w1", 1, LEASE, NOW)) == [a0]
+        await store.renew("w1", ["a"], NOW + 3 * LEASE)
+        await store.renew("w2", ["a"], NOW)  # not w2's lease: no effect
+        assert await store.claim("crm", "w2", 1, LEASE, NOW + 2 * LEASE) == []
+        assert ids(await store.claim("crm", "w2", 1, LEASE, NOW + 3 * LEASE + 1)) == [a0]
+
     async def test_replay_recreates_an_emptied_lane(self, store: Store) -> None:
         [a0] = await store.enqueue([job("a")], NOW)
         await store.dead_letter(a0, "w1", "rejected", NOW)

@@ -219,6 +219,11 @@ class PostgresStore(Store):
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
         await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now), transaction=True)
 
+    async def renew(self, owner: str, lanes: Sequence[str], until: float) -> None:
+        names = list(lanes)
+        if names:
+            await self._run(lambda c: q.renew(c, owner, names, until))
+
     async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
         names = list(lanes)
         if names:

@@ -227,6 +227,13 @@ async def release_if_done(conn: Conn, lanes: Sequence[str], owner: str) -> None:
     )
 
 
+async def renew(conn: Conn, owner: str, lanes: Sequence[str], until: float) -> None:
+    await conn.execute(
+        "UPDATE lanes SET lease_until = %s WHERE lane = ANY(%s::text[]) AND lease_owner = %s",
+        (until, sorted(set(lanes)), owner),
+    )
+
+
 async def release(conn: Conn, owner: str, lanes: Sequence[str]) -> set[str]:
     """Free `owner`'s leases of `lanes`; returns the destinations of the lanes freed."""
     cursor = await conn.execute(

@@ -135,6 +135,10 @@ class SQLiteStore(Store):
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
         await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now))
 
+    async def renew(self, owner: str, lanes: Sequence[str], until: float) -> None:
+        names = list(lanes)
+        await self._run(lambda c: q.renew(c, owner, names, until))
+
     async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
         names = list(lanes)
         await self._run(lambda c: q.release(c, owner, names))

@@ -205,6 +205,13 @@ def dead_letter(
     _release_if_done(connection, lane, owner)
 
 
+def renew(connection: sqlite3.Connection, owner: str, lanes: Sequence[str], until: float) -> None:
+    connection.executemany(
+        "UPDATE lanes SET lease_until = ? WHERE lane = ? AND lease_owner = ?",
+        [(until, lane, owner) for lane in lanes],
+    )
+
+
 def release(connection: sqlite3.Connection, owner: str, lanes: Sequence[str]) -> None:
     connection.executemany(
         f"UPDATE lanes SET {_FREE} WHERE lane = ? AND lease_owner = ?",  # noqa: S608 (constant)
