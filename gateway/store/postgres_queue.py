@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-import orjson
 import psycopg
 
 from gateway.store.base import DestinationStats, Job
+from gateway.store.rows import job_from_row
 
 Conn: TypeAlias = psycopg.AsyncConnection[tuple[Any, ...]]
 # (kind, route, source, destination, lane, payload as JSON bytes)
@@ -91,25 +91,6 @@ CLAIM = (
     " AS t WHERE lanes.lane = t.lane)"
     f" SELECT {COLUMNS} FROM taken ORDER BY id"
 )
-
-
-def job_from_row(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        kind=row[1],
-        route=row[2],
-        source=row[3],
-        destination=row[4],
-        lane=row[5],
-        payload=orjson.loads(row[6]),
-        state=row[7],
-        attempts=row[8],
-        created_at=row[9],
-        available_at=row[10],
-        last_error=row[11],
-        sending_since=row[12],
-        dead_at=row[13],
-    )
 
 
 def job_arrays(jobs: Sequence[JobRow]) -> dict[str, list[Any]]:

@@ -23,9 +23,8 @@ from itertools import islice
 from operator import itemgetter
 from typing import Any, TypeAlias
 
-import orjson
-
 from gateway.store.base import DestinationStats, Job
+from gateway.store.rows import job_from_row
 
 # (kind, route, source, destination, lane, payload as JSON bytes)
 JobRow: TypeAlias = tuple[str, str, str, str, str, bytes]
@@ -44,25 +43,6 @@ _LANE_PREFIX = (
 )
 _DEAD = f"SELECT {_COLUMNS} FROM jobs WHERE state = 'dead'"  # noqa: S608 (constant columns)
 _FREE = "lease_owner = NULL, lease_until = NULL, claimed_through = NULL"
-
-
-def job_from_row(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        kind=row[1],
-        route=row[2],
-        source=row[3],
-        destination=row[4],
-        lane=row[5],
-        payload=orjson.loads(row[6]),
-        state=row[7],
-        attempts=row[8],
-        created_at=row[9],
-        available_at=row[10],
-        last_error=row[11],
-        sending_since=row[12],
-        dead_at=row[13],
-    )
 
 
 def insert_jobs(connection: sqlite3.Connection, jobs: Sequence[JobRow], now: float) -> list[int]:
