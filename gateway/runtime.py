@@ -253,11 +253,11 @@ class Gateway:
             for inbound in routable
         ]
         ids = await self.store.ingest(items, self.clock())
-        accepted: list[bool] = []
+        fresh: dict[int, bool] = {}
         destinations: set[str] = set()
         for inbound, item, event_id in zip(routable, items, ids, strict=True):
             new = event_id is not None
-            accepted.append(new)
+            fresh[id(inbound)] = new
             native = getattr(inbound.event, "native_id", None)
             self.notify(
                 Observation(
@@ -272,7 +272,8 @@ class Gateway:
         # One wake per destination: the slot it rouses claims every due lane at once.
         for destination in destinations:
             self.wake(destination)
-        return accepted
+        # One answer per event, in the caller's order (account states are always taken).
+        return [fresh.get(id(inbound), True) for inbound in events]
 
     emit = ingest
 

@@ -329,3 +329,20 @@ async def test_a_call_longer_than_the_lease_keeps_its_lane(tmp_path: Path, recor
         await crm.wait_count(2)
     assert crm.texts() == ["slow", "next"]
     assert crm.duplicates == 0
+
+
+async def test_emit_answers_each_event_in_order(tmp_path: Path, recorders: Any) -> None:
+    from gateway.models import AccountState, AccountStatus, InboundEvent, Message, Sender
+
+    channel, crm = recorders
+    message = Message(conversation_id="c1", native_id="m1", sender=Sender(id="c1"), text="hi")
+    events = [
+        InboundEvent("msg:m1", message),
+        InboundEvent("state", AccountState(AccountStatus.NEEDS_QR)),
+        InboundEvent("msg:m1", message),
+    ]
+    async with running_gateway(make_settings(tmp_path), apps=apps(channel, crm)) as h:
+        assert await h.gateway.emit("wa", events) == [True, True, False]
+        await crm.wait_count(1)
+        state = await h.gateway.account_state("wa")
+    assert state.status is AccountStatus.NEEDS_QR
