@@ -148,7 +148,14 @@ class Deliverer:
                 if jobs:
                     if wakeup in armed:
                         armed.remove(wakeup)
-                    await self.process(destination, jobs, owner)
+                    try:
+                        await self.process(destination, jobs, owner)
+                    except Exception:
+                        # Free the lanes now rather than at lease expiry; what was sent
+                        # carries `sending_since`, so the next claim treats it as ambiguous.
+                        lanes = sorted({job.lane for job in jobs})
+                        await self.store.release(owner, lanes, self.clock())
+                        raise
                     continue
                 await self._wait(destination, wakeup)
             except asyncio.CancelledError:
