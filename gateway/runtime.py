@@ -215,13 +215,20 @@ class Gateway:
         if self._own_http:
             await self.http.aclose()
 
+    async def housekeep(self) -> None:
+        """Expired media go, and events past their retention are forgotten."""
+        await self.media.sweep()
+        keep = self.settings.keep_events_days * 86400
+        pruned = await self.store.prune_events(self.clock() - keep)
+        if pruned:
+            log.info("forgot %d events older than %g days", pruned, keep / 86400)
+
     async def _sweep_media(self) -> None:
-        """Expired media go away even when nothing new is stored."""
         while True:
             try:
-                await self.media.sweep()
+                await self.housekeep()
             except Exception:
-                log.exception("media sweep failed")
+                log.exception("housekeeping failed")
             await asyncio.sleep(MEDIA_SWEEP_SECONDS)
 
     @asynccontextmanager

@@ -84,6 +84,9 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8080
     store_url: str = DEFAULT_STORE_URL
+    #: How long an accepted event (and so its dedupe key) is kept; longer than any
+    #: provider redelivers (Meta retries for 7 days).
+    keep_events_days: float = 30.0
     admin_token: str | None = None
     max_body_bytes: int = 1024**2
     log_level: str = "INFO"
@@ -128,7 +131,7 @@ _ALIASES = {"store_url": "store.url", "admin_token": "admin.token", "database_ur
 _MIN_ONE = {"max_body_bytes", "retry.max_attempts", "workers.concurrency", "fetch.max_bytes"}
 _MIN_ONE |= {"media.max_total_bytes", "media.max_file_bytes"}
 _ABOVE_ZERO = {"workers.lease_seconds", "workers.poll_interval", "media.ttl_seconds"}
-_ABOVE_ZERO |= {"fetch.timeout"}
+_ABOVE_ZERO |= {"fetch.timeout", "store.keep_events_days"}
 _DIRECTIONS = ("both", "inbound", "outbound")
 _KINDS = {"media.directory": "text"}  # where the field type alone is too lax
 _BAD = object()
@@ -282,7 +285,8 @@ def build_settings(
     r = _Reader(sources)
     r.unknown(data, _KNOWN)
     top = r.values({k: v for k, v in data.items() if k in _TOP}, _TOP, "")
-    store = r.values(r.table(data, "store"), {"url": "text"}, "store.")
+    store_kinds: dict[str, _Kind] = {"url": "text", "keep_events_days": "float"}
+    store = r.values(r.table(data, "store"), store_kinds, "store.")
     if "://" not in store.setdefault("url", DEFAULT_STORE_URL):
         r.problem("store.url", "is not a URL", "use sqlite:///var/gateway.db or postgresql://…")
     # An empty token (GATEWAY_ADMIN__TOKEN= in a unit file) means unset, like no token at all.
@@ -311,6 +315,7 @@ def build_settings(
         media=media,
         fetch=r.section(FetchSettings, data, "fetch"),
         store_url=store["url"],
+        keep_events_days=store.get("keep_events_days", 30.0),
         admin_token=admin.get("token") or None,
         files=files,
         sources=dict(sources),

@@ -137,6 +137,10 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def prune_events(self, before: float) -> int:
+        """Forget events received before `before` (their dedupe keys go with them)."""
+
+    @abstractmethod
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         """Add jobs that come from no webhook; returns their ids."""
 

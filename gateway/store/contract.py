@@ -408,6 +408,16 @@ class StoreContract:
             job("a", 0).payload,
         ]
 
+    async def test_pruned_events_are_forgotten_and_their_jobs_stay(self, store: Store) -> None:
+        old = item("k-old", job("a"))
+        new = item("k-new", job("b"))
+        await store.ingest([old], NOW)
+        await store.ingest([new], NOW + 100)
+        assert await store.prune_events(NOW + 50) == 1
+        # The old key is gone (a redelivery now would be new); the recent one still dedupes.
+        assert await store.ingest([new], NOW + 200) == [None]
+        assert len(await store.claim("crm", "w", 10, LEASE, NOW + 200)) == 2
+
     async def test_renew_keeps_a_lease_past_its_first_expiry(self, store: Store) -> None:
         [a0] = await store.enqueue([job("a")], NOW)
         assert ids(await store.claim("crm", "w1", 1, LEASE, NOW)) == [a0]

@@ -178,6 +178,13 @@ class PostgresStore(Store):
         self._announce(j.destination for i, n in zip(items, ids, strict=True) if n for j in i.jobs)
         return ids
 
+    async def prune_events(self, before: float) -> int:
+        async def run(conn: Any) -> int:
+            cursor = await conn.execute("DELETE FROM events WHERE received_at < %s", (before,))
+            return int(cursor.rowcount)
+
+        return await self._run(run)
+
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         rows = [_job_row(job) for job in jobs]
         ids = await self._run(lambda c: q.insert_jobs(c, rows, now))

@@ -106,6 +106,11 @@ class SQLiteStore(Store):
         ]
         return await self._run(lambda c: q.ingest(c, rows, now))
 
+    async def prune_events(self, before: float) -> int:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM events WHERE received_at < ?", (before,)).rowcount
+        )
+
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         rows = [_job_row(job) for job in jobs]
         return await self._run(lambda c: q.insert_jobs(c, rows, now))
