@@ -260,6 +260,11 @@ class Provider:
                 problems.append((key, "is missing", f"set it: {help_text}"))
         return problems
 
+    @classmethod
+    def check_route_target(cls, target: str | None) -> tuple[str, str] | None:
+        """(what is wrong, how to fix) when `target` cannot address anything of this provider."""
+        return None
+
     async def start(self) -> None:
         """Open connections, point the provider's webhook at the gateway; may raise."""
 

@@ -48,6 +48,12 @@ def validate_instances(
             else:
                 known = ", ".join(own) or f"none yet: add a [{end}s.NAME] table"
                 add(key, f"names no instance {name!r}", f"use one of: {known}")
+        crm = settings.crms.get(route.crm)
+        cls = providers.get(crm.provider) if crm is not None else None
+        if cls is not None:
+            problem = cls.check_route_target(route.target)
+            if problem is not None:
+                add(f"routes.{route.name}.target", problem[0], problem[1])
     return problems
 
 

@@ -78,6 +78,16 @@ class Bitrix24Provider(CRMProvider):
     secret_settings: ClassVar[frozenset[str]] = frozenset({"client_secret"})
 
     @classmethod
+    def check_route_target(cls, target: str | None) -> tuple[str, str] | None:
+        if parse_target(target) is not None:
+            return None
+        return (
+            f'must be "{{member_id}}/{{open line id}}", got {target!r}',
+            "copy it from the connector's settings page in Bitrix24 "
+            '("Route target for settings.toml"), or link the line there instead',
+        )
+
+    @classmethod
     def validate_settings(cls, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         problems = super().validate_settings(config)
         connector = config.get("connector_id", "whatschat")
