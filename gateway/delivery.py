@@ -111,6 +111,10 @@ class Deliverer:
         elif armed := self._armed.get(destination):
             armed.pop().set()
 
+    def idle_slots(self, destination: str) -> int:
+        """Slots of `destination` waiting for work (for tests and the admin view)."""
+        return len(self._armed.get(destination, ()))
+
     async def start(self) -> None:
         self._running = True
         for name in self.providers:
@@ -148,6 +152,10 @@ class Deliverer:
                 if jobs:
                     if wakeup in armed:
                         armed.remove(wakeup)
+                    if len(jobs) == limit:
+                        # A full batch: more may be due, so rouse another slot to claim
+                        # in parallel (one wake per webhook would otherwise leave one).
+                        self.wake(destination)
                     try:
                         await self.process(destination, jobs, owner)
                     except Exception:

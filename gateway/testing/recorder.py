@@ -57,6 +57,8 @@ class Recorder:
     _arrived: asyncio.Condition | None = None
     #: Set once a send is being held by `hold()`: a request is in flight at that moment.
     holding: asyncio.Event = field(default_factory=asyncio.Event)
+    #: How many sends have been held so far (each is a request in flight while held).
+    held: int = 0
     app: Starlette = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,8 @@ class Recorder:
         for predicate, gate in list(self._gates):
             if any(predicate(item) for item in items):
                 self.holding.set()
+                self.held += 1
+                await self._notify()
                 await gate.wait()
         for index, (status, conversation) in enumerate(self._failures):
             if conversation is None or any(i["conversation"] == conversation for i in items):
