@@ -209,7 +209,13 @@ class Deliverer:
         if live:
             await self.store.mark_sending([job.id for job, _ in live], self.clock())
         blocked: set[str] = set()
-        keeper = asyncio.create_task(self._keep_leases(owner, {job.lane for job in jobs}))
+        # Most batches finish long before a lease runs low: a timer, not a task, until then.
+        keepers: list[asyncio.Task[None]] = []
+        lanes = sorted({job.lane for job in jobs})
+        timer = asyncio.get_running_loop().call_later(
+            self.lease_seconds / 3,
+            lambda: keepers.append(asyncio.create_task(self._keep_leases(owner, lanes))),
+        )
         try:
             for kind in ("send", "ack", "status"):
                 batch = [(j, r) for j, r in live if j.kind == kind and j.lane not in blocked]
@@ -217,23 +223,24 @@ class Deliverer:
                     await self._deliver_kind(provider, kind, batch, results)
                     blocked.update(job.lane for job, _, _ in results.retries)
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            timer.cancel()
+            for keeper in keepers:
+                keeper.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
         await self._record(destination, jobs, results, owner)
 
-    async def _keep_leases(self, owner: str, lanes: set[str]) -> None:
+    async def _keep_leases(self, owner: str, lanes: list[str]) -> None:
         """Renew the batch's leases while a slow call runs, so no one else takes its lanes.
 
         A provider call may outlast a lease (a portal downloading files, a rate-limit wait);
         were the lease to expire meanwhile, another worker could send the same messages.
         """
-        period = self.lease_seconds / 3
         while True:
-            await asyncio.sleep(period)
             try:
-                await self.store.renew(owner, sorted(lanes), self.clock() + self.lease_seconds)
+                await self.store.renew(owner, lanes, self.clock() + self.lease_seconds)
             except Exception:
                 log.exception("renewing the leases of %s failed", owner)
+            await asyncio.sleep(self.lease_seconds / 3)
 
     async def _deliver_kind(
         self,
