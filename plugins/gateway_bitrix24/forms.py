@@ -197,3 +197,31 @@ def as_int(value: Any) -> int | None:
 
 def lower_keys(value: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in value.items()}
+
+
+def php_form_encode(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Flatten nested dicts/lists into `http_build_query` pairs.
+
+    `{"data": {"MESSAGES": [{"im": {"chat_id": 1}}]}}` becomes
+    `[("data[MESSAGES][0][im][chat_id]", "1")]`. As in PHP, `None` and empty
+    containers vanish, `True`/`False` become `"1"`/`"0"`.
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        _flatten(str(key), value, pairs)
+    return pairs
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}[{key}]", item, out)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _flatten(f"{prefix}[{index}]", item, out)
+    elif isinstance(value, bool):
+        out.append((prefix, "1" if value else "0"))
+    else:
+        out.append((prefix, str(value)))

@@ -31,7 +31,7 @@ from gateway.errors import (
 )
 
 from .errors import REFRESH_CODES, classify, portal_problem, scrub
-from .forms import as_dict
+from .forms import as_dict, php_form_encode
 from .limits import Limits
 from .oauth import Tokens
 from .records import PortalRecord, PortalStore
@@ -356,25 +356,8 @@ def _reset_in(time_block: Mapping[str, Any], now: float) -> float:
 
 def build_query(params: Mapping[str, Any]) -> str:
     """PHP `http_build_query` of nested params (for `batch` command strings)."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in params.items():
-        _flatten(str(key), value, pairs)
+    pairs = php_form_encode(params)
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
-
-
-def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _flatten(f"{prefix}[{key}]", item, out)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _flatten(f"{prefix}[{index}]", item, out)
-    elif isinstance(value, bool):
-        out.append((prefix, "1" if value else "0"))
-    else:
-        out.append((prefix, str(value)))
 
 
 def error_text(exc: BaseException) -> str:

@@ -11,35 +11,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..forms import php_form_encode
+
+__all__ = ["php_form_decode", "php_form_encode"]
+
 _SEGMENT = re.compile(r"\[([^\]]*)\]")
-
-
-def php_form_encode(data: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Flatten nested dicts/lists into `http_build_query` pairs.
-
-    `{"data": {"MESSAGES": [{"im": {"chat_id": 1}}]}}` becomes
-    `[("data[MESSAGES][0][im][chat_id]", "1")]`. As in PHP, `None` and empty
-    containers vanish, `True`/`False` become `"1"`/`"0"`.
-    """
-    pairs: list[tuple[str, str]] = []
-    for key, value in data.items():
-        _flatten(str(key), value, pairs)
-    return pairs
-
-
-def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _flatten(f"{prefix}[{key}]", item, out)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _flatten(f"{prefix}[{index}]", item, out)
-    elif isinstance(value, bool):
-        out.append((prefix, "1" if value else "0"))
-    else:
-        out.append((prefix, str(value)))
 
 
 def php_form_decode(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
