@@ -129,22 +129,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_workers(args, settings)
     runtime = importlib.import_module("gateway.runtime")
     app = importlib.import_module("gateway.app").create_app(runtime.Gateway(settings, host))
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        access_log=settings.access_log,
-        loop=_loop(),
-        http=_http_parser(),
-    )
+    config = uvicorn.Config(app, **_server_options(settings))
     server = uvicorn.Server(config)
     try:
         server.run()
     except SystemExit as exc:  # uvicorn's way out when it cannot bind the port
         return exc.code if isinstance(exc.code, int) else EXIT_FAILED
     return EXIT_OK if server.started else EXIT_FAILED
+
+
+def _server_options(settings: GatewaySettings) -> dict[str, Any]:
+    """uvicorn's options, the same for one process and for `--workers N`."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "lifespan": "on",
+        "access_log": settings.access_log,
+        "loop": _loop(),
+        "http": _http_parser(),
+    }
 
 
 def _loop() -> Literal["uvloop", "asyncio"]:
@@ -172,13 +176,7 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
         "gateway.app:create_app_from_env",
         factory=True,
         workers=args.workers,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        access_log=settings.access_log,
-        loop=_loop(),
-        http=_http_parser(),
+        **_server_options(settings),
     )
     return EXIT_OK
 
