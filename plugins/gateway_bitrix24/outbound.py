@@ -1,12 +1,12 @@
 """Client -> operator: customer messages, edits and deletes into open-line chats.
 
-A batch from the pipeline may mix portals, lines and kinds. Items are grouped per portal,
-then per (line, method) into one `imconnector.send.messages` / `update.messages` /
-`delete.messages` command each, in order of first appearance; the commands of one portal
-travel in as few HTTP requests as possible (one `batch` of up to 50 commands, or a plain
-call when there is only one). A request carries at most one command per line, so the
-messages of a chat are never split across two commands that could run out of order, and a
-line whose command failed gets nothing more in this round.
+A batch from the pipeline may mix portals, lines and kinds. Items are grouped per portal and
+cut into `imconnector.send.messages` / `update.messages` / `delete.messages` commands of at
+most `messages_per_command` items, which travel in as few HTTP requests as possible (a
+`batch` of up to 50 commands, or a plain call when there is only one); see `packing.py`.
+Within a request all items of a chat are in one command, requests go one after another, and
+a line whose command failed gets nothing more in this round, so a chat's messages never
+overtake each other.
 
 Bitrix24 does not deduplicate `message.id`: a send is never repeated after a timeout (that
 is an `AmbiguousError`, which the pipeline parks instead of retrying).
@@ -19,7 +19,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import (
@@ -38,6 +37,7 @@ from gateway.providers import Outcome, Outgoing, Sent
 
 from .formatting import normalize_phone, quote_bbcode, sanitize_name, whatsapp_to_bbcode
 from .forms import as_dict, as_items, as_str
+from .packing import Command, Item, pack
 from .records import PortalStore, parse_target
 from .rest import DEFAULT_TIMEOUT, FILES_TIMEOUT, RestClient
 
@@ -46,36 +46,13 @@ log = logging.getLogger("gateway.bitrix24")
 SEND = "imconnector.send.messages"
 UPDATE = "imconnector.update.messages"
 DELETE = "imconnector.delete.messages"
-MAX_COMMANDS = 50
-#: Bitrix24 downloads files while answering, within its 60 s request limit.
-MAX_FILES_PER_REQUEST = 10
+#: Items per command unless the instance says otherwise (the API reference: keep 1-10).
+MESSAGES_PER_COMMAND = 10
 #: A parked line is tried again after this long (the admin may have switched it back on).
 PROBE_AFTER = 60.0
 PORTAL_WIDE = frozenset({"NOT_INSTALLED", "NEEDS_REINSTALL", "UNPAID"})
 _CLIENT_HTTP_ERROR = re.compile(r"\bHTTP 4\d\d\b")
 _USER_SEPARATOR = "|u:"
-
-
-@dataclass(slots=True)
-class Item:
-    index: int
-    outgoing: Outgoing
-    line: int
-    method: str
-    payload: dict[str, Any]
-    native_id: str
-    files: int = 0
-
-
-@dataclass(slots=True)
-class Command:
-    line: int
-    method: str
-    items: list[Item] = field(default_factory=list)
-
-    @property
-    def files(self) -> int:
-        return sum(item.files for item in self.items)
 
 
 def native_id_for(message_id: str, user_id: str, chat_id: str) -> str:
@@ -101,6 +78,7 @@ class Outbox:
         *,
         public_url: str,
         connector_id: str,
+        messages_per_command: int = MESSAGES_PER_COMMAND,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rest = rest
@@ -109,6 +87,7 @@ class Outbox:
         self.fetcher = fetcher
         self.media_prefix = public_url.rstrip("/") + "/media/"
         self.connector_id = connector_id
+        self.messages_per_command = max(1, messages_per_command)
         self.clock = clock
 
     async def send(self, batch: Sequence[Outgoing]) -> list[Outcome]:
@@ -156,7 +135,7 @@ class Outbox:
                     if isinstance(exc, TemporaryError):
                         held[chat] = exc
         failed: dict[int, DeliveryError] = {}
-        for request in _pack(_commands(items)):
+        for request in pack(items, self.messages_per_command):
             runnable = []
             for command in request:
                 blocked = failed.get(command.line)
@@ -369,52 +348,6 @@ class Outbox:
             extra["session_id"] = as_str(session.get("ID"))
             extra["bitrix_chat_id"] = as_str(session.get("CHAT_ID"))
         return Sent(item.native_id, extra)
-
-
-def _commands(items: list[Item]) -> list[Command]:
-    """Items grouped per (line, method) in order of first appearance, split by file count."""
-    commands: list[Command] = []
-    open_commands: dict[tuple[int, str], Command] = {}
-    for item in items:
-        key = (item.line, item.method)
-        command = open_commands.get(key)
-        if command is None or (
-            command.items and command.files + item.files > MAX_FILES_PER_REQUEST
-        ):
-            command = Command(item.line, item.method)
-            open_commands[key] = command
-            commands.append(command)
-        command.items.append(item)
-    return commands
-
-
-def _pack(commands: list[Command]) -> list[list[Command]]:
-    """Requests of ≤ 50 commands and ≤ 10 files, one command per line, order per line kept."""
-    requests: list[list[Command]] = []
-    queue = commands
-    while queue:
-        request: list[Command] = []
-        lines: set[int] = set()
-        deferred_lines: set[int] = set()
-        files = 0
-        later: list[Command] = []
-        for command in queue:
-            fits = (
-                len(request) < MAX_COMMANDS
-                and command.line not in lines
-                and command.line not in deferred_lines
-                and (not request or files + command.files <= MAX_FILES_PER_REQUEST)
-            )
-            if fits:
-                request.append(command)
-                lines.add(command.line)
-                files += command.files
-            else:
-                later.append(command)
-                deferred_lines.add(command.line)
-        requests.append(request)
-        queue = later
-    return requests
 
 
 def _row_for(rows: list[dict[str, Any]], position: int, item: Item) -> dict[str, Any] | None:

@@ -72,7 +72,10 @@ class Bitrix24Provider(CRMProvider):
         "strip_operator_name": False,
         "need_signature": True,
         "idle_refresh_days": 7,
-        "max_batch": 50,
+        # Messages per delivery round: 10 commands of 10 in one `batch`. More would make
+        # requests that risk the 60 s limit and the `operating` budget (docs/bitrix24.md).
+        "max_batch": 100,
+        "messages_per_command": 10,
         "allowed_portals": [],
     }
     secret_settings: ClassVar[frozenset[str]] = frozenset({"client_secret"})
@@ -101,6 +104,17 @@ class Bitrix24Provider(CRMProvider):
                 problems.append(
                     (key, f"must be a number ≥ {low}", f"set {key} = {cls.optional_settings[key]}")
                 )
+        per_command = config.get(
+            "messages_per_command", cls.optional_settings["messages_per_command"]
+        )
+        if isinstance(per_command, bool) or not isinstance(per_command, int) or per_command < 1:
+            problems.append(
+                (
+                    "messages_per_command",
+                    f"must be a whole number ≥ 1, got {per_command!r}",
+                    "set messages_per_command = 10 (items per imconnector.send.messages call)",
+                )
+            )
         url = config.get("oauth_url") or ""
         if not isinstance(url, str) or (url and not url.startswith("https://")):
             problems.append(("oauth_url", "must be an https URL", "leave it out to use Bitrix24's"))
@@ -171,6 +185,7 @@ class Bitrix24Provider(CRMProvider):
             context.fetcher,
             public_url=context.public_url,
             connector_id=self.connector_id,
+            messages_per_command=int(config["messages_per_command"]),
         )
         self.acks = Acknowledger(self.rest, self.store, self.connector_id)
         self.settings_page = SettingsPage(
