@@ -59,10 +59,18 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class _Results:
-    finished: list[Finished]
-    retries: list[tuple[Job, float, str]]
-    dead: list[tuple[Job, str]]
-    followups: list[NewJob]
+    finished: list[Finished] = dataclasses.field(default_factory=list)
+    retries: list[tuple[Job, float, str]] = dataclasses.field(default_factory=list)
+    dead: list[tuple[Job, str]] = dataclasses.field(default_factory=list)
+    followups: list[NewJob] = dataclasses.field(default_factory=list)
+    #: Live jobs not handed to a provider (yet) that still carry their claim's mark.
+    unsent: set[int] = dataclasses.field(default_factory=set)
+
+    def decided(self) -> set[int]:
+        ids = {f.job_id for f in self.finished}
+        ids.update(job.id for job, _ in self.dead)
+        ids.update(job.id for job, _, _ in self.retries)
+        return ids
 
 
 class Deliverer:
@@ -156,14 +164,7 @@ class Deliverer:
                         # A full batch: more may be due, so rouse another slot to claim
                         # in parallel (one wake per webhook would otherwise leave one).
                         self.wake(destination)
-                    try:
-                        await self.process(destination, jobs, owner)
-                    except Exception:
-                        # Free the lanes now rather than at lease expiry; what was sent
-                        # carries `sending_since`, so the next claim treats it as ambiguous.
-                        lanes = sorted({job.lane for job in jobs})
-                        await self.store.release(owner, lanes, self.clock())
-                        raise
+                    await self.process(destination, jobs, owner)
                     continue
                 await self._wait(destination, wakeup)
             except asyncio.CancelledError:
@@ -187,9 +188,29 @@ class Deliverer:
             await asyncio.wait_for(wakeup.wait(), seconds)
 
     async def process(self, destination: str, jobs: Sequence[Job], owner: str) -> None:
-        """Deliver one claimed batch and record every outcome; frees the lanes at the end."""
+        """Deliver one claimed batch and record every outcome; frees the lanes at the end,
+        also when it fails.
+
+        `claim` marked every job as attempted. A failure leaves that mark on every job that
+        was handed to a provider call (it may have been sent, so the next claim treats it as
+        ambiguous) or whose outcome was decided but not recorded; the mark comes off the live
+        jobs that never got that far (cut, blocked, not reached), as it would have been
+        absent before claims marked jobs.
+        """
+        results = _Results()
+        try:
+            await self._process(destination, jobs, owner, results)
+        except Exception:
+            # Free the lanes now rather than at lease expiry.
+            lanes = sorted({job.lane for job in jobs})
+            unsent = sorted(results.unsent - results.decided())
+            await self.store.release(owner, lanes, self.clock(), unsent=unsent)
+            raise
+
+    async def _process(
+        self, destination: str, jobs: Sequence[Job], owner: str, results: _Results
+    ) -> None:
         provider = self.providers[destination]
-        results = _Results([], [], [], [])
         routes = self.routes()
         live: list[tuple[Job, Route]] = []
         for job in jobs:
@@ -205,9 +226,15 @@ class Deliverer:
                 self._failure_ack(job, route, AmbiguousError("delivery outcome unknown"), results)
             else:
                 live.append((job, route))
-        live = _defer_references(live)
-        if live:
-            await self.store.mark_sending([job.id for job, _ in live], self.clock())
+        results.unsent.update(job.id for job, _ in live)
+        live, cut = _defer_references(live)
+        if cut:
+            # Unmarked before the sends, not after: were the process to die during the call,
+            # a cut job left marked would be parked as ambiguous though never sent. Cuts are
+            # rare, and this costs no more than the separate mark before every send did.
+            unmark = [job.id for job, _ in cut]
+            await self.store.release(owner, [], self.clock(), unsent=unmark)
+            results.unsent.difference_update(unmark)
         blocked: set[str] = set()
         # Most batches finish long before a lease runs low: a timer, not a task, until then.
         keepers: list[asyncio.Task[None]] = []
@@ -263,6 +290,8 @@ class Deliverer:
         if not prepared:
             return
         items = [item for _, _, item in prepared]
+        # From here on the provider may act on them: their mark stays, whatever happens.
+        results.unsent.difference_update(job.id for job, _, _ in prepared)
         try:
             if kind == "send":
                 outcomes = await provider.send(items)  # type: ignore[arg-type]
@@ -477,12 +506,14 @@ class Deliverer:
         await self.store.finish(results.finished, owner, now)
         # A lease ends by itself once every job it handed out is finished, retried or
         # dead-lettered; only lanes with jobs left untouched (cut, blocked) need a release.
-        decided = {f.job_id for f in results.finished}
-        decided.update(job.id for job, _ in results.dead)
-        decided.update(job.id for job, _, _ in results.retries)
-        undecided = sorted({job.lane for job in jobs if job.id not in decided})
-        if undecided:
-            await self.store.release(owner, undecided, now)
+        # The cut jobs lost their mark already; the blocked ones (acks and statuses behind a
+        # retry in their lane, never handed to a provider) lose it here.
+        decided = results.decided()
+        untouched = sorted({job.lane for job in jobs if job.id not in decided})
+        if untouched:
+            blocked = sorted(results.unsent - decided)
+            await self.store.release(owner, untouched, now, unsent=blocked)
+            results.unsent.clear()
         by_id = {job.id: job for job in jobs}
         for finished in results.finished:
             job = by_id[finished.job_id]
@@ -503,18 +534,23 @@ class Deliverer:
                 self.wake(followup.destination)
 
 
-def _defer_references(live: list[tuple[Job, Route]]) -> list[tuple[Job, Route]]:
+def _defer_references(
+    live: list[tuple[Job, Route]],
+) -> tuple[list[tuple[Job, Route]], list[tuple[Job, Route]]]:
     """Cut each lane before a send that refers to a message sent earlier in this claim.
 
     Quotes, edits and deletes are translated through the id map, which gets the earlier
-    message's row only when this batch is recorded. The cut jobs are left untouched (not
-    marked sending), so they are claimed again as soon as the lane is released.
+    message's row only when this batch is recorded. Returns the jobs kept and those cut;
+    the caller takes the claim's mark off the cut jobs, and they are claimed again as soon
+    as the lane is released.
     """
     kept: list[tuple[Job, Route]] = []
+    dropped: list[tuple[Job, Route]] = []
     sent: dict[str, set[str]] = {}
     cut: set[str] = set()
     for job, route in live:
         if job.lane in cut:
+            dropped.append((job, route))
             continue
         event = job.payload.get("event", {}) if isinstance(job.payload, dict) else {}
         if job.kind == "send" and isinstance(event, dict):
@@ -522,11 +558,12 @@ def _defer_references(live: list[tuple[Job, Route]]) -> list[tuple[Job, Route]]:
             refers = event.get("quoted_native_id") if is_message else event.get("native_id")
             if refers is not None and refers in sent.get(job.lane, ()):
                 cut.add(job.lane)
+                dropped.append((job, route))
                 continue
             if is_message:
                 sent.setdefault(job.lane, set()).add(str(event.get("native_id")))
         kept.append((job, route))
-    return kept
+    return kept, dropped
 
 
 _NOTE_SENDER = Sender(id="gateway", name="Gateway")

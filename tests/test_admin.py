@@ -119,9 +119,9 @@ async def make_dead(
     [job_id] = await store.enqueue([job], now=dead_at - 5)
     claimed = await store.claim(destination, "test", 100, 30.0, now=dead_at - 1)
     assert job_id in [j.id for j in claimed]
-    await store.mark_sending([job_id], now=dead_at - 1)
     await store.dead_letter(job_id, "test", "PermanentError: 470 window closed", now=dead_at)
-    await store.release("test", [j.lane for j in claimed if j.id != job_id], now=dead_at)
+    others = [j for j in claimed if j.id != job_id]
+    await store.release("test", [j.lane for j in others], dead_at, [j.id for j in others])
     return job_id
 
 

@@ -38,7 +38,8 @@ class NewJob:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job as stored. `sending_since` is set while an attempt may be in flight."""
+    """A job as stored. `sending_since` is set from the claim of an attempt until its outcome
+    is recorded: set at claim time, it means an earlier attempt may have sent the job."""
 
     id: int
     kind: JobKind
@@ -156,11 +157,14 @@ class Store(ABC):
         every job it handed out is finished or dead-lettered, one of them is retried (the rest
         then wait behind it), or it is released or expires: finishing a prefix job by job
         never lets another worker into the lane while the next job may be in flight.
-        """
 
-    @abstractmethod
-    async def mark_sending(self, job_ids: Sequence[int], now: float) -> None:
-        """Record that an attempt starts now (counts it, sets `sending_since`)."""
+        In the same transaction every job handed out is marked as attempted: `attempts` goes
+        up by one and `sending_since` becomes `now`, so a crash at any point after the claim
+        leaves it looking possibly sent. The returned `Job`s carry the values from *before*
+        that mark: `sending_since` set means an earlier attempt may have sent the job, and
+        `attempts` counts the attempts before this one. A job the caller then does not hand
+        to a provider gets its mark back off through `release(..., unsent=...)`.
+        """
 
     @abstractmethod
     async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
@@ -185,8 +189,18 @@ class Store(ABC):
         """Extend `owner`'s leases of `lanes` to `until` (a long call must keep its lanes)."""
 
     @abstractmethod
-    async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
-        """Give back lane leases without finishing anything (shutdown, unprocessed jobs)."""
+    async def release(
+        self, owner: str, lanes: Sequence[str], now: float, unsent: Sequence[int] = ()
+    ) -> None:
+        """Give back lane leases without finishing anything (shutdown, unprocessed jobs).
+
+        `unsent` are ids of jobs that were claimed but never handed to a provider: in the
+        same transaction, their claim's mark comes off (`attempts` down by one,
+        `sending_since` cleared), so they are not taken for possibly sent. Only jobs still
+        ready and marked are touched, and only while no other owner leases their lane (a
+        new claim's mark is someone else's attempt); so undoing twice is harmless. `lanes`
+        may be empty, to undo marks and keep the leases.
+        """
 
     @abstractmethod
     async def next_due(self, destination: str, now: float) -> float | None:

@@ -317,7 +317,6 @@ class StoreContract:
     ) -> None:
         a0, a1, b0 = await store.enqueue([job("a", 0), job("a", 1), job("b", 0)], NOW)
         await store.claim("crm", "w1", 10, 600, NOW)
-        await store.mark_sending([a0], NOW)
         await store.retry(a0, "w1", NOW + 60, "timeout", NOW + 1)
         await store.finish([Finished(b0)], "w1", NOW + 1)
         assert await store.claim("crm", "w2", 10, LEASE, NOW + 59) == []
@@ -330,20 +329,59 @@ class StoreContract:
         )
         assert ids(await store.claim("crm", "w2", 10, LEASE, NOW + 60)) == [a0, a1]
 
-    async def test_mark_sending_counts_attempts(self, store: Store) -> None:
+    async def test_claim_marks_what_it_hands_out_and_returns_it_unmarked(
+        self, store: Store
+    ) -> None:
+        a0, a1 = await store.enqueue([job("a", 0), job("a", 1)], NOW)
+        first = await store.claim("crm", "w1", 10, LEASE, NOW)
+        assert [(j.attempts, j.sending_since) for j in first] == [(0, None), (0, None)]
+        found = await store.get_job(a0)
+        assert found is not None and (found.attempts, found.sending_since) == (1, NOW)
+        # The lease expired with the outcome unknown: the next claim sees the attempt.
+        later = NOW + LEASE
+        again = await store.claim("crm", "w2", 10, LEASE, later)
+        assert [(j.id, j.attempts, j.sending_since) for j in again] == [(a0, 1, NOW), (a1, 1, NOW)]
+        found = await store.get_job(a1)
+        assert found is not None and (found.attempts, found.sending_since) == (2, later)
+
+    async def test_a_retried_job_keeps_its_attempts_and_loses_its_mark(self, store: Store) -> None:
         [a0] = await store.enqueue([job("a")], NOW)
         await store.claim("crm", "w1", 10, LEASE, NOW)
-        await store.mark_sending([a0], NOW + 1)
         await store.retry(a0, "w1", NOW + 2, "503", NOW + 1)
-        await store.claim("crm", "w1", 10, LEASE, NOW + 2)
-        await store.mark_sending([a0], NOW + 3)
+        [again] = await store.claim("crm", "w1", 10, LEASE, NOW + 2)
+        assert (again.attempts, again.sending_since) == (1, None)
         found = await store.get_job(a0)
-        assert found is not None and (found.attempts, found.sending_since) == (2, NOW + 3)
+        assert found is not None and (found.attempts, found.sending_since) == (2, NOW + 2)
+
+    async def test_release_takes_the_mark_off_unsent_jobs_only(self, store: Store) -> None:
+        a0, a1, b0 = await store.enqueue([job("a", 0), job("a", 1), job("b", 0)], NOW)
+        await store.claim("crm", "w1", 10, LEASE, NOW)
+        await store.finish([Finished(a0)], "w1", NOW)
+        await store.release("w1", ["a", "b"], NOW, unsent=[a1])
+        claimed = await store.claim("crm", "w2", 10, LEASE, NOW + 1)
+        assert [(j.id, j.attempts, j.sending_since) for j in claimed] == [
+            (a1, 0, None),
+            (b0, 1, NOW),  # not listed: it may have been sent
+        ]
+        # Without lanes, the marks come off and the leases stay; twice is the same as once.
+        for _ in range(2):
+            await store.release("w2", [], NOW + 1, unsent=[a1])
+        assert await store.claim("crm", "w3", 10, LEASE, NOW + 1) == []
+        found = [await store.get_job(a1), await store.get_job(b0)]
+        assert [(j.attempts, j.sending_since) for j in found if j] == [(0, None), (2, NOW + 1)]
+
+    async def test_release_leaves_the_mark_of_another_owners_claim(self, store: Store) -> None:
+        [a0] = await store.enqueue([job("a")], NOW)
+        await store.claim("crm", "w1", 10, LEASE, NOW)
+        later = NOW + LEASE
+        await store.claim("crm", "w2", 10, LEASE, later)  # w1's lease ran out meanwhile
+        await store.release("w1", ["a"], later, unsent=[a0])
+        found = await store.get_job(a0)
+        assert found is not None and (found.attempts, found.sending_since) == (2, later)
 
     async def test_dead_letter_parks_the_job_and_the_lane_proceeds(self, store: Store) -> None:
         a0, a1 = await store.enqueue([job("a", 0), job("a", 1)], NOW)
         await store.claim("crm", "w1", 10, LEASE, NOW)
-        await store.mark_sending([a0], NOW)
         await store.dead_letter(a0, "w1", "invalid number", NOW + 5)
         dead = await store.get_job(a0)
         assert dead is not None
@@ -378,7 +416,6 @@ class StoreContract:
     async def test_replay_puts_a_dead_job_back_at_the_tail_of_its_lane(self, store: Store) -> None:
         a0, a1, a2 = await store.enqueue([job("a", 0), job("a", 1), job("a", 2)], NOW)
         await store.claim("crm", "w1", 1, LEASE, NOW)
-        await store.mark_sending([a0], NOW)
         await store.dead_letter(a0, "w1", "rejected", NOW + 1)
         assert await store.replay(job_ids=[a0], now=NOW + 100) == 1
         assert await store.get_job(a0) is None  # it lives on under a new id

@@ -197,15 +197,6 @@ class PostgresStore(Store):
     ) -> list[Job]:
         return await self._run(lambda c: q.claim(c, destination, owner, limit, lease_seconds, now))
 
-    async def mark_sending(self, job_ids: Sequence[int], now: float) -> None:
-        ids = list(job_ids)
-        if ids:
-            await self._execute(
-                "UPDATE jobs SET attempts = attempts + 1, sending_since = %s"
-                " WHERE id = ANY(%s::bigint[])",
-                (now, ids),
-            )
-
     async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
         rows = [
             (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
@@ -231,10 +222,14 @@ class PostgresStore(Store):
         if names:
             await self._run(lambda c: q.renew(c, owner, names, until))
 
-    async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
-        names = list(lanes)
-        if names:
-            self._announce(await self._run(lambda c: q.release(c, owner, names)))
+    async def release(
+        self, owner: str, lanes: Sequence[str], now: float, unsent: Sequence[int] = ()
+    ) -> None:
+        names, ids = list(lanes), list(unsent)
+        if names or ids:
+            self._announce(
+                await self._run(lambda c: q.release(c, owner, names, ids), transaction=bool(ids))
+            )
 
     async def next_due(self, destination: str, now: float) -> float | None:
         return await self._run(lambda c: q.next_due(c, destination))

@@ -5,9 +5,10 @@ caches the head (lowest ready id) with the head's `available_at`, and carries th
 What changes with several processes:
 
 * `claim` is one statement: it locks due, unleased lanes with `FOR UPDATE SKIP LOCKED` (two
-  claimers never wait for, nor share, a lane), reads each lane's prefix and leases the lanes
-  that got jobs. An expired lease is simply a due lane, so a dead process's lanes are taken
-  over by whoever claims next; nothing frees leases at start.
+  claimers never wait for, nor share, a lane), reads each lane's prefix, leases the lanes
+  that got jobs and marks the jobs as attempted (returning them as they were before). An
+  expired lease is simply a due lane, so a dead process's lanes are taken over by whoever
+  claims next; nothing frees leases at start.
 * Every other writer locks a lane's row *before* reading the lane's jobs in a later
   statement (read committed: each statement sees what committed before it started). Ingest
   inserts its jobs and then upserts the lane row in the same statement, which locks the row.
@@ -88,8 +89,18 @@ CLAIM = (
     " LIMIT %(limit)s) AS j ORDER BY j.id LIMIT %(limit)s),"
     " leased AS (UPDATE lanes SET lease_owner = %(owner)s, lease_until = %(until)s,"
     " claimed_through = t.last FROM (SELECT lane, max(id) AS last FROM taken GROUP BY lane)"
-    " AS t WHERE lanes.lane = t.lane)"
+    " AS t WHERE lanes.lane = t.lane),"
+    " marked AS (UPDATE jobs SET attempts = jobs.attempts + 1, sending_since = %(now)s"
+    " FROM taken WHERE jobs.id = taken.id AND jobs.state = 'ready')"
     f" SELECT {COLUMNS} FROM taken ORDER BY id"
+)
+# Jobs claimed but never sent lose their claim's mark, unless their lane was claimed again
+# by someone else (then the mark is that claim's); the caller locked those lanes first.
+_UNMARK = (
+    "UPDATE jobs SET attempts = attempts - 1, sending_since = NULL"
+    " WHERE id = ANY(%s::bigint[]) AND state = 'ready' AND sending_since IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM lanes WHERE lanes.lane = jobs.lane"
+    " AND lanes.lease_owner <> %s)"
 )
 
 
@@ -215,8 +226,22 @@ async def renew(conn: Conn, owner: str, lanes: Sequence[str], until: float) -> N
     )
 
 
-async def release(conn: Conn, owner: str, lanes: Sequence[str]) -> set[str]:
-    """Free `owner`'s leases of `lanes`; returns the destinations of the lanes freed."""
+async def release(
+    conn: Conn, owner: str, lanes: Sequence[str], unsent: Sequence[int] = ()
+) -> set[str]:
+    """Free `owner`'s leases of `lanes` and undo the marks of `unsent`; returns the
+    destinations of the lanes freed. With `unsent`, run it in a transaction."""
+    if unsent:
+        ids = sorted(set(unsent))
+        cursor = await conn.execute(
+            "SELECT DISTINCT lane FROM jobs WHERE id = ANY(%s::bigint[])", (ids,)
+        )
+        # Locked before the jobs are read, so no claim takes these lanes (and marks their
+        # jobs) between the lease check and the update.
+        await lock_lanes(conn, [*lanes, *(row[0] for row in await cursor.fetchall())])
+        await conn.execute(_UNMARK, (ids, owner))
+    if not lanes:
+        return set()
     cursor = await conn.execute(
         f"UPDATE lanes SET {_FREE} WHERE lane = ANY(%s::text[])"  # noqa: S608
         " AND lease_owner = %s RETURNING destination",

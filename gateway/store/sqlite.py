@@ -121,10 +121,6 @@ class SQLiteStore(Store):
     ) -> list[Job]:
         return await self._run(lambda c: q.claim(c, destination, owner, limit, lease_seconds, now))
 
-    async def mark_sending(self, job_ids: Sequence[int], now: float) -> None:
-        ids = list(job_ids)
-        await self._run(lambda c: q.mark_sending(c, ids, now))
-
     async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
         rows = [
             (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
@@ -144,9 +140,11 @@ class SQLiteStore(Store):
         names = list(lanes)
         await self._run(lambda c: q.renew(c, owner, names, until))
 
-    async def release(self, owner: str, lanes: Sequence[str], now: float) -> None:
-        names = list(lanes)
-        await self._run(lambda c: q.release(c, owner, names))
+    async def release(
+        self, owner: str, lanes: Sequence[str], now: float, unsent: Sequence[int] = ()
+    ) -> None:
+        names, ids = list(lanes), list(unsent)
+        await self._run(lambda c: q.release(c, owner, names, ids))
 
     async def next_due(self, destination: str, now: float) -> float | None:
         return await self._run(lambda c: q.next_due(c, destination))

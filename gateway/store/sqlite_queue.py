@@ -8,7 +8,9 @@ on how many jobs it hands out, not on the size of the backlog.
 
 A lease covers the prefix a claim handed out (`claimed_through`) and ends when all of it is
 finished, retried or dead-lettered, so a caller finishing jobs one by one never lets a
-second worker into a lane whose next job it is still sending.
+second worker into a lane whose next job it is still sending. The claim also marks what it
+hands out as attempted (`attempts`, `sending_since`) in the same transaction; `release`
+takes the mark back off jobs the caller never sent.
 
 Lane names are global (the pipeline builds them from route, destination and conversation):
 a lane's row takes the destination of the job that created it.
@@ -114,14 +116,13 @@ def claim(
         "UPDATE lanes SET lease_owner = ?, lease_until = ?, claimed_through = ? WHERE lane = ?",
         [(owner, now + lease_seconds, last, lane) for lane, last in claimed_through.items()],
     )
-    return [job_from_row(row) for row in rows]
-
-
-def mark_sending(connection: sqlite3.Connection, job_ids: Sequence[int], now: float) -> None:
+    # The attempt is recorded with the claim (one commit before the provider call, not two);
+    # the rows read above, from before this mark, are what the caller gets.
     connection.executemany(
         "UPDATE jobs SET attempts = attempts + 1, sending_since = ? WHERE id = ?",
-        [(now, job_id) for job_id in job_ids],
+        [(now, row[0]) for row in rows],
     )
+    return [job_from_row(row) for row in rows]
 
 
 def finish(
@@ -192,7 +193,19 @@ def renew(connection: sqlite3.Connection, owner: str, lanes: Sequence[str], unti
     )
 
 
-def release(connection: sqlite3.Connection, owner: str, lanes: Sequence[str]) -> None:
+def release(
+    connection: sqlite3.Connection,
+    owner: str,
+    lanes: Sequence[str],
+    unsent: Sequence[int] = (),
+) -> None:
+    # A lane leased by another owner was claimed again since: the mark is that claim's.
+    connection.executemany(
+        "UPDATE jobs SET attempts = attempts - 1, sending_since = NULL"
+        " WHERE id = ? AND state = 'ready' AND sending_since IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM lanes WHERE lanes.lane = jobs.lane AND lanes.lease_owner <> ?)",
+        [(job_id, owner) for job_id in unsent],
+    )
     connection.executemany(
         f"UPDATE lanes SET {_FREE} WHERE lane = ? AND lease_owner = ?",  # noqa: S608 (constant)
         [(lane, owner) for lane in lanes],
