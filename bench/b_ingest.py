@@ -4,6 +4,12 @@ wrk (Debian's package) loads the gateway's webhook (`gateway run`, durable commi
 the 2xx, delivery workers running against the `crm` fake) and a bare Starlette endpoint
 that only parses the same body, one after the other in each repetition, same uvicorn
 settings, same connections. Every 2xx the gateway gave must be an event in its store.
+
+Between the two, the `floor` server (`bench.servers`): the bare endpoint plus one write
+of the parsed body through the gateway's own SQLite store before answering, and nothing
+else. It is the ceiling of any gateway that commits before its 2xx on this store, so the
+target can be read against what durability alone costs on the same machine in the same
+run.
 """
 
 from __future__ import annotations
@@ -33,7 +39,12 @@ def _bench(
     seconds = 5 if quick else 10
     connections = 32
     runs: list[dict[str, Any]] = []
-    with c.workspace(name) as work, c.server("bare", work) as bare, c.server("crm", work) as crm:
+    with (
+        c.workspace(name) as work,
+        c.server("bare", work) as bare,
+        c.server("floor", work, "--db", str(work / "floor.db")) as floor,
+        c.server("crm", work) as crm,
+    ):
         for rep in range(reps):
             base = c.wrk(
                 bare.url + path,
@@ -41,6 +52,13 @@ def _bench(
                 connections=connections,
                 seconds=seconds,
                 args=script_args(work, f"bare{rep}"),
+            )
+            durable = c.wrk(
+                floor.url + path,
+                script,
+                connections=connections,
+                seconds=seconds,
+                args=script_args(work, f"floor{rep}"),
             )
             rundir = work / f"rep{rep}"
             rundir.mkdir()
@@ -68,6 +86,9 @@ def _bench(
                     "gateway_p50_ms": result.latency_ms.get("p50"),
                     "gateway_p99_ms": result.latency_ms.get("p99"),
                     "ratio": result.rps / base.rps,
+                    "floor_rps": durable.rps,
+                    "floor_p99_ms": durable.latency_ms.get("p99"),
+                    "floor_ratio": durable.rps / base.rps,
                     "accepted": accepted,
                     "non_2xx": result.non_2xx,
                     "socket_errors": result.errors,
@@ -82,6 +103,9 @@ def _bench(
         "gateway_rps": c.summary([r["gateway_rps"] for r in runs]),
         "bare_rps": c.summary([r["bare_rps"] for r in runs]),
         "gateway_p99_ms": c.summary([r["gateway_p99_ms"] for r in runs]),
+        "floor_ratio": c.summary([r["floor_ratio"] for r in runs]),
+        "floor_rps": c.summary([r["floor_rps"] for r in runs]),
+        "floor_p99_ms": c.summary([r["floor_p99_ms"] for r in runs]),
         "missing": sum(r["missing"] for r in runs),
         "non_2xx": sum(r["non_2xx"] for r in runs),
         "setup": f"wrk -t2 -c{connections} -d{seconds}s, {reps} repetitions, "

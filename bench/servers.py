@@ -1,8 +1,10 @@
-"""The processes a benchmark talks to: `python -m bench.servers {bare,crm,portal} --port N`.
+"""The processes a benchmark talks to: `python -m bench.servers KIND --port N`.
 
 * `bare`: the framework's own limit, a Starlette endpoint that only parses the body (JSON
   or a form, like the webhook it stands beside) and answers; same uvicorn settings as
   `gateway run` (uvloop, httptools, access log off as `gateway run` has it by default).
+* `floor`: `bare` plus a durable write of each body through the gateway's own SQLite store
+  before the answer (`--db FILE`): the least a gateway that commits before its 2xx must do.
 * `crm`: the `test-crm` provider's protocol (`gateway.testing.providers`), recording when
   each item arrived, so latency is measured where the message lands.
 * `portal`: `gateway_bitrix24.fake.FakePortal` with the connector active on line 1 and its
@@ -49,6 +51,48 @@ def bare_app() -> Starlette:
             Route("/_ready", _ready),
             Route("/webhooks/{instance}/{subpath:path}", webhook, methods=["POST"]),
         ]
+    )
+
+
+def floor_app(db: str) -> Starlette:
+    """The bare endpoint plus the one thing a gateway may not skip: a durable write.
+
+    Each webhook's parsed body becomes one event row through the gateway's own store
+    (`SQLiteStore.ingest`: the writer thread, group commit, WAL, `synchronous=FULL`), no
+    jobs, no delivery, before the answer: the least any "commit before 2xx" gateway does.
+    """
+    from contextlib import asynccontextmanager
+
+    from gateway.store.base import IngestItem
+    from gateway.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    keys = itertools.count(1)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> Any:
+        await store.open()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            parsed: Any = orjson.loads(body)
+        else:
+            parsed = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        item = IngestItem(instance="floor", dedupe_key=str(next(keys)), event=parsed, jobs=[])
+        ids = await store.ingest([item], time.time())
+        return JSONResponse({"ok": True, "accepted": len(ids), "duplicates": 0})
+
+    return Starlette(
+        routes=[
+            Route("/_ready", _ready),
+            Route("/webhooks/{instance}/{subpath:path}", webhook, methods=["POST"]),
+        ],
+        lifespan=lifespan,
     )
 
 
@@ -167,13 +211,16 @@ def portal_app(port: int, rate: float, burst: int) -> Starlette:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["bare", "crm", "portal"])
+    parser.add_argument("kind", choices=["bare", "floor", "crm", "portal"])
+    parser.add_argument("--db", default="floor.db", help="the floor server's SQLite file")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--burst", type=int, default=50)
     args = parser.parse_args()
     if args.kind == "bare":
         app = bare_app()
+    elif args.kind == "floor":
+        app = floor_app(args.db)
     elif args.kind == "crm":
         app = crm_app()
     else:
@@ -186,7 +233,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_level="info" if args.kind == "bare" else "warning",
+        log_level="info" if args.kind in ("bare", "floor") else "warning",
     )
 
 
