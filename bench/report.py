@@ -123,6 +123,22 @@ def _latency(r: dict[str, Any]) -> list[Row]:
             f"duplicates {r['duplicates']}",
             _met(r["p99_ms"]["median"] <= 50 and r["lost"] == 0),
         ),
+        *_light(r),
+    ]
+
+
+def _light(r: dict[str, Any]) -> list[Row]:
+    if "light_p50_ms" not in r:
+        return []
+    return [
+        (
+            "4. … the same at 250 msg/s (no queueing: what one message costs)",
+            "(reference)",
+            f"p50 {_s(r['light_p50_ms'], '{:.1f}', ' ms')}, "
+            f"p99 {_s(r['light_p99_ms'], '{:.1f}', ' ms')}; webhook p99 at 1,000 msg/s: "
+            f"{_s(r['webhook_p99_ms'], '{:.0f}', ' ms')}",
+            "shown",
+        )
     ]
 
 
