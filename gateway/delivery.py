@@ -105,17 +105,19 @@ class Deliverer:
         # up to its batch size and the other slots would only claim nothing.
         self._wakeups: dict[str, list[asyncio.Event]] = {name: [] for name in providers}
         self._armed: dict[str, list[asyncio.Event]] = {name: [] for name in providers}
+        # Per destination, one poller keeps the clock (next due time); see `_poll`.
+        self._pokes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in providers}
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
     def wake(self, destination: str | None = None) -> None:
-        """Tell a slot of `destination` (or every slot of every destination) that work is
-        waiting. With no slot armed, all of them are delivering and each claims again when
-        done, after the commit this wake follows, so nothing is missed."""
+        """Tell a slot of `destination` that work is waiting (with no destination: have
+        every destination's poller look at once). With no slot armed, all of them are
+        delivering and each claims again when done, after the commit this wake follows, so
+        nothing is missed."""
         if destination is None:
-            for events in self._wakeups.values():
-                for event in events:
-                    event.set()
+            for poke in self._pokes.values():
+                poke.set()
         elif armed := self._armed.get(destination):
             armed.pop().set()
 
@@ -134,6 +136,8 @@ class Deliverer:
                 self._wakeups[name].append(wakeup)
                 task = asyncio.create_task(self._slot(name, owner, wakeup), name=f"deliver:{owner}")
                 self._tasks.append(task)
+            poller = asyncio.create_task(self._poll(name), name=f"deliver:{self.owner}/{name}")
+            self._tasks.append(poller)
 
     async def stop(self) -> None:
         self._running = False
@@ -145,8 +149,18 @@ class Deliverer:
             events.clear()
 
     async def _slot(self, destination: str, owner: str, wakeup: asyncio.Event) -> None:
+        """Claim and deliver while there is work; then wait to be woken (by new work, by
+        the poller when something falls due, or by a slot that filled its batch).
+
+        A slot starts asleep: claiming at once from every slot of every destination would
+        be `concurrency` store calls per destination before the first webhook (8,000 with
+        1,000 channels); the poller's first look wakes one where work is due.
+        """
         armed = self._armed[destination]
+        poke = self._pokes[destination]
         limit = max(1, self.providers[destination].capabilities.max_batch)
+        armed.append(wakeup)
+        await wakeup.wait()
         while self._running:
             wakeup.clear()
             # Armed before the claim: a wake from here on is either seen by this claim or
@@ -166,7 +180,10 @@ class Deliverer:
                         self.wake(destination)
                     await self.process(destination, jobs, owner)
                     continue
-                await self._wait(destination, wakeup)
+                # Nothing due for this slot: the poller learns the next due time (a retry
+                # just recorded, a lease running out) and wakes a slot then.
+                poke.set()
+                await wakeup.wait()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -174,13 +191,37 @@ class Deliverer:
                 log.exception("delivery slot for %s failed; retrying", destination)
                 await self._sleep(wakeup, self.poll_interval)
 
-    async def _wait(self, destination: str, wakeup: asyncio.Event) -> None:
-        now = self.clock()
-        due = await self.store.next_due(destination, now)
-        timeout = self.poll_interval
-        if due is not None and due > now:
-            timeout = min(timeout, due - now)
-        await self._sleep(wakeup, timeout)
+    async def _poll(self, destination: str) -> None:
+        """Wake a slot of `destination` when its earliest lane falls due.
+
+        One per destination rather than a timer per slot: idle slots cost nothing, where
+        each used to ask the store every `poll_interval` (1,000 channels x 8 slots kept an
+        idle gateway at half a core). Asked again when a slot finds nothing to claim (the
+        due time may have moved) and at least every `poll_interval`, which also covers
+        leases of a crashed process running out and work added by others.
+        """
+        poke = self._pokes[destination]
+        while self._running:
+            poke.clear()
+            timeout = self.poll_interval
+            try:
+                now = self.clock()
+                due = await self.store.next_due(destination, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the next due time of %s failed", destination)
+                due = None
+            if due is not None:
+                if due <= now:
+                    self.wake(destination)
+                    # The claim that follows takes what is due; don't ask again until a
+                    # slot reports back (or the interval passes).
+                else:
+                    timeout = min(timeout, due - now)
+            await self._sleep(poke, timeout)
+            # A burst of empty claims pokes many times: one look per loop turn is enough.
+            await asyncio.sleep(0)
 
     @staticmethod
     async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:

@@ -57,7 +57,8 @@ async def test_a_message_wakes_one_slot_not_all(tmp_path: Path) -> None:
         store.claim = counting_claim  # type: ignore[method-assign]
         for n in range(MESSAGES + 1):
             if n == 1:
-                # The first message waited for the claims every slot makes when it starts.
+                # Counted from the second message on: the first one's claims include the
+                # poller's first look at the store.
                 claims.clear()
             message = {"id": f"m{n}", "chat": f"c{n}", "from": f"c{n}", "text": f"hello {n}"}
             response = await h.client.post(
@@ -67,7 +68,6 @@ async def test_a_message_wakes_one_slot_not_all(tmp_path: Path) -> None:
             await crm.wait_count(n + 1)
     assert crm.texts() == [f"hello {n}" for n in range(MESSAGES + 1)]
     # Per message: the claim that took it and, at most, the woken slot's next (empty) one;
-    # plus, on a loaded machine, start-up claims of slots that had not run yet at the clear.
     # Waking every slot would have cost SLOTS claims per message (40 here).
     # A claim that fills its batch (here, 1 job) also rouses one more slot, which may find
     # nothing: at most three claims per message.
