@@ -97,6 +97,9 @@ def _refuse(problems: Sequence[ConfigProblem], what: str, secrets: Iterable[str]
     return EXIT_USAGE
 
 
+MAX_LOGGED_HINTS = 3
+
+
 def _hints(settings: GatewaySettings, host: PluginHost) -> list[str]:
     """Secrets written into the main settings file, which tends to end up in git."""
     main = settings.sources.get("")
@@ -106,7 +109,8 @@ def _hints(settings: GatewaySettings, host: PluginHost) -> list[str]:
         secret = cls.secret_settings if cls else frozenset()
         keys += [f"{inst.kind}s.{inst.name}.{k}" for k in sorted(secret & inst.options.keys())]
     return [
-        f"{main}: {key} is a secret: move it to .secrets.toml or "
+        # No "secret:" here: the log redactor would mask the word after it.
+        f"{main}: {key} is a secret; move it to .secrets.toml or "
         f"GATEWAY_{key.upper().replace('.', '__')}"
         for key in keys
         if settings.origin(key) == main
@@ -121,8 +125,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(
         settings.log_level, settings.log_format, secret_values(settings, host.providers)
     )
-    for hint in _hints(settings, host):
+    hints = _hints(settings, host)
+    for hint in hints[:MAX_LOGGED_HINTS]:
         log.warning(hint)
+    if len(hints) > MAX_LOGGED_HINTS:
+        # A thousand channels with inline tokens would be a thousand lines at every start.
+        log.warning(
+            "%d more secrets are written in %s; `gateway check` lists them",
+            len(hints) - MAX_LOGGED_HINTS,
+            settings.sources.get(""),
+        )
     if not settings.admin_token:
         log.info("admin API off: set [admin] token in .secrets.toml or GATEWAY_ADMIN__TOKEN")
     if args.workers > 1:

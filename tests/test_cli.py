@@ -257,6 +257,38 @@ def test_run_serves_the_app_with_uvicorn(
     assert ("/x?token=***" in err) is (access_log == "true")
 
 
+def test_run_logs_a_few_inline_secrets_then_a_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    channels = "".join(
+        f'[channels.wa{n}]\nprovider = "fakechat"\nbase_url = "https://api.example.com"\n'
+        f'token = "inline-token-{n}"\n'
+        for n in range(2, 7)
+    )
+    path = tmp_path / "settings.toml"
+    path.write_text(GOOD.replace("[crms.b24]", channels + "[crms.b24]"))
+    (tmp_path / ".secrets.toml").write_text(SECRETS)
+
+    class Server:
+        def __init__(self, config: Any) -> None:
+            self.started = True
+
+        def run(self) -> None:
+            pass
+
+    runtime = types.SimpleNamespace(Gateway=lambda settings, host: None)
+    app = types.SimpleNamespace(create_app=lambda gateway: "app")
+    monkeypatch.setitem(sys.modules, "gateway.runtime", runtime)
+    monkeypatch.setitem(sys.modules, "gateway.app", app)
+    monkeypatch.setattr(cli.uvicorn, "Server", Server)
+    assert cli.main(["run", "--settings", str(path)]) == 0
+    err = capsys.readouterr().err
+    named = re.findall(r"channels\.wa\d\.token is a secret; move it to \.secrets\.toml", err)
+    assert len(named) == cli.MAX_LOGGED_HINTS
+    assert f"2 more secrets are written in {path}" in err
+    assert "inline-token" not in err
+
+
 def test_plugins_lists_providers_and_load_errors(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
