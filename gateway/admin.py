@@ -245,7 +245,7 @@ async def _json_body(request: Request) -> Any:
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
         raise _Invalid("body", "the body must be a JSON object") from None
 
 

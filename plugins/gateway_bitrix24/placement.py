@@ -316,6 +316,6 @@ def _options(raw: Any) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return {str(k).upper(): v for k, v in as_dict(data).items()}

@@ -203,7 +203,7 @@ def _contacts(body: str) -> tuple[Contact, ...]:
         # multi_vcard may come as a JSON list of cards [U].
         try:
             listed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             listed = None
         if isinstance(listed, list):
             cards = [c for c in listed if isinstance(c, str)]

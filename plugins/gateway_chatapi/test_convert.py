@@ -128,6 +128,13 @@ def test_unreadable_location_is_a_note() -> None:
     assert message is not None and message.is_note and "somewhere" in message.text
 
 
+@pytest.mark.parametrize("kind", ["vcard", "multi_vcard"])
+def test_contact_body_nested_past_the_parser_is_a_message_without_contacts(kind: str) -> None:
+    item = {"id": "false_x", "chatId": CHAT, "type": kind, "body": "[" * 60_000}
+    message = parse_message(item, groups=False).message
+    assert message is not None and not message.contacts
+
+
 def test_vcard(fake: FakeChatApi) -> None:
     msg_id = fake.customer_writes(CHAT, kind="vcard", contacts=[("Olga Petrova", "79005556677")])
     message = parse(fake, msg_id)
