@@ -69,6 +69,9 @@ class Limits:
         self.sleep = sleep
         self._buckets: dict[str, Bucket] = {}
         self._paused: dict[tuple[str, str], float] = {}
+        # Methods blocked by a batch answer, which does not say until when: the next call
+        # goes alone, as a plain request, so its answer does (see `probing`).
+        self._probing: set[tuple[str, str]] = set()
 
     def bucket(self, member_id: str) -> Bucket:
         bucket = self._buckets.get(member_id)
@@ -95,10 +98,21 @@ class Limits:
         bucket.saturate()
         return max(bucket.wait_time(), bucket.interval)
 
-    def pause(self, member_id: str, method: str, seconds: float) -> None:
+    def pause(self, member_id: str, method: str, seconds: float, *, probe: bool = False) -> None:
+        """Block `method` for `seconds`; with `probe`, the end is a guess and the next call
+        of the method should be a plain one that learns the real end."""
         until = self.clock() + max(1.0, seconds)
         key = (member_id, method.lower())
         self._paused[key] = max(until, self._paused.get(key, 0.0))
+        if probe:
+            self._probing.add(key)
+
+    def probing(self, member_id: str, method: str) -> bool:
+        return (member_id, method.lower()) in self._probing
+
+    def resume(self, member_id: str, method: str) -> None:
+        """A plain call of `method` succeeded: batch it again."""
+        self._probing.discard((member_id, method.lower()))
 
     def paused_for(self, member_id: str, method: str) -> float | None:
         """Seconds `method` stays blocked on this portal, or None."""

@@ -39,7 +39,7 @@ from .formatting import normalize_phone, quote_bbcode, sanitize_name, whatsapp_t
 from .forms import as_dict, as_items, as_str
 from .packing import Command, Item, pack
 from .records import PortalStore, parse_target
-from .rest import DEFAULT_TIMEOUT, FILES_TIMEOUT, RestClient
+from .rest import BLOCKED_PROBE_AFTER, DEFAULT_TIMEOUT, FILES_TIMEOUT, RestClient
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -135,39 +135,48 @@ class Outbox:
                     if isinstance(exc, TemporaryError):
                         held[chat] = exc
         failed: dict[int, DeliveryError] = {}
+        probed: set[str] = set()
         for request in pack(items, self.messages_per_command):
-            runnable = []
+            runnable: list[Command] = []
+            probes: list[Command] = []
             for command in request:
                 blocked = failed.get(command.line)
                 paused = self.rest.paused_for(member_id, command.method)
+                probing = self.rest.limits.probing(member_id, command.method)
                 if blocked is not None:
                     _fill(outcomes, command, _not_attempted(blocked))
-                elif paused is not None:
+                elif paused is not None or (probing and command.method in probed):
                     pause = Throttled(
                         f"{command.method} is paused by the portal's operation time limit",
                         code="OPERATION_TIME_LIMIT",
-                        retry_after=paused,
+                        retry_after=paused if paused is not None else BLOCKED_PROBE_AFTER,
                     )
                     _fill(outcomes, command, pause)
                     failed[command.line] = pause
+                elif probing:
+                    # Blocked earlier inside a batch, end unknown: one command goes alone,
+                    # so a still-blocked method answers with its own reset time.
+                    probed.add(command.method)
+                    probes.append(command)
                 else:
                     runnable.append(command)
-            if not runnable:
-                continue
-            try:
-                results = await self._execute(member_id, runnable)
-            except DeliveryError as exc:
-                for command in runnable:
-                    await self._apply(member_id, command, exc, outcomes)
-                    failed[command.line] = exc
-                if exc.code in PORTAL_WIDE:
-                    # Nothing else can go to this portal in this round either.
-                    failed = {i.line: exc for i in items}
-                continue
-            for command, result in zip(runnable, results, strict=True):
-                error = await self._apply(member_id, command, result, outcomes)
-                if error is not None:
-                    failed[command.line] = error
+            for group in ([[probe] for probe in probes] + [runnable]) if probes else [runnable]:
+                if not group:
+                    continue
+                try:
+                    results = await self._execute(member_id, group)
+                except DeliveryError as exc:
+                    for command in group:
+                        await self._apply(member_id, command, exc, outcomes)
+                        failed[command.line] = exc
+                    if exc.code in PORTAL_WIDE:
+                        # Nothing else can go to this portal in this round either.
+                        failed = {i.line: exc for i in items}
+                    continue
+                for command, result in zip(group, results, strict=True):
+                    error = await self._apply(member_id, command, result, outcomes)
+                    if error is not None:
+                        failed[command.line] = error
 
     # building ------------------------------------------------------------------------
     async def _prepare(self, member_id: str, index: int, outgoing: Outgoing, line: int) -> Item:

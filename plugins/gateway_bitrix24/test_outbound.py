@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import Throttled
 from gateway.models import Edit, Message, Sender
 from gateway.providers import Outgoing, Route, Sent
 from gateway.settings import settings_from_mapping, validate_instances
@@ -17,6 +18,7 @@ from gateway_bitrix24.fake.state import RestCall
 from gateway_bitrix24.outbound import SEND, UPDATE
 from gateway_bitrix24.packing import MAX_COMMANDS, Command, Item, pack
 from gateway_bitrix24.provider import Bitrix24Provider
+from gateway_bitrix24.rest import BLOCKED_PROBE_AFTER
 from gateway_bitrix24.test_provider import Setup, running
 
 pytestmark = pytest.mark.anyio
@@ -202,3 +204,63 @@ def test_lines_and_files_and_the_command_limit() -> None:
     assert len(first) == MAX_COMMANDS
     assert [i.index for i in first[0].items] == [0, *range(50, 59)]
     assert shape([second]) == [[(0, SEND, [59, 60, 61])]]
+
+
+async def test_a_method_blocked_inside_a_batch_is_probed_with_one_plain_call(
+    tmp_path: Path,
+) -> None:
+    """A blocked command inside a `batch` says nothing of when the block ends (the batch's
+    own `operating_reset_at` is the batch method's window): pause briefly, then send one
+    command alone, whose 429 carries the method's reset time; batch again once it passes."""
+    async with running(tmp_path) as s:
+        await s.install()
+        await s.link()
+        limits = s.provider.rest.limits
+        now = [limits.clock()]
+        limits.clock = lambda: now[0]
+        member = s.portal.member_id
+        batch = customer_batch(s, ["79010000001", "79010000002"], 20)
+        s.portal.faults.block_method(SEND, seconds=600)
+
+        before = len(s.portal.calls)
+        outcomes = await s.provider.send(batch)
+        assert all(isinstance(o, Throttled) for o in outcomes), outcomes
+        assert {o.retry_after for o in outcomes if isinstance(o, Throttled)} == {
+            BLOCKED_PROBE_AFTER
+        }
+        [request] = requests_since(s.portal, before)
+        assert request.method == "batch"
+        assert limits.probing(member, SEND)
+
+        # Still blocked: one command goes alone and learns the real end of the block.
+        now[0] += BLOCKED_PROBE_AFTER + 0.1
+        before = len(s.portal.calls)
+        outcomes = await s.provider.send(batch)
+        assert all(isinstance(o, Throttled) for o in outcomes), outcomes
+        [probe] = requests_since(s.portal, before)
+        assert (probe.method, probe.error) == (SEND, "OPERATION_TIME_LIMIT")
+        paused = limits.paused_for(member, SEND)
+        assert paused is not None and paused > 500
+
+        # The block is over: the probe lands and the method is batched again.
+        s.portal.faults.clear()
+        now[0] += 700
+        before = len(s.portal.calls)
+        outcomes = await s.provider.send(batch)
+        first = [
+            o
+            for o, out in zip(outcomes, batch, strict=True)
+            if out.event.conversation_id == "79010000001"
+        ]
+        rest = [
+            o
+            for o, out in zip(outcomes, batch, strict=True)
+            if out.event.conversation_id != "79010000001"
+        ]
+        assert all(isinstance(o, Sent) for o in first), outcomes
+        assert all(isinstance(o, Throttled) for o in rest), outcomes
+        assert not limits.probing(member, SEND)
+        before = len(s.portal.calls)
+        assert all(isinstance(o, Sent) for o in await s.provider.send(batch))
+        [request] = requests_since(s.portal, before)
+        assert request.method == "batch"  # both chats again, in one request
