@@ -38,7 +38,9 @@ async def run_cloudapi_misbehaviour(
         wa, portal = stack.whatsapp, stack.portal
         chats = stack.customers(conversations)
         posts = 0
-        async with httpx.AsyncClient() as http:
+        # Idle connections dropped well before uvicorn's 5 s keep-alive timeout: a re-post
+        # on a connection the server is closing at that moment fails with ReadError.
+        async with httpx.AsyncClient(limits=httpx.Limits(keepalive_expiry=1.0)) as http:
 
             async def repost(delivery: Any) -> int:
                 response = await http.post(
