@@ -281,8 +281,9 @@ def report(results: dict[str, Any]) -> str:
         "",
         "Where PostgreSQL's time goes: ingest is one statement and one commit per webhook"
         " (SQLite's writer thread shares one commit among every write queued at that moment),"
-        " and a delivery batch costs about a dozen round trips (claim, mark_sending, the"
-        " finish transaction, release), each a network exchange and a psycopg call on the"
+        " and a delivery batch costs about a dozen round trips (the claim, which also"
+        " records the attempt, the finish transaction, release), each a network exchange"
+        " and a psycopg call on the"
         " gateway's event loop, where SQLite's are calls on a local thread. With the server on"
         " the same two cores, that CPU is what the figures measure. The NOTIFY that wakes the"
         " other processes is sent after commit and batched (inside the transaction it would"

@@ -28,16 +28,17 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) per thread name of a process."""
+    """CPU seconds (user + system) per thread of a process: the main thread (the event
+    loop) by that name, the others by thread id (the kernel knows them all as "python")."""
     seconds: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
         except OSError:
             continue
         fields = stat.rpartition(")")[2].split()
-        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / HZ
+        name = "event loop" if int(tid) == pid else f"thread {tid}"
+        seconds[name] = (int(fields[11]) + int(fields[12])) / HZ
     return seconds
 
 
@@ -75,7 +76,7 @@ def threads() -> None:
             )
             sampler.join()
     print(f"gateway: {result.rps:.0f} req/s; CPU % of one core per thread: {shares}")
-    print("(`python` is the event loop; `sqlite ...` the store's writer thread)")
+    print("(the busiest other thread is the SQLite store's writer)")
 
 
 def http_cost() -> None:
