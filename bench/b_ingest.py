@@ -39,6 +39,11 @@ def _bench(
     seconds = 5 if quick else 10
     connections = 32
     runs: list[dict[str, Any]] = []
+
+    def load(url: str, workdir: Path, tag: str) -> c.WrkResult:
+        args = script_args(workdir, tag)
+        return c.wrk(url + path, script, connections=connections, seconds=seconds, args=args)
+
     with (
         c.workspace(name) as work,
         c.server("bare", work) as bare,
@@ -46,31 +51,13 @@ def _bench(
         c.server("crm", work) as crm,
     ):
         for rep in range(reps):
-            base = c.wrk(
-                bare.url + path,
-                script,
-                connections=connections,
-                seconds=seconds,
-                args=script_args(work, f"bare{rep}"),
-            )
-            durable = c.wrk(
-                floor.url + path,
-                script,
-                connections=connections,
-                seconds=seconds,
-                args=script_args(work, f"floor{rep}"),
-            )
+            base = load(bare.url, work, f"bare{rep}")
+            durable = load(floor.url, work, f"floor{rep}")
             rundir = work / f"rep{rep}"
             rundir.mkdir()
             settings = settings_for(rundir, crm.url)
             with c.gateway(settings, rundir) as gw:
-                result = c.wrk(
-                    gw.url + path,
-                    script,
-                    connections=connections,
-                    seconds=seconds,
-                    args=script_args(rundir, f"gw{rep}"),
-                )
+                result = load(gw.url, rundir, f"gw{rep}")
                 rss = gw.rss_peak_mb()
             accepted = result.requests - result.non_2xx
             stored = c.count_rows(
