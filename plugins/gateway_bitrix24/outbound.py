@@ -142,7 +142,7 @@ class Outbox:
             for command in request:
                 blocked = failed.get(command.line)
                 paused = self.rest.paused_for(member_id, command.method)
-                probing = self.rest.limits.probing(member_id, command.method)
+                probing = self.rest.probing(member_id, command.method)
                 if blocked is not None:
                     _fill(outcomes, command, _not_attempted(blocked))
                 elif paused is not None or (probing and command.method in probed):

@@ -118,6 +118,10 @@ class RestClient:
     def paused_for(self, member_id: str, method: str) -> float | None:
         return self.limits.paused_for(member_id, method)
 
+    def probing(self, member_id: str, method: str) -> bool:
+        """`method` was blocked inside a batch: its next call should go alone."""
+        return self.limits.probing(member_id, method)
+
     async def call(
         self,
         member_id: str,
