@@ -70,7 +70,10 @@ async def test_idle_slots_do_not_claim_and_each_destination_looks_once(tmp_path:
                 await asyncio.sleep(0)
         for _ in range(100):
             await asyncio.sleep(0)
-        assert calls == {"next_due": len(destinations)}
+        # No claim at all; one look per destination (two for a poller whose start-up look
+        # came after the counting began), where a timer per slot made SLOTS per destination.
+        assert calls["claim"] == 0
+        assert len(destinations) <= calls["next_due"] <= 2 * len(destinations)
 
         # Work still wakes a slot at once, and only one claim per destination finds it.
         message = {"id": "m1", "chat": "c1", "from": "c1", "text": "hello"}
