@@ -64,6 +64,19 @@ def _provider(portal: FakePortal, params: dict[str, Any]) -> tuple[Connector, in
     return connector, line
 
 
+def _message_call(
+    portal: FakePortal, params: dict[str, Any], ctx: CallContext, *, strict: bool
+) -> tuple[Connector, int, list[dict[str, Any]]]:
+    """The checks every `imconnector.*.messages` / `send.status.*` call makes, in the
+    portal's order: app auth, required fields, the messages, then connector and line."""
+    require_app(ctx)
+    p = upper_keys(params)
+    _require(p, "CONNECTOR", "LINE", "MESSAGES")
+    items = _messages(p, strict=strict)
+    connector, line = _provider(portal, p)
+    return connector, line, items
+
+
 def _messages(params: dict[str, Any], *, strict: bool) -> list[dict[str, Any]]:
     messages = deep_keys(params["MESSAGES"], upper=False)
     items = as_list(messages)
@@ -241,11 +254,7 @@ async def _receive(
 
 
 async def send_messages(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    _require(p, "CONNECTOR", "LINE", "MESSAGES")
-    items = _messages(p, strict=True)
-    connector, line = _provider(portal, p)
+    connector, line, items = _message_call(portal, params, ctx, strict=True)
     results = [await _receive(portal, connector, line, item) for item in items]
     return {"SUCCESS": all(r["SUCCESS"] for r in results), "DATA": {"RESULT": results}}
 
@@ -265,11 +274,7 @@ def _client_messages(
 
 
 async def update_messages(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    _require(p, "CONNECTOR", "LINE", "MESSAGES")
-    items = _messages(p, strict=False)
-    connector, line = _provider(portal, p)
+    connector, line, items = _message_call(portal, params, ctx, strict=False)
     results = []
     for item in items:
         found = _client_messages(portal, connector.id, line, item)
@@ -285,11 +290,7 @@ async def update_messages(portal: FakePortal, params: dict[str, Any], ctx: CallC
 
 
 async def delete_messages(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    _require(p, "CONNECTOR", "LINE", "MESSAGES")
-    items = _messages(p, strict=False)
-    connector, line = _provider(portal, p)
+    connector, line, items = _message_call(portal, params, ctx, strict=False)
     results = []
     for item in items:
         found = _client_messages(portal, connector.id, line, item)
@@ -303,11 +304,7 @@ async def delete_messages(portal: FakePortal, params: dict[str, Any], ctx: CallC
 
 
 async def status_delivery(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    _require(p, "CONNECTOR", "LINE", "MESSAGES")
-    items = _messages(p, strict=False)
-    _provider(portal, p)
+    _, _, items = _message_call(portal, params, ctx, strict=False)
     for item in items:
         # Without `im` Bitrix silently does nothing; the external ids become CONNECTOR_MID.
         target = portal.state.find_message(php_int(_part(item, "im").get("message_id")))
@@ -323,11 +320,7 @@ async def status_delivery(portal: FakePortal, params: dict[str, Any], ctx: CallC
 
 
 async def status_reading(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    _require(p, "CONNECTOR", "LINE", "MESSAGES")
-    _messages(p, strict=False)
-    _provider(portal, p)
+    _message_call(portal, params, ctx, strict=False)
     return {"SUCCESS": True, "DATA": []}
 
 
