@@ -9,7 +9,7 @@ a `Sent`, or a `DeliveryError` (temporary, ambiguous or permanent) for that item
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -174,6 +174,20 @@ class StatusNotice:
 
 
 Outcome = Sent | DeliveryError | None
+
+
+async def send_each(
+    batch: Sequence[Outgoing], send_one: Callable[[Outgoing], Awaitable[Outcome]]
+) -> list[Outcome]:
+    """`send` for an API that takes one message per request: one call per item, in order,
+    a `DeliveryError` raised for an item becoming that item's outcome."""
+    outcomes: list[Outcome] = []
+    for item in batch:
+        try:
+            outcomes.append(await send_one(item))
+        except DeliveryError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 class ProviderState(Protocol):

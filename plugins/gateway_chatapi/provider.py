@@ -34,6 +34,7 @@ from gateway.providers import (
     Sent,
     WebhookRequest,
     WebhookResult,
+    send_each,
 )
 from gateway_chatapi.client import ChatApiClient
 from gateway_chatapi.config import OPTIONAL, REQUIRED, SECRETS, ChatApiConfig, parse_config
@@ -287,13 +288,7 @@ class ChatApiChannel(ChannelProvider):
 
     # outbound --------------------------------------------------------------------------
     async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
-        for item in batch:
-            try:
-                outcomes.append(await self._send_one(item))
-            except DeliveryError as exc:
-                outcomes.append(exc)
-        return outcomes
+        return await send_each(batch, self._send_one)
 
     async def _send_one(self, item: Outgoing) -> Sent:
         parts = plan_send(item)

@@ -60,6 +60,7 @@ from gateway.providers import (
     StatusNotice,
     WebhookRequest,
     WebhookResult,
+    send_each,
 )
 from gateway_cloudapi.account import HEALTH_FIELDS, state_from_health
 from gateway_cloudapi.client import GraphClient
@@ -286,13 +287,7 @@ class CloudApiProvider(ChannelProvider):
 
     # sending -----------------------------------------------------------------------------
     async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
-        for item in batch:
-            try:
-                outcomes.append(await self._send_one(item))
-            except DeliveryError as exc:
-                outcomes.append(exc)
-        return outcomes
+        return await send_each(batch, self._send_one)
 
     async def _send_one(self, item: Outgoing) -> Outcome:
         event = item.event

@@ -36,6 +36,7 @@ from gateway.providers import (
     StatusNotice,
     WebhookRequest,
     WebhookResult,
+    send_each,
 )
 from gateway_greenapi import config as settings
 from gateway_greenapi import outbound
@@ -210,7 +211,7 @@ class GreenApiProvider(ChannelProvider):
 
     # outbound --------------------------------------------------------------------------
     async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
-        return [await self._send_one(item) for item in batch]
+        return await send_each(batch, self._send_one)
 
     async def _send_one(self, item: Outgoing) -> Outcome:
         try:
