@@ -1,0 +1,87 @@
+"""A real browser for tests: Debian's Chromium driven by Playwright, no browser download.
+
+    @pytest.mark.browser
+    async def test_page(browser: Browser) -> None:
+        page = await browser.new_page()
+        await page.goto(url)
+
+Playwright cannot fetch its own browser builds here, so it drives the system Chromium
+(`/usr/bin/chromium`, or `GATEWAY_TEST_CHROMIUM`) through `executable_path`. Without
+Chromium or Playwright the tests that ask for a browser are skipped with one line that says
+how to get them; under CI (CI=true) they fail instead, because CI is where they must run
+(`.ci/run` installs both).
+
+The pytest fixtures live in `gateway.testing.pytest_plugin` (a pytest plugin the test
+suite loads); this module itself does not import pytest, so a script can use `launch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+ENV = "GATEWAY_TEST_CHROMIUM"
+DEFAULT = "/usr/bin/chromium"
+
+#: Headless, sandbox-less (CI runs as root), and silent on the network: no update checks,
+#: no sync, no QUIC, nothing but the pages a test opens.
+ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
+
+def chromium_path() -> str | None:
+    """The Chromium executable to drive, or None when there is none."""
+    configured = os.environ.get(ENV)
+    if configured:
+        return configured if Path(configured).exists() else None
+    if Path(DEFAULT).exists():
+        return DEFAULT
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def missing() -> str | None:
+    """Why no browser test can run here (None when they can), with how to fix it."""
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed: pip install -e '.[test]'"
+    if chromium_path() is None:
+        return (
+            f"Chromium not found at {DEFAULT} (or ${ENV}): apt-get install chromium "
+            "to run the browser tests"
+        )
+    return None
+
+
+@contextlib.asynccontextmanager
+async def launch() -> AsyncIterator[Browser]:
+    """Start headless Chromium; closed (with Playwright's driver) on exit."""
+    from playwright.async_api import async_playwright
+
+    executable = chromium_path()
+    if executable is None:
+        raise RuntimeError(missing() or "Chromium not found")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=list(ARGS), headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
