@@ -46,6 +46,7 @@ from .placement import FormTokens, SettingsPage
 from .records import NEEDS_REINSTALL, UNPAID, PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient
 from .setup import ConnectorSpec, PortalSetup
+from .texts import translator
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -275,7 +276,10 @@ class Bitrix24Provider(CRMProvider):
         if request.method != "POST":
             if subpath == "events":
                 raise BadRequest("events are POSTed", status=405)
-            page = message_page("WhatsChat Gateway", "Open this page from Bitrix24.", status=405)
+            t = translator(request.query.get("LANG"))
+            page = message_page(
+                t.gettext("app.title"), t.gettext("page.open_from_bitrix24"), status=405
+            )
             return WebhookResult(response=page)
         try:
             form = parse_body(request.body, request.headers.get("content-type", ""))
