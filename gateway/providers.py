@@ -229,6 +229,12 @@ class Hub(Protocol):
 
     def webhook_url(self, instance: str, subpath: str = "") -> str: ...
 
+    def conversation_for_phone(self, instance: str, phone: str) -> str:
+        """The conversation id channel `instance` gives the chat with `phone` as a person
+        typed it; `gateway.phones.NotAPhoneNumber` when it is no number, `KeyError` when
+        `instance` is no channel."""
+        ...
+
 
 @dataclass(slots=True)
 class InstanceContext:
@@ -314,6 +320,13 @@ class ChannelProvider(Provider):
     """A messenger account (a WhatsApp number) the customers write to."""
 
     kind: ClassVar[ProviderKind] = "channel"
+
+    def conversation_for_phone(self, phone: str) -> str:
+        """The conversation id of the 1:1 chat with `phone` (international digits, see
+        `gateway.phones.phone_digits`), spelled as this provider's webhooks spell it, so a
+        conversation a CRM starts and the customer's answer share one id. Default: the
+        digits themselves."""
+        return phone
 
 
 class CRMProvider(Provider):

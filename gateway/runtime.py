@@ -31,9 +31,10 @@ from gateway.models import (
     Message,
 )
 from gateway.observe import Observation
+from gateway.phones import phone_digits
 from gateway.planning import plan
 from gateway.plugins import PluginHost
-from gateway.providers import InstanceContext, Provider, ProviderKind, Route
+from gateway.providers import ChannelProvider, InstanceContext, Provider, ProviderKind, Route
 from gateway.settings import GatewaySettings
 from gateway.store import open_store
 from gateway.store.base import Store, StoredRoute
@@ -398,6 +399,12 @@ class Gateway:
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self.store.lookup_by_destination(instance, native_id) is not None
+
+    def conversation_for_phone(self, instance: str, phone: str) -> str:
+        provider = self.instances.get(instance)
+        if not isinstance(provider, ChannelProvider):
+            raise KeyError(f"no channel named {instance!r}")
+        return provider.conversation_for_phone(phone_digits(phone))
 
     def webhook_url(self, instance: str, subpath: str = "") -> str:
         base = f"{self.settings.public_url.rstrip('/')}/webhooks/{instance}"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
+from gateway.phones import phone_digits
+
 PERSON_DOMAIN = "@c.us"
 GROUP_DOMAIN = "@g.us"
 _PHONE_DOMAINS = (PERSON_DOMAIN, "@s.whatsapp.net")
-_PUNCTUATION = re.compile(r"[\s()\-.]")
 _CHAT_ID = re.compile(r"[\w.+:-]+@[\w.-]+\Z")
 _GROUP_ID = re.compile(r"\d+(-\d+)?\Z")
 
@@ -21,20 +22,9 @@ _GROUP_ID = re.compile(r"\d+(-\d+)?\Z")
 def normalize_phone(text: str) -> str:
     """Digits with the country code: `+7 (900) 123-45-67` and `89001234567` -> 79001234567.
 
-    Russian and Kazakh numbers written with the national trunk prefix 8 are never
-    delivered (spec section 0), so they become 7... . Only mobiles (8 9.. in Russia,
-    8 7.. in Kazakhstan) are rewritten: an 11-digit 84... is as likely Vietnamese (+84).
-    A number written with "+" is taken as international and left alone.
+    `gateway.phones.phone_digits`; a `ValueError` (`NotAPhoneNumber`) for what is no number.
     """
-    raw = text.strip()
-    digits = _PUNCTUATION.sub("", raw)
-    international = digits.startswith("+")
-    digits = digits.removeprefix("+")
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
-        raise ValueError(f"{text!r} is not a phone number with a country code")
-    if not international and len(digits) == 11 and digits[:2] in ("89", "87"):
-        digits = "7" + digits[1:]
-    return digits
+    return phone_digits(text)
 
 
 def destination(conversation_id: str) -> dict[str, str]:

@@ -331,6 +331,10 @@ class ChatApiChannel(ChannelProvider):
             del self._recent[next(iter(self._recent))]
 
     # account ---------------------------------------------------------------------------
+    def conversation_for_phone(self, phone: str) -> str:
+        # Webhooks name a person's chat `<digits>@c.us`: the CRM's chat must match it.
+        return f"{phone}@c.us"
+
     async def account_state(self) -> AccountState:
         try:
             data = await self.client.status()

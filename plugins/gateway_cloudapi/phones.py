@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from gateway.errors import PermanentError
+from gateway.phones import national_to_international
 
 _FORMATTING = re.compile(r"[\s()\-.]")
 _PERSON_SUFFIXES = ("@c.us", "@s.whatsapp.net")
@@ -45,7 +46,5 @@ def recipient(conversation_id: str, *, known_wa_id: bool = False) -> str:
         return raw
     if known_wa_id:
         return digits
-    if not international and len(digits) == 11 and digits[0] == "8":
-        # Russia and Kazakhstan write the trunk prefix 8 in place of the country code 7.
-        return "7" + digits[1:]
-    return digits
+    # Russia and Kazakhstan write the trunk prefix 8 in place of the country code 7.
+    return digits if international else national_to_international(digits)

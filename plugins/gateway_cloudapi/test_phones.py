@@ -28,9 +28,11 @@ def test_recipient(given: str, expected: str) -> None:
 
 
 def test_a_wa_id_the_customer_wrote_from_is_never_rewritten() -> None:
-    # A Vietnamese customer's wa_id looks like a Russian national number.
-    assert recipient("84912345678") == "74912345678"
-    assert recipient("84912345678", known_wa_id=True) == "84912345678"
+    # A Kazakh customer's wa_id would look like a national number if 8 led it.
+    assert recipient("87011234567") == "77011234567"
+    assert recipient("87011234567", known_wa_id=True) == "87011234567"
+    # Only the Russian/Kazakh mobile prefixes are rewritten: 84... is Vietnam.
+    assert recipient("84912345678") == "84912345678"
 
 
 @pytest.mark.parametrize("given", ["120363041234567890@g.us", "1234567890@lid", "status@broadcast"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from gateway.errors import PermanentError
+from gateway.phones import national_to_international
 
 PERSON = "@c.us"
 GROUP = "@g.us"
@@ -39,17 +40,6 @@ def phone_of(chat_id: str) -> str | None:
     if f"@{suffix.lower()}" in _PERSON_ALIASES and local.isdigit():
         return local
     return None
-
-
-def national_to_international(digits: str) -> str:
-    """`89XXXXXXXXX` / `87XXXXXXXXX` (Russia, Kazakhstan) -> `79...` / `77...`.
-
-    Only mobile prefixes are rewritten: no country code starts with 87 or 89 at that length,
-    while `84...` (Vietnam) or `81...` (Japan) are real international numbers.
-    """
-    if len(digits) == 11 and digits[0] == "8" and digits[1] in "79":
-        return "7" + digits[1:]
-    return digits
 
 
 def chat_id_for(conversation_id: str, *, groups: bool) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from gateway.errors import PermanentError
 from gateway.models import Attachment, Contact, Delete, Edit, Message
-from gateway_greenapi.chats import national_to_international
+from gateway.phones import national_to_international
 
 #: WhatsApp's limit per text as GREEN documents it; longer texts are sent in pieces.
 MAX_TEXT = 20_000

@@ -267,5 +267,9 @@ class GreenApiProvider(ChannelProvider):
         return outcomes
 
     # account ---------------------------------------------------------------------------
+    def conversation_for_phone(self, phone: str) -> str:
+        # Webhooks name a person's chat `<digits>@c.us`: the CRM's chat must match it.
+        return f"{phone}@c.us"
+
     async def account_state(self) -> AccountState:
         return await self.watcher.fetch()

@@ -21,6 +21,7 @@ import httpx
 from gateway.fetch import GuardedFetcher
 from gateway.media import MediaStore
 from gateway.models import JSON, AccountState, AccountStatus, InboundEvent
+from gateway.phones import phone_digits
 from gateway.providers import InstanceContext, ProviderKind, Route
 from gateway_greenapi.provider import GreenApiProvider
 
@@ -112,6 +113,9 @@ class RecordingHub:
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return native_id in self.sent_ids
+
+    def conversation_for_phone(self, instance: str, phone: str) -> str:
+        return phone_digits(phone) + "@c.us"
 
     def webhook_url(self, instance: str, subpath: str = "") -> str:
         base = f"{self.public_url}/webhooks/{instance}"
