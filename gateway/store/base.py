@@ -57,14 +57,61 @@ class Job:
     dead_at: float | None = None
 
 
+# What the store announces to `subscribe` callbacks when shared state changed (see
+# `versions`), instead of a destination name.
+STATE_CHANGED = "@state"
+# Reasons a message is held.
+NO_ROUTE = "no route carries it"
+BEHIND_HELD = "an earlier message of its conversation is held"
+
+
 @dataclass(frozen=True, slots=True)
 class IngestItem:
-    """One inbound event and the jobs it causes, committed together or not at all."""
+    """One inbound event and the jobs it causes, committed together or not at all.
+
+    `hold` keeps a message that no route carries (it is stored in `held`, not forgotten);
+    `conversation` names the conversation of a message, edit or delete, so a message with
+    jobs whose conversation already has held messages is held behind them instead (kept in
+    order: it must not overtake them when a route appears).
+    """
 
     instance: str
     dedupe_key: str
     event: JSON
     jobs: Sequence[NewJob] = ()
+    hold: bool = False
+    conversation: str | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """An accepted message waiting for a route, in arrival order (`id`).
+
+    `event` is what `events` keeps: `{"event": ..., "target": ...}`. A held message older
+    than the configured age becomes a dead letter: `dead_at` and `reason` are set.
+    """
+
+    id: int
+    instance: str
+    target: str | None
+    conversation: str
+    dedupe_key: str
+    event: JSON
+    held_at: float
+    reason: str
+    dead_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldStats:
+    """Held (waiting) and dead-lettered unrouted messages per instance and target."""
+
+    instance: str
+    target: str | None
+    held: int
+    dead: int
+    oldest_held_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +329,62 @@ class Store(ABC):
 
     # routes created at run time (e.g. linked from the Bitrix24 settings page) ----------
     @abstractmethod
-    async def save_route(self, route: StoredRoute) -> None: ...
+    async def save_route(self, route: StoredRoute) -> None:
+        """Create or replace a route; bumps the "routes" version in the same transaction."""
 
     @abstractmethod
-    async def delete_route(self, name: str) -> None: ...
+    async def delete_route(self, name: str) -> None:
+        """Delete a route (no error if absent); bumps the "routes" version likewise."""
 
     @abstractmethod
     async def load_routes(self) -> list[StoredRoute]: ...
+
+    # shared state: versions every process checks --------------------------------------
+    @abstractmethod
+    async def versions(self) -> dict[str, int]:
+        """The version of every scope of shared state that was ever changed.
+
+        Scopes: "routes" (bumped by `save_route`/`delete_route`), "held" (messages held or
+        released), and whatever callers `bump` ("accounts", "instance:{name}"). A process
+        that caches a scope compares the version with the one its copy was read at; one
+        small read covers every scope.
+        """
+
+    @abstractmethod
+    async def bump(self, scopes: Sequence[str]) -> None:
+        """Increase the version of `scopes` (after the change they cover was written)."""
+
+    # held messages: accepted, no route yet ---------------------------------------------
+    @abstractmethod
+    async def held(
+        self,
+        *,
+        limit: int = 100,
+        instance: str | None = None,
+        target: str | None = None,
+        dead: bool = False,
+        after: int = 0,
+    ) -> list[HeldMessage]:
+        """Held messages (or, with `dead`, expired ones) in id order, ids above `after`.
+
+        `target` filters on the target only when `instance` is given too."""
+
+    @abstractmethod
+    async def held_stats(self) -> list[HeldStats]:
+        """Counts of held and dead unrouted messages per (instance, target)."""
+
+    @abstractmethod
+    async def release_held(
+        self, released: Sequence[tuple[int, Sequence[NewJob]]], now: float
+    ) -> int:
+        """Turn held messages into their jobs (none: the message is dropped on purpose,
+        e.g. by a filter), in one transaction and in the order given; a held id that is
+        gone or dead already is skipped. Returns how many were released."""
+
+    @abstractmethod
+    async def expire_held(self, before: float, reason: str, now: float) -> list[HeldMessage]:
+        """Dead-letter held messages held since before `before`, with `reason`."""
+
+    @abstractmethod
+    async def replay_held(self, *, ids: Sequence[int] = (), now: float) -> int:
+        """Hold dead unrouted messages again (all of them when `ids` is empty)."""

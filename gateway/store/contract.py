@@ -32,6 +32,7 @@ from gateway.store.base import (
     Store,
     StoredRoute,
 )
+from gateway.store.contract_shared import SharedStateContract
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
@@ -70,7 +71,7 @@ def ids(jobs: list[Job]) -> list[int]:
     return [j.id for j in jobs]
 
 
-class StoreContract:
+class StoreContract(SharedStateContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture

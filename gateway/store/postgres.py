@@ -38,9 +38,13 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.errors import StoreError
 from gateway.models import JSON
 from gateway.store import postgres_queue as q
+from gateway.store import postgres_shared as shared
 from gateway.store.base import (
+    STATE_CHANGED,
     DestinationStats,
     Finished,
+    HeldMessage,
+    HeldStats,
     IdMapping,
     IngestItem,
     Job,
@@ -171,11 +175,21 @@ class PostgresStore(Store):
         if not items:
             return []
         rows = [
-            (i.instance, i.dedupe_key, orjson.dumps(i.event), [_job_row(j) for j in i.jobs])
+            (
+                i.instance,
+                i.dedupe_key,
+                orjson.dumps(i.event),
+                [_job_row(j) for j in i.jobs],
+                i.hold,
+                i.conversation,
+                i.target,
+            )
             for i in items
         ]
-        ids = await self._run(lambda c: q.ingest(c, rows, now))
+        ids, held = await self._run(lambda c: q.ingest(c, rows, now))
         self._announce(j.destination for i, n in zip(items, ids, strict=True) if n for j in i.jobs)
+        if held:
+            self._announce_state()
         return ids
 
     async def prune_events(self, before: float) -> int:
@@ -379,16 +393,26 @@ class PostgresStore(Store):
 
     # routes ----------------------------------------------------------------------------
     async def save_route(self, route: StoredRoute) -> None:
-        await self._execute(
-            "INSERT INTO routes (name, channel, crm, target, direction)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-            " channel = excluded.channel, crm = excluded.crm, target = excluded.target,"
-            " direction = excluded.direction",
-            (route.name, route.channel, route.crm, route.target, route.direction),
-        )
+        async def save(conn: q.Conn) -> None:
+            await conn.execute(
+                "INSERT INTO routes (name, channel, crm, target, direction)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+                " channel = excluded.channel, crm = excluded.crm, target = excluded.target,"
+                " direction = excluded.direction",
+                (route.name, route.channel, route.crm, route.target, route.direction),
+            )
+            await shared.bump(conn, ["routes"])
+
+        await self._run(save, transaction=True)
+        self._announce_state()
 
     async def delete_route(self, name: str) -> None:
-        await self._execute("DELETE FROM routes WHERE name = %s", (name,))
+        async def delete(conn: q.Conn) -> None:
+            await conn.execute("DELETE FROM routes WHERE name = %s", (name,))
+            await shared.bump(conn, ["routes"])
+
+        await self._run(delete, transaction=True)
+        self._announce_state()
 
     async def load_routes(self) -> list[StoredRoute]:
         async def read(conn: q.Conn) -> list[tuple[Any, ...]]:
@@ -398,6 +422,53 @@ class PostgresStore(Store):
             return await cursor.fetchall()
 
         return [StoredRoute(*row) for row in await self._run(read)]
+
+    # shared state ----------------------------------------------------------------------
+    def _announce_state(self) -> None:
+        self._announce([STATE_CHANGED])
+
+    async def versions(self) -> dict[str, int]:
+        return await self._run(shared.versions)
+
+    async def bump(self, scopes: Sequence[str]) -> None:
+        names = list(scopes)
+        if names:
+            await self._run(lambda c: shared.bump(c, names))
+            self._announce_state()
+
+    async def held(
+        self,
+        *,
+        limit: int = 100,
+        instance: str | None = None,
+        target: str | None = None,
+        dead: bool = False,
+        after: int = 0,
+    ) -> list[HeldMessage]:
+        return await self._run(lambda c: shared.held(c, limit, instance, target, dead, after))
+
+    async def held_stats(self) -> list[HeldStats]:
+        return await self._run(shared.held_stats)
+
+    async def release_held(
+        self, released: Sequence[tuple[int, Sequence[NewJob]]], now: float
+    ) -> int:
+        rows = [(held_id, [_job_row(job) for job in jobs]) for held_id, jobs in released]
+        if not rows:
+            return 0
+        count = await self._run(lambda c: shared.release_held(c, rows, now), transaction=True)
+        self._announce(job.destination for _, jobs in released for job in jobs)
+        return count
+
+    async def expire_held(self, before: float, reason: str, now: float) -> list[HeldMessage]:
+        return await self._run(lambda c: shared.expire_held(c, before, reason, now))
+
+    async def replay_held(self, *, ids: Sequence[int] = (), now: float) -> int:
+        wanted = list(ids)
+        count = await self._run(lambda c: shared.replay_held(c, wanted, now), transaction=True)
+        if count:
+            self._announce_state()
+        return count
 
     # helpers ---------------------------------------------------------------------------
     async def _execute(self, query: str, params: Sequence[Any]) -> int:

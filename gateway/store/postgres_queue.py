@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import psycopg
 
-from gateway.store.base import DestinationStats, Job
+from gateway.store.base import BEHIND_HELD, NO_ROUTE, DestinationStats, Job
 from gateway.store.rows import job_from_row
 
 Conn: TypeAlias = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -64,21 +64,40 @@ ENQUEUE = (
     " SELECT id FROM new ORDER BY id"
 )
 # Events first (ON CONFLICT DO NOTHING also drops a key repeated within the call: the first
-# occurrence is inserted), then the jobs of the items whose event was new, then lane heads.
+# occurrence is inserted), then held messages (no route, or behind a held message of their
+# conversation: `held` as the statement found it, or an earlier item of this call), then
+# the jobs of the other items whose event was new, then lane heads. A hold bumps the "held"
+# version; the result says which items were held.
 INGEST = (
     "WITH item AS (SELECT * FROM unnest(%(instance)s::text[], %(key)s::text[],"  # noqa: S608
-    " %(event)s::bytea[]) WITH ORDINALITY AS i(instance, dedupe_key, event, n)),"
+    " %(event)s::bytea[], %(hold)s::boolean[], %(conversation)s::text[], %(target)s::text[])"
+    " WITH ORDINALITY AS i(instance, dedupe_key, event, hold, conversation, target, n)),"
     " ev AS (INSERT INTO events (instance, dedupe_key, event, received_at)"
     " SELECT instance, dedupe_key, event, %(now)s FROM item ORDER BY n"
     " ON CONFLICT (instance, dedupe_key) DO NOTHING RETURNING id, instance, dedupe_key),"
-    " firsts AS (SELECT DISTINCT ON (item.instance, item.dedupe_key) item.n, ev.id"
+    " firsts AS (SELECT DISTINCT ON (item.instance, item.dedupe_key) item.*, ev.id"
     " FROM item JOIN ev USING (instance, dedupe_key)"
     " ORDER BY item.instance, item.dedupe_key, item.n),"
+    " parked AS (SELECT f.n, f.instance, f.target, f.conversation, f.dedupe_key, f.event,"
+    " CASE WHEN f.hold THEN %(no_route)s ELSE %(behind)s END AS reason FROM firsts f"
+    " WHERE f.conversation IS NOT NULL AND (f.hold OR (f.n = ANY(%(item)s::bigint[]) AND ("
+    "EXISTS (SELECT 1 FROM held h WHERE h.instance = f.instance"
+    " AND h.conversation = f.conversation AND h.dead_at IS NULL)"
+    " OR EXISTS (SELECT 1 FROM firsts g WHERE g.instance = f.instance"
+    " AND g.conversation = f.conversation AND g.n < f.n AND g.hold))))),"
+    " kept AS (INSERT INTO held (instance, target, conversation, dedupe_key, event, held_at,"
+    " reason) SELECT instance, target, conversation, dedupe_key, event, %(now)s, reason"
+    " FROM parked ORDER BY n RETURNING id),"
     f" new AS ({_INSERT_NEW} FROM unnest(%(item)s::bigint[], {_JOB_ARRAYS})"
     " WITH ORDINALITY AS j(item, kind, route, source, destination, lane, payload, n)"
-    " JOIN firsts ON firsts.n = j.item ORDER BY j.n RETURNING id, lane, destination),"
-    f" heads AS ({_UPSERT_HEADS})"
-    " SELECT n, id FROM firsts"
+    " JOIN firsts ON firsts.n = j.item"
+    " WHERE NOT EXISTS (SELECT 1 FROM parked WHERE parked.n = j.item)"
+    " ORDER BY j.n RETURNING id, lane, destination),"
+    f" heads AS ({_UPSERT_HEADS}),"
+    " bumped AS (INSERT INTO state_versions (scope, version) SELECT 'held', 1"
+    " WHERE EXISTS (SELECT 1 FROM parked) ON CONFLICT (scope)"
+    " DO UPDATE SET version = state_versions.version + 1)"
+    " SELECT n, id, EXISTS (SELECT 1 FROM parked WHERE parked.n = firsts.n) FROM firsts"
 )
 CLAIM = (
     "WITH picked AS (SELECT lane FROM lanes WHERE destination = %(destination)s"  # noqa: S608
@@ -122,25 +141,33 @@ async def insert_jobs(conn: Conn, jobs: Sequence[JobRow], now: float) -> list[in
 
 async def ingest(
     conn: Conn,
-    items: Sequence[tuple[str, str, bytes, Sequence[JobRow]]],
+    items: Sequence[tuple[str, str, bytes, Sequence[JobRow], bool, str | None, str | None]],
     now: float,
-) -> list[int | None]:
+) -> tuple[list[int | None], bool]:
+    """New event ids (None: duplicate), and whether any item was held."""
     jobs: list[JobRow] = []
     owners: list[int] = []
-    for n, (_, _, _, item_jobs) in enumerate(items, start=1):
-        jobs.extend(item_jobs)
-        owners.extend([n] * len(item_jobs))
+    for n, item in enumerate(items, start=1):
+        jobs.extend(item[3])
+        owners.extend([n] * len(item[3]))
     params = {
         "instance": [i[0] for i in items],
         "key": [i[1] for i in items],
         "event": [i[2] for i in items],
+        "hold": [i[4] for i in items],
+        "conversation": [i[5] for i in items],
+        "target": [i[6] for i in items],
         "item": owners,
         **job_arrays(jobs),
         "now": now,
+        "no_route": NO_ROUTE,
+        "behind": BEHIND_HELD,
     }
     cursor = await conn.execute(INGEST, params)
-    new = {n: event_id for n, event_id in await cursor.fetchall()}
-    return [new.get(n) for n in range(1, len(items) + 1)]
+    rows = await cursor.fetchall()
+    new = {n: event_id for n, event_id, _ in rows}
+    held = any(was_held for _, _, was_held in rows)
+    return [new.get(n) for n in range(1, len(items) + 1)], held
 
 
 async def claim(

@@ -31,9 +31,13 @@ import orjson
 from gateway.errors import StoreError
 from gateway.models import JSON
 from gateway.store import sqlite_queue as q
+from gateway.store import sqlite_shared as shared
 from gateway.store.base import (
+    STATE_CHANGED,
     DestinationStats,
     Finished,
+    HeldMessage,
+    HeldStats,
     IdMapping,
     IngestItem,
     Job,
@@ -60,6 +64,9 @@ class SQLiteStore(Store):
         self._lock_file: IO[bytes] | None = None
         # Weak: a lock nobody holds or waits for can go; the next caller gets a fresh one.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Told when this store object changed shared state (other processes sharing the
+        # file find out by reading `versions`).
+        self._listeners: list[Callable[[str | None], None]] = []
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -84,6 +91,7 @@ class SQLiteStore(Store):
             await self._run(q.free_all_leases)
 
     async def close(self) -> None:
+        self._listeners.clear()
         writer, self._writer = self._writer, None
         if writer is not None:
             await asyncio.wrap_future(writer.stop())
@@ -101,10 +109,22 @@ class SQLiteStore(Store):
     async def ingest(self, items: Sequence[IngestItem], now: float) -> list[int | None]:
         # Encoded here, so a payload that is not JSON fails in the caller, before any SQL.
         rows = [
-            (i.instance, i.dedupe_key, orjson.dumps(i.event), [_job_row(j) for j in i.jobs])
+            (
+                i.instance,
+                i.dedupe_key,
+                orjson.dumps(i.event),
+                [_job_row(j) for j in i.jobs],
+                i.hold,
+                i.conversation,
+                i.target,
+            )
             for i in items
         ]
-        return await self._run(lambda c: q.ingest(c, rows, now))
+        held: list[str] = []
+        ids = await self._run(lambda c: q.ingest(c, rows, now, held))
+        if held:
+            self._announce_state()
+        return ids
 
     async def prune_events(self, before: float) -> int:
         return await self._run(
@@ -258,18 +278,26 @@ class SQLiteStore(Store):
 
     # routes ----------------------------------------------------------------------------
     async def save_route(self, route: StoredRoute) -> None:
-        await self._run(
-            _execute(
+        def save(connection: sqlite3.Connection) -> None:
+            connection.execute(
                 "INSERT INTO routes (name, channel, crm, target, direction)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
                 " channel = excluded.channel, crm = excluded.crm, target = excluded.target,"
                 " direction = excluded.direction",
                 (route.name, route.channel, route.crm, route.target, route.direction),
             )
-        )
+            shared.bump(connection, ["routes"])
+
+        await self._run(save)
+        self._announce_state()
 
     async def delete_route(self, name: str) -> None:
-        await self._run(_execute("DELETE FROM routes WHERE name = ?", (name,)))
+        def delete(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM routes WHERE name = ?", (name,))
+            shared.bump(connection, ["routes"])
+
+        await self._run(delete)
+        self._announce_state()
 
     async def load_routes(self) -> list[StoredRoute]:
         rows = await self._run(
@@ -278,6 +306,56 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [StoredRoute(*row) for row in rows]
+
+    # shared state ----------------------------------------------------------------------
+    async def subscribe(self, callback: Callable[[str | None], None]) -> None:
+        """Local only: this store object's own changes of shared state (`STATE_CHANGED`)."""
+        self._listeners.append(callback)
+
+    def _announce_state(self) -> None:
+        for callback in list(self._listeners):
+            callback(STATE_CHANGED)
+
+    async def versions(self) -> dict[str, int]:
+        return await self._run(shared.versions)
+
+    async def bump(self, scopes: Sequence[str]) -> None:
+        names = list(scopes)
+        if names:
+            await self._run(lambda c: shared.bump(c, names))
+            self._announce_state()
+
+    async def held(
+        self,
+        *,
+        limit: int = 100,
+        instance: str | None = None,
+        target: str | None = None,
+        dead: bool = False,
+        after: int = 0,
+    ) -> list[HeldMessage]:
+        return await self._run(lambda c: shared.held(c, limit, instance, target, dead, after))
+
+    async def held_stats(self) -> list[HeldStats]:
+        return await self._run(shared.held_stats)
+
+    async def release_held(
+        self, released: Sequence[tuple[int, Sequence[NewJob]]], now: float
+    ) -> int:
+        rows = [(held_id, [_job_row(job) for job in jobs]) for held_id, jobs in released]
+        if not rows:
+            return 0
+        return await self._run(lambda c: shared.release_held(c, rows, now, q.insert_jobs))
+
+    async def expire_held(self, before: float, reason: str, now: float) -> list[HeldMessage]:
+        return await self._run(lambda c: shared.expire_held(c, before, reason, now))
+
+    async def replay_held(self, *, ids: Sequence[int] = (), now: float) -> int:
+        wanted = list(ids)
+        count = await self._run(lambda c: shared.replay_held(c, wanted, now))
+        if count:
+            self._announce_state()
+        return count
 
 
 def _execute(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], int]:

@@ -25,6 +25,7 @@ from itertools import islice
 from operator import itemgetter
 from typing import Any, TypeAlias
 
+from gateway.store import sqlite_shared as shared
 from gateway.store.base import DestinationStats, Job
 from gateway.store.rows import job_from_row
 
@@ -72,11 +73,13 @@ def insert_jobs(connection: sqlite3.Connection, jobs: Sequence[JobRow], now: flo
 
 def ingest(
     connection: sqlite3.Connection,
-    items: Sequence[tuple[str, str, bytes, Sequence[JobRow]]],
+    items: Sequence[tuple[str, str, bytes, Sequence[JobRow], bool, str | None, str | None]],
     now: float,
+    held: list[str] | None = None,
 ) -> list[int | None]:
+    """Insert new events with their jobs; the dedupe keys of those held go into `held`."""
     results: list[int | None] = []
-    for instance, dedupe_key, event, jobs in items:
+    for instance, dedupe_key, event, jobs, hold, conversation, target in items:
         cursor = connection.execute(
             "INSERT INTO events (instance, dedupe_key, event, received_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (instance, dedupe_key) DO NOTHING",
@@ -86,7 +89,12 @@ def ingest(
             results.append(None)
             continue
         results.append(cursor.lastrowid)
-        insert_jobs(connection, jobs, now)
+        # A message no route carries, or one behind such a message, waits in `held`.
+        row = (instance, dedupe_key, event, hold, conversation, target)
+        if not shared.hold_if_needed(connection, row, bool(jobs), now):
+            insert_jobs(connection, jobs, now)
+        elif held is not None:
+            held.append(dedupe_key)
     return results
 
 
