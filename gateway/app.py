@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.admin import admin_routes
 from gateway.errors import BadRequest, WebhookError
-from gateway.http_errors import error_response, exception_handlers
+from gateway.http_errors import error_response, exception_handlers, refusal_response
 from gateway.metrics import CONTENT_TYPE, record_queue_stats
 from gateway.observe import Observation
 from gateway.providers import WebhookRequest
@@ -64,7 +64,7 @@ def create_app(gateway: Gateway) -> Starlette:
                     detail={"reason": type(exc).__name__.lower(), "status": exc.status},
                 )
             )
-            return error_response(exc.status, exc.message, instance=instance)
+            return refusal_response(exc, instance=instance)
         accepted = await gateway.ingest(instance, result.events) if result.events else []
         if result.response is not None:
             return result.response

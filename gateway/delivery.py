@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gateway import shaping
 from gateway.errors import (
     AmbiguousError,
     DeliveryError,
@@ -335,11 +336,12 @@ class Deliverer:
         results.unsent.difference_update(job.id for job, _, _ in prepared)
         try:
             if kind == "send":
-                outcomes = await provider.send(items)  # type: ignore[arg-type]
+                # Shaped to the destination's capabilities first (gateway/shaping.py).
+                outcomes = await shaping.send(provider, items, self.providers)  # type: ignore[arg-type]
             elif kind == "ack":
                 outcomes = await provider.acknowledge(items)  # type: ignore[arg-type]
             else:
-                outcomes = await provider.apply_status(items)  # type: ignore[arg-type]
+                outcomes = await shaping.apply_status(provider, items)  # type: ignore[arg-type]
             if len(outcomes) != len(items):
                 raise TemporaryError(
                     f"provider returned {len(outcomes)} outcomes for {len(items)} items"

@@ -8,9 +8,11 @@ GatewayError
 │   └── MigrationError          the schema is newer than this code, or a migration failed
 ├── WebhookError                an inbound request is refused (carries an HTTP status)
 │   ├── BadRequest              400/413/415/422: the body cannot be understood
-│   └── Unauthorized            401/403: the caller did not prove who it is
+│   ├── Unauthorized            401/403: the caller did not prove who it is
+│   └── RetryLater              503 + Retry-After: nothing was stored, send it again later
 ├── FetchError                  the guarded fetcher refused or failed a download
-│   └── ForbiddenAddress        the URL points at loopback/private/link-local space
+│   ├── ForbiddenAddress        the URL points at loopback/private/link-local space
+│   └── MediaTooLarge           a file is bigger than the media store (or a fetch) takes
 └── DeliveryError               a provider could not deliver (raised inside providers)
     ├── TemporaryError          try again later (optionally after `retry_after` seconds)
     │   ├── AmbiguousError      the request may or may not have taken effect
@@ -92,12 +94,48 @@ class Unauthorized(WebhookError):
     status = 401
 
 
+class RetryLater(WebhookError):
+    """The provider should deliver this request again later: the gateway cannot take it
+    now (a dependency is down, a lock is held) and stored nothing. Answered with 503 and a
+    `Retry-After` header of `retry_after` seconds when given; providers that retry on 5xx
+    (most do) redeliver it, and their dedupe keys make the redelivery safe."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class FetchError(GatewayError):
-    """The guarded fetcher refused or failed a download."""
+    """The guarded fetcher refused or failed a download; `status` is the HTTP status the
+    server answered with, when it answered with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        """Whether trying again cannot help (a 4xx other than 408/429)."""
+        status = self.status
+        return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 class ForbiddenAddress(FetchError):
     """The URL resolves to loopback, private, link-local or otherwise forbidden space."""
+
+    @property
+    def permanent(self) -> bool:
+        return True
+
+
+class MediaTooLarge(FetchError):
+    """A file is bigger than the media store (or a single fetch) takes."""
+
+    @property
+    def permanent(self) -> bool:
+        return True
 
 
 class DeliveryError(GatewayError):

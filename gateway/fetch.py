@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import anyio
 import httpx
 
-from gateway.errors import FetchError, ForbiddenAddress
+from gateway.errors import FetchError, ForbiddenAddress, MediaTooLarge
 
 Resolver = Callable[[str], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -52,14 +52,31 @@ class FetchedFile:
 
 
 def redact_url(url: str | httpx.URL) -> str:
-    """`url` without credentials, query or fragment, which often carry access tokens."""
+    """`url` without credentials, query or fragment, which often carry access tokens, and
+    with token-shaped path segments masked: Telegram's `/bot<id>:<token>/` and
+    GREEN-API's `/<apiTokenInstance>` put the credential in the path itself."""
     try:
         parsed = httpx.URL(str(url))
     except (httpx.InvalidURL, TypeError):
         return "<invalid URL>"
     port = f":{parsed.port}" if parsed.port is not None else ""
     host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-    return f"{parsed.scheme}://{host}{port}{parsed.path}"
+    path = "/".join(_redact_segment(segment) for segment in parsed.path.split("/"))
+    return f"{parsed.scheme}://{host}{port}{path}"
+
+
+# `bot123456:AAE...` (Telegram), or a long run of letters and digits mixed (an API token,
+# a signed key). File names have a dot or are short, ids are digits only: both are kept.
+_BOT_TOKEN = re.compile(r"(bot)?\d+:[\w-]{20,}\Z")
+_TOKEN_SEGMENT = re.compile(r"(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{24,}\Z")
+
+
+def _redact_segment(segment: str) -> str:
+    if _BOT_TOKEN.match(segment):
+        return "bot***" if segment.startswith("bot") else "***"
+    if _TOKEN_SEGMENT.match(segment):
+        return "***"
+    return segment
 
 
 def _scrub(text: str) -> str:
@@ -221,7 +238,10 @@ class GuardedFetcher:
                         current = await self.check_url(target)
                         continue
                     if response.status_code >= 400:
-                        raise FetchError(f"HTTP {response.status_code} fetching {safe}")
+                        raise FetchError(
+                            f"HTTP {response.status_code} fetching {safe}",
+                            status=response.status_code,
+                        )
                     content = await _read_capped(response, limit, safe)
                     return FetchedFile(
                         content=content,
@@ -250,12 +270,12 @@ async def _read_capped(response: httpx.Response, limit: int, safe: str) -> bytes
     encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
     # A compressed body's Content-Length says nothing of its decoded size; the count does.
     if declared and declared.isdigit() and not encoded and int(declared) > limit:
-        raise FetchError(f"{safe} is larger than {limit} bytes ({declared} bytes)")
+        raise MediaTooLarge(f"{safe} is larger than {limit} bytes ({declared} bytes)")
     buffer = bytearray()
     async for chunk in response.aiter_bytes():
         buffer += chunk
         if len(buffer) > limit:
-            raise FetchError(f"{safe} is larger than {limit} bytes")
+            raise MediaTooLarge(f"{safe} is larger than {limit} bytes")
     return bytes(buffer)
 
 

@@ -7,6 +7,7 @@ operators read one format, whether a route refused the request or something brok
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import WebhookError
+from gateway.errors import RetryLater, WebhookError
 
 logger = logging.getLogger("gateway.http")
 
@@ -30,6 +31,15 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 def error_response(status: int, message: str, **fields: Any) -> JSONResponse:
     """`{"error": {"status": status, "message": message, **fields}}` with that status."""
     return JSONResponse({"error": {"status": status, "message": message, **fields}}, status)
+
+
+def refusal_response(exc: WebhookError, **fields: Any) -> JSONResponse:
+    """The answer to a refused webhook: its status and message, and for `RetryLater` the
+    `Retry-After` header that tells the provider when to deliver it again."""
+    response = error_response(exc.status, exc.message, **fields)
+    if isinstance(exc, RetryLater) and exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(0, math.ceil(exc.retry_after)))
+    return response
 
 
 def request_id(request: Request) -> str:
@@ -53,7 +63,7 @@ async def webhook_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WebhookError)
     # The message is written by our own code for the caller (it says what is wrong with the
     # request), so it is safe to return, unlike the text of an unexpected exception.
-    return error_response(exc.status, exc.message)
+    return refusal_response(exc)
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:

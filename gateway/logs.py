@@ -1,10 +1,10 @@
 """Logging: JSON lines for machines, readable text on a terminal, secrets always redacted.
 
 Every record that reaches the gateway's handler is scrubbed first: configured secret values
-(raw and URL-encoded), `token=...`-style parameters, `Authorization`/`Bearer` credentials
-and URL passwords become `***`, in the message, its arguments, the exception text and any
-extra field. uvicorn's access log goes through the same filter, since webhook query
-strings carry tokens.
+(raw and URL-encoded), `token=...`-style parameters, `Authorization`/`Bearer` credentials,
+Telegram-style bot tokens (also in URL paths) and URL passwords become `***`, in the
+message, its arguments, the exception text and any extra field. uvicorn's access log goes
+through the same filter, since webhook query strings carry tokens.
 
     log.info("delivered", extra={"instance": "wa1", "route": "main", "job_id": 7})
 """
@@ -45,6 +45,8 @@ _PATTERNS = (
     (r"(?i)\b(bearer\s+)[\w.~+/=-]+", rf"\1{MASK}"),
     # token=abc in query strings and text, "access_token": "abc" in JSON
     (rf"(?i)({_WORDS}{_SEPARATOR}){_VALUE}", rf"\1{MASK}"),
+    # Telegram-style bot tokens, also inside URL paths (`/bot123456:AAE.../getFile`)
+    (r"\b(bot)?\d{5,}:[\w-]{30,}", rf"\1{MASK}"),
     # scheme://user:password@host
     (r"(?i)(://[^:/@\s]{1,256}:)[^@\s/]{1,256}@", rf"\1{MASK}@"),
 )

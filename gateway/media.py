@@ -18,7 +18,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,9 +28,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from gateway.errors import FetchError
+from gateway.errors import MediaTooLarge
 from gateway.fetch import GuardedFetcher, clean_filename
 from gateway.http_errors import error_response
+from gateway.models import Attachment
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,128}\Z")
 _KEY = re.compile(r"[0-9a-f]{64}\Z")
@@ -42,8 +43,7 @@ _ORPHAN_GRACE_SECONDS = 3600.0
 _GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
 
-class MediaTooLarge(FetchError):
-    """A file is bigger than the media store takes."""
+__all__ = ["MediaStore", "MediaTooLarge", "StoredMedia"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +134,40 @@ class MediaStore:
         filename: str | None = None,
         mime_type: str | None = None,
     ) -> StoredMedia:
-        """Download `url` through the guarded fetcher and store it; raises `FetchError`."""
+        """Download `url` through the guarded fetcher (sending `headers`, e.g. the provider's
+        bearer token; they are dropped on a redirect to another host) and store it.
+
+        Raises `FetchError`: `MediaTooLarge` over `max_file_bytes`, `ForbiddenAddress` for a
+        non-public address, and `.permanent` tells whether trying again could help."""
         fetched = await fetcher.fetch(url, headers=headers, max_bytes=self.max_file_bytes)
         mime = mime_type or fetched.mime_type
         return await self.put(
             fetched.content, filename=filename or fetched.filename, mime_type=mime
+        )
+
+    async def rehost_attachment(
+        self,
+        attachment: Attachment,
+        fetcher: GuardedFetcher,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Attachment:
+        """`attachment` moved here: downloaded from `url` (default: its own) with `headers`,
+        and given the store's public link, size and type. Raises like `rehost`."""
+        stored = await self.rehost(
+            url or attachment.url,
+            fetcher,
+            headers=headers,
+            filename=attachment.filename,
+            mime_type=attachment.mime_type,
+        )
+        return replace(
+            attachment,
+            url=stored.url,
+            filename=attachment.filename or stored.filename,
+            mime_type=stored.mime_type,
+            size=stored.size,
+            rehost=False,
         )
 
     def _key(self, token: str) -> str:

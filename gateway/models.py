@@ -57,7 +57,14 @@ AttachmentKind = Literal["image", "video", "audio", "voice", "document", "sticke
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file: a URL the destination can fetch (the core re-hosts it when needed)."""
+    """A file: a URL the destination can fetch.
+
+    `rehost=True` says the URL is the source provider's own: it needs the provider's
+    credentials, or expires soon, so the destination cannot be given it. The core then
+    downloads it through the guarded fetcher (the URL and headers come from the source
+    provider's `media_download`) into the media store just before delivery, and the
+    destination gets the media store's public, expiring link instead.
+    """
 
     kind: AttachmentKind
     url: str
@@ -65,6 +72,7 @@ class Attachment:
     filename: str | None = None
     size: int | None = None
     caption: str | None = None
+    rehost: bool = False
 
 
 @dataclass(frozen=True, slots=True)

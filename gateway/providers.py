@@ -19,6 +19,7 @@ from gateway.models import (
     JSON,
     AccountState,
     AccountStatus,
+    Attachment,
     Delete,
     Edit,
     InboundEvent,
@@ -39,13 +40,20 @@ Direction = Literal["both", "inbound", "outbound"]
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a provider can take.
+    """What a provider can take, as a destination. The core reads every field, so a
+    provider never has to adapt a message itself (`gateway.shaping`, before `send`):
 
-    The core acts on `max_batch`, `idempotent_sends`, `wants_acks`, `wants_statuses`,
-    `edits` and `deletes` (an edit for a destination without edits arrives as a note).
-    The rest describe the provider to others (the CRM settings page, the admin API), and
-    each provider enforces its own limits: it splits long texts or refuses a file it
-    cannot send, because only it knows how.
+    * `max_text_length`: longer texts are split into several messages, cut at paragraph,
+      line or word ends; the first quotes, files follow the last piece.
+    * `media_kinds`: a file of another kind is sent as a link in the text.
+    * `max_file_size`: a file known to be larger is sent as a link in the text.
+    * `quotes`: without them, a quote arrives as a `»` line with the quoted text.
+    * `edits`, `deletes`: without them, an edit or delete arrives as a note (a `Message`
+      with `is_note=True` quoting the original).
+    * `groups`: without them, a group message carries its author's name before the text.
+    * `read_receipts`: the instance shows "read" marks; a `read` status is handed to
+      `apply_status` only when it is True (other statuses go whenever `wants_statuses`).
+    * `max_batch`, `idempotent_sends`, `wants_acks`, `wants_statuses`: see below.
     """
 
     media_kinds: frozenset[str] = frozenset(
@@ -58,6 +66,7 @@ class Capabilities:
     groups: bool = False
     max_text_length: int = 4096
     max_file_size: int = 16 * 1024 * 1024
+    #: Items per `send`/`acknowledge`/`apply_status` call.
     max_batch: int = 1
     # True when resending the same item cannot double it at the destination (it dedupes on
     # our id); False means an ambiguous failure is parked instead of retried blindly.
@@ -190,6 +199,16 @@ async def send_each(
     return outcomes
 
 
+@dataclass(frozen=True, slots=True)
+class MediaDownload:
+    """Where the core downloads an attachment marked `rehost`, and the headers it sends
+    (the provider's credentials: they never reach logs, and are dropped on a redirect to
+    another host)."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class ProviderState(Protocol):
     """Durable key/value storage private to one instance (tokens, cursors, chat ids)."""
 
@@ -306,6 +325,12 @@ class Provider:
     async def apply_status(self, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
         """Show delivery statuses at this side (default: nothing)."""
         return [None] * len(notices)
+
+    async def media_download(self, attachment: Attachment) -> MediaDownload:
+        """How to download an attachment this instance marked `rehost=True` (default: its
+        URL, no headers). Override to add the provider's auth headers, or to turn a media
+        id into a short-lived URL first. Raise `DeliveryError` when that lookup fails."""
+        return MediaDownload(attachment.url)
 
     async def account_state(self) -> AccountState:
         """The account's state now, as far as the provider tells (default: unknown)."""

@@ -22,13 +22,17 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
+from gateway import shaping
 from gateway.hookspecs import hookimpl
 from gateway.observe import Observation
 from gateway.plugins import PluginHost
+from gateway.providers import Outcome, Outgoing, Provider
 from gateway.runtime import Gateway
 from gateway.settings import settings_from_mapping
+from gateway.settings_check import secret_values
 from gateway.testing import providers as test_providers
 from gateway.testing.recorder import Received, Recorder
+from gateway.testing.redaction import redact_in_tests
 
 __all__ = [
     "FakeNetwork",
@@ -39,7 +43,9 @@ __all__ = [
     "UnexpectedHost",
     "build_gateway",
     "public_resolver",
+    "redact_in_tests",
     "running_gateway",
+    "send_shaped",
 ]
 
 
@@ -117,6 +123,16 @@ async def public_resolver(host: str) -> list[str]:
     return ["93.184.216.34"]
 
 
+async def send_shaped(
+    provider: Provider,
+    batch: Sequence[Outgoing],
+    sources: Mapping[str, Provider] | None = None,
+) -> Sequence[Outcome]:
+    """Hand `batch` to `provider` the way delivery does: shaped to its capabilities first
+    (texts split, files linked, `rehost` media re-hosted through `sources[item.source]`)."""
+    return await shaping.send(provider, batch, sources or {})
+
+
 def build_gateway(
     settings: Mapping[str, Any],
     *,
@@ -135,8 +151,11 @@ def build_gateway(
         host.add(plugin, name=getattr(plugin, "__name__", f"test-plugin-{index}"))
     host.collect_providers()
     network = FakeNetwork(dict(apps or {}))
+    parsed = settings_from_mapping(settings)
+    # Captured logs are redacted as production logs are: a test sees a leak as `***`-free.
+    redact_in_tests(secret_values(parsed, host.providers))
     gateway = Gateway(
-        settings_from_mapping(settings),
+        parsed,
         host,
         http=network.client(timeout=10.0),
         clock=clock,

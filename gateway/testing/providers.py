@@ -174,7 +174,14 @@ class RecordingCRM(_JsonProvider, CRMProvider):
 
     name: ClassVar[str] = "test-crm"
     description: ClassVar[str] = "JSON test CRM (gateway.testing)"
-    capabilities = Capabilities(edits=True, deletes=True, wants_acks=True, wants_statuses=True)
+    capabilities = Capabilities(
+        edits=True,
+        deletes=True,
+        groups=True,
+        read_receipts=True,
+        wants_acks=True,
+        wants_statuses=True,
+    )
 
 
 def _outgoing_item(item: Outgoing) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,13 +24,12 @@ from gateway.errors import (
     AmbiguousError,
     DeliveryError,
     FetchError,
-    ForbiddenAddress,
     PermanentError,
     TemporaryError,
     Throttled,
 )
 from gateway.fetch import GuardedFetcher
-from gateway.media import MediaStore, MediaTooLarge
+from gateway.media import MediaStore
 from gateway.models import Attachment, Edit, Message
 from gateway.providers import Outcome, Outgoing, Sent
 
@@ -51,7 +49,6 @@ MESSAGES_PER_COMMAND = 10
 #: A parked line is tried again after this long (the admin may have switched it back on).
 PROBE_AFTER = 60.0
 PORTAL_WIDE = frozenset({"NOT_INSTALLED", "NEEDS_REINSTALL", "UNPAID"})
-_CLIENT_HTTP_ERROR = re.compile(r"\bHTTP 4\d\d\b")
 _USER_SEPARATOR = "|u:"
 
 
@@ -262,10 +259,8 @@ class Outbox:
                 stored = await self.media.rehost(
                     url, self.fetcher, filename=attachment.filename, mime_type=attachment.mime_type
                 )
-            except (ForbiddenAddress, MediaTooLarge) as exc:
-                return None, _missing(attachment, str(exc))
             except FetchError as exc:
-                if _CLIENT_HTTP_ERROR.search(str(exc)):
+                if exc.permanent:  # refused, too large, or a 4xx: no retry brings it
                     return None, _missing(attachment, str(exc))
                 raise TemporaryError(f"cannot fetch an attachment: {exc}", code="MEDIA") from None
             url, name, mime = stored.url, stored.filename, stored.mime_type or mime

@@ -141,6 +141,7 @@ class Bitrix24Provider(CRMProvider):
             edits=True,
             deletes=True,
             groups=True,
+            read_receipts=True,  # operators see "read" on what they wrote
             max_text_length=20000,
             max_file_size=100 * 1024 * 1024,
             max_batch=int(config["max_batch"]),

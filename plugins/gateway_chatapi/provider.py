@@ -20,7 +20,6 @@ from gateway.errors import (
     ConfigError,
     ConfigProblem,
     DeliveryError,
-    FetchError,
     PermanentError,
     TemporaryError,
 )
@@ -93,6 +92,8 @@ class ChatApiChannel(ChannelProvider):
             deletes=False,
             read_receipts=True,
             groups=config.groups,
+            # Chat API documents no limit; WhatsApp itself takes 65,536 characters.
+            max_text_length=65536,
             max_batch=1,
             idempotent_sends=False,
         )
@@ -189,7 +190,7 @@ class ChatApiChannel(ChannelProvider):
         if parsed.highest is not None:
             await self._advance_cursor(parsed.highest)
         if self.settings.rehost_media:
-            return [await self._rehosted(event) for event in parsed.events]
+            return [self._rehosted(event) for event in parsed.events]
         return parsed.events
 
     async def _is_own(self, message_id: str) -> bool:
@@ -204,28 +205,15 @@ class ChatApiChannel(ChannelProvider):
             return message_id in self._recent
         return False
 
-    async def _rehosted(self, event: InboundEvent) -> InboundEvent:
+    @staticmethod
+    def _rehosted(event: InboundEvent) -> InboundEvent:
+        """`event` with its files marked for the core to copy into the media store (at
+        delivery, so a slow download never holds up the webhook)."""
         message = event.event
         if not isinstance(message, Message) or not message.attachments:
             return event
-        attachments = []
-        for attachment in message.attachments:
-            try:
-                stored = await self.context.media.rehost(
-                    attachment.url,
-                    self.context.fetcher,
-                    filename=attachment.filename,
-                    mime_type=attachment.mime_type,
-                )
-            except FetchError as exc:
-                # The provider's URL still works for weeks: better than losing the file.
-                log.warning("%s: keeping the provider's file URL: %s", self.instance, exc)
-                attachments.append(attachment)
-                continue
-            attachments.append(
-                replace(attachment, url=stored.url, size=stored.size, mime_type=stored.mime_type)
-            )
-        return replace(event, event=replace(message, attachments=tuple(attachments)))
+        marked = tuple(replace(a, rehost=True) for a in message.attachments)
+        return replace(event, event=replace(message, attachments=marked))
 
     async def _advance_cursor(self, number: int) -> None:
         """Store `number` as the cursor if it is higher; it is stored when this returns.

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from gateway.errors import FetchError, ForbiddenAddress
-from gateway.media import MediaTooLarge, StoredMedia
+from gateway.errors import FetchError, ForbiddenAddress, MediaTooLarge
+from gateway.media import StoredMedia
 from gateway.providers import InstanceContext
 from gateway_cloudapi.client import GraphClient
 

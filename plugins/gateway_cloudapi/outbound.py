@@ -65,7 +65,8 @@ def plan_parts(message: Message) -> list[Part]:
     parts: list[Part] = []
     use_caption = bool(text) and caption_target is not None and len(text) <= MAX_CAPTION
     if text and not use_caption:
-        parts.extend(Part("text", text=chunk) for chunk in split_text(text))
+        # The core already split texts over `max_text_length` (MAX_TEXT) into messages.
+        parts.append(Part("text", text=text))
     for index, attachment in enumerate(files):
         caption = text if use_caption and index == caption_target else attachment.caption
         parts.append(
@@ -78,22 +79,6 @@ def plan_parts(message: Message) -> list[Part]:
     if message.contacts:
         parts.append(Part("contacts", contacts=message.contacts))
     return parts
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """`text` in pieces of at most `limit` characters, cut at a line break or space if any."""
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit + 1)
-        if cut < limit // 2:
-            cut = text.rfind(" ", 0, limit + 1)
-        if cut < limit // 2:
-            cut = limit
-        chunks.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text:
-        chunks.append(text)
-    return chunks
 
 
 def media_type(part_type: str, mime_type: str | None, size: int | None) -> str:

@@ -36,12 +36,12 @@ from gateway.errors import (
     DeliveryError,
     FetchError,
     ForbiddenAddress,
+    MediaTooLarge,
     PermanentError,
     TemporaryError,
     Unauthorized,
 )
 from gateway.http_errors import error_response
-from gateway.media import MediaTooLarge
 from gateway.models import (
     AccountState,
     AccountStatus,

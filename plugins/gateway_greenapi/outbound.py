@@ -19,7 +19,7 @@ from gateway.errors import PermanentError
 from gateway.models import Attachment, Contact, Delete, Edit, Message
 from gateway.phones import national_to_international
 
-#: WhatsApp's limit per text as GREEN documents it; longer texts are sent in pieces.
+#: WhatsApp's limit per text as GREEN documents it (`max_text_length`: the core splits).
 MAX_TEXT = 20_000
 _CAPTIONED = ("image", "video")
 _DEFAULT_EXT = {
@@ -56,7 +56,8 @@ def plan(event: Message | Edit | Delete, quoted_id: str | None = None) -> list[P
     first = event.attachments[0] if event.attachments else None
     caption_fits = first is not None and first.kind in _CAPTIONED and len(text) <= MAX_TEXT
     if text and not caption_fits:
-        parts += [Part("sendMessage", {"message": piece}) for piece in split_text(text)]
+        # The core already split texts over `max_text_length` (MAX_TEXT) into messages.
+        parts.append(Part("sendMessage", {"message": text}))
     for index, attachment in enumerate(event.attachments):
         caption = text if index == 0 and caption_fits else (attachment.caption or "")
         parts.append(_file(attachment, caption))
@@ -76,19 +77,6 @@ def plan(event: Message | Edit | Delete, quoted_id: str | None = None) -> list[P
     if quoted_id:
         parts[0].payload["quotedMessageId"] = quoted_id
     return parts
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """`text` in pieces of at most `limit` characters, cut at line ends where possible."""
-    pieces = []
-    while len(text) > limit:
-        cut = text.rfind("\n", limit // 2, limit)
-        cut = cut if cut > 0 else limit
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    if text:
-        pieces.append(text)
-    return pieces
 
 
 def _file(attachment: Attachment, caption: str) -> Part:

@@ -9,7 +9,7 @@ from gateway.errors import AmbiguousError, PermanentError, TemporaryError
 from gateway.models import Attachment, Contact, Edit, Location, Message, Sender
 from gateway_greenapi.chats import chat_id_for, phone_of
 from gateway_greenapi.errors import response_error, scrub, transport_error
-from gateway_greenapi.outbound import MAX_TEXT, file_name, plan, split_text
+from gateway_greenapi.outbound import file_name, plan
 
 OPERATOR = Sender(id="op-1", name="Anna")
 
@@ -129,14 +129,6 @@ def test_location_and_contacts() -> None:
         "contact": {"phoneContact": 79001112233, "firstName": "Anna", "lastName": "Smith"}
     }
     assert parts[3].payload["message"].startswith("👤 Nobody")
-
-
-def test_long_texts_are_split() -> None:
-    text = ("x" * 100 + "\n") * 300
-    pieces = split_text(text)
-    assert all(len(p) <= MAX_TEXT for p in pieces)
-    assert "".join(pieces).replace("\n", "") == text.replace("\n", "")
-    assert len(plan(msg(text))) == len(pieces) == 2
 
 
 def test_nothing_to_send_and_edits_are_permanent() -> None:
