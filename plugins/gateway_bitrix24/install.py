@@ -5,11 +5,18 @@
   `BX24.installFinish()`; until then Bitrix24 sends no events.
 * An API-only app: Bitrix24 POSTs the `ONAPPINSTALL` event with both tokens in `auth[...]`.
 
-Anyone can POST such a form, so nothing in it is trusted as is: the refresh token is traded
-at the OAuth server with this app's client secret first. Only a token Bitrix24 issued to
-this app survives that, and the answer names the portal (`member_id`, `client_endpoint`),
-which is what gets stored. `APP_SID` (a per-render session id) is never the application
-token.
+* A new version of the app: Bitrix24 POSTs `ONAPPUPDATE` to the events URL with a NEW
+  `application_token` (and the updating admin's tokens), handled like `ONAPPINSTALL`.
+* A reinstall (uninstall, then install) arrives as one of the first two, with a new token.
+
+Anyone can POST such a form, and any employee who opens an app page holds a valid
+`REFRESH_ID`, so nothing in it is trusted as is: the refresh token is traded at the OAuth
+server with this app's client secret first (only a token Bitrix24 issued to this app
+survives that, and the answer names the portal: `member_id`, `client_endpoint`), then the
+fresh access token, which belongs to the same user, must get `true` from `user.admin` on
+that portal. Only then are the tokens and the `application_token` stored; a refused attempt
+keeps the stored record and is logged. `APP_SID` (a per-render session id) is never the
+application token.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from gateway.providers import WebhookResult
 
 from .events import PortalEvent
 from .forms import as_str
-from .oauth import OAuthClient
+from .oauth import Grant, OAuthClient
 from .pages import install_page, message_page
 from .records import PortalRecord, PortalStore
+from .rest import RestClient
 from .setup import PortalSetup
 
 log = logging.getLogger("gateway.bitrix24")
@@ -39,6 +47,7 @@ class Installer:
     def __init__(
         self,
         oauth: OAuthClient,
+        rest: RestClient,
         store: PortalStore,
         setup: PortalSetup,
         lines_of: LinesOf,
@@ -48,6 +57,7 @@ class Installer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.oauth = oauth
+        self.rest = rest
         self.store = store
         self.setup = setup
         self.lines_of = lines_of
@@ -83,12 +93,18 @@ class Installer:
         return WebhookResult(response=install_page(record.domain, error, record.base_url))
 
     async def from_event(self, event: PortalEvent) -> WebhookResult:
-        """`ONAPPINSTALL` of an API-only app (also accepted on the events URL)."""
+        """`ONAPPINSTALL` of an API-only app, or `ONAPPUPDATE` (also on the events URL)."""
         auth = event.auth
         refresh = as_str(auth.get("refresh_token"))
         application_token = as_str(auth.get("application_token"))
         if not (refresh and application_token):
-            raise Unauthorized("ONAPPINSTALL without refresh_token or application_token")
+            log.warning(
+                "%s for portal %s without the installing admin's tokens: refused, the stored "
+                "application token (if any) is kept",
+                event.name,
+                event.member_id,
+            )
+            raise Unauthorized(f"{event.name} without refresh_token or application_token")
         record = await self.install(
             refresh_token=refresh,
             server_endpoint=as_str(auth.get("server_endpoint")),
@@ -98,7 +114,7 @@ class Installer:
         )
         error = await self.run_setup(record.member_id)
         if error:
-            log.warning("setup of %s after ONAPPINSTALL failed: %s", record.domain, error)
+            log.warning("setup of %s after %s failed: %s", record.domain, event.name, error)
         return WebhookResult()
 
     async def install(
@@ -124,7 +140,56 @@ class Installer:
             ) from None
         if member_id is not None and grant.member_id != member_id:
             raise Unauthorized("the tokens belong to another portal", status=403)
-        record = PortalRecord(
+        record = self._record(grant, server_endpoint, application_token, scope)
+        if self.allowed and not {record.member_id, record.domain} & self.allowed:
+            raise Unauthorized(
+                f"this gateway does not serve the portal {record.domain} (see allowed_portals)",
+                status=403,
+            )
+        await self._confirm_admin(record)
+        async with self.store.lock(record.member_id):
+            stored = await self.store.get(record.member_id, fresh=True)
+            await self.store.put(record)
+        if stored is not None and stored.application_token != application_token:
+            log.warning(
+                "portal %s (%s) was reinstalled by an administrator: its application token "
+                "is replaced",
+                record.domain,
+                record.member_id,
+            )
+        log.info("installed on portal %s (%s)", record.domain, record.member_id)
+        if self.on_change is not None:
+            await self.on_change()
+        return record
+
+    async def _confirm_admin(self, record: PortalRecord) -> None:
+        """Ask the portal whether the install's user is an administrator (`user.admin`)."""
+        try:
+            admin = await self.rest.ask_as(record, "user.admin", record.access_token)
+        except TemporaryError as exc:
+            raise WebhookError(
+                f"{record.domain} could not be asked to confirm the install ({exc.code}); "
+                "try again",
+                status=503,
+            ) from None
+        except DeliveryError as exc:
+            admin = exc.code
+        if not _is_true(admin):
+            log.warning(
+                "refused an install POST for portal %s (%s): Bitrix24 did not confirm an "
+                "administrator (user.admin: %s); the stored application token is kept",
+                record.domain,
+                record.member_id,
+                admin,
+            )
+            raise Unauthorized(
+                "only a Bitrix24 administrator can install or reinstall the app", status=403
+            )
+
+    def _record(
+        self, grant: Grant, server_endpoint: str | None, application_token: str, scope: str
+    ) -> PortalRecord:
+        return PortalRecord(
             member_id=grant.member_id,
             client_endpoint=grant.client_endpoint,
             server_endpoint=grant.server_endpoint or server_endpoint or "",
@@ -137,17 +202,6 @@ class Installer:
             installed_at=self.clock(),
             refreshed_at=self.clock(),
         )
-        if self.allowed and not {record.member_id, record.domain} & self.allowed:
-            raise Unauthorized(
-                f"this gateway does not serve the portal {record.domain} (see allowed_portals)",
-                status=403,
-            )
-        async with self.store.lock(record.member_id):
-            await self.store.put(record)
-        log.info("installed on portal %s (%s)", record.domain, record.member_id)
-        if self.on_change is not None:
-            await self.on_change()
-        return record
 
     async def run_setup(self, member_id: str) -> str | None:
         """Register the connector, bind events, re-activate known lines; the error if any."""
@@ -164,3 +218,8 @@ class Installer:
         if self.on_change is not None:
             await self.on_change()
         return error
+
+
+def _is_true(value: Any) -> bool:
+    """A REST boolean: JSON `true`, or the strings PHP-style transports make of it."""
+    return value is True or value in ("true", "1", "Y")

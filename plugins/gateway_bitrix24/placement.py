@@ -1,10 +1,14 @@
 """The connector's settings page (placement `SETTING_CONNECTOR`) and the app page.
 
-Bitrix24 opens the page with a POST carrying the admin's `AUTH_ID` and `member_id`; the page
-is only shown after that token worked against the stored portal (`app.info`). Its buttons
-POST back with a form token the gateway signed (portal, line, 30 minutes) and the same
-`AUTH_ID`, which is then used for `imconnector.activate`, so Bitrix24 checks the user's own
-rights. Linking writes a route `{member_id}/{line}` into the gateway store.
+Bitrix24 opens the page with a POST carrying the user's `AUTH_ID` and `member_id`; any
+employee who opens an app page has such a token, so the page is only shown after the stored
+portal answered `user.admin` with `true` for that token (an administrator: the only per-user
+rights check Bitrix24's REST API offers an app). Its buttons POST back with a form token the
+gateway signed, bound to the portal, the line and that `AUTH_ID` (30 minutes), plus the same
+`AUTH_ID`, which is checked with `user.admin` again before anything is changed or shown and
+then used for `imconnector.activate`, so Bitrix24 also checks the user's own rights. A form
+token alone, or with another user's or a refused `AUTH_ID`, gets a 403 and no new token.
+Linking writes a route `{member_id}/{line}` into the gateway store.
 """
 
 from __future__ import annotations
@@ -58,13 +62,16 @@ class FormTokens:
             self._secret = bytes.fromhex(stored)
         return self._secret
 
-    async def issue(self, member_id: str, line: int) -> str:
-        payload = json.dumps({"m": member_id, "l": line, "e": int(self.clock() + FORM_TTL)})
+    async def issue(self, member_id: str, line: int, auth_id: str) -> str:
+        payload = json.dumps(
+            {"m": member_id, "l": line, "u": _session(auth_id), "e": int(self.clock() + FORM_TTL)}
+        )
         encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         signature = hmac.new(await self._key(), encoded.encode(), hashlib.sha256).hexdigest()
         return f"{encoded}.{signature}"
 
-    async def verify(self, token: str) -> tuple[str, int] | None:
+    async def verify(self, token: str, auth_id: str) -> tuple[str, int] | None:
+        """(member_id, line) of a valid, unexpired token issued with this `auth_id`."""
         encoded, _, signature = token.partition(".")
         expected = hmac.new(await self._key(), encoded.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(signature.encode(), expected.encode()):
@@ -73,11 +80,14 @@ class FormTokens:
             data = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
         except ValueError:
             return None
+        if not isinstance(data, dict):
+            return None
         member_id, line, expires = data.get("m"), data.get("l"), data.get("e")
         if (
             not isinstance(member_id, str)
             or not isinstance(line, int)
             or not isinstance(expires, int)
+            or not hmac.compare_digest(str(data.get("u")), _session(auth_id))
         ):
             return None
         if expires < self.clock():
@@ -148,23 +158,33 @@ class SettingsPage:
         return await self._portal(record, auth_id)
 
     async def _verify_user(self, record: PortalRecord, auth_id: str) -> Any:
+        """None if the portal says `auth_id` is an administrator's, else the refusal page."""
         try:
-            await self.rest.call(record.member_id, "app.info", token=auth_id)
+            admin = await self.rest.ask_as(record, "user.admin", auth_id)
         except TemporaryError as exc:
             return message_page(
                 "WhatsChat Gateway", f"Bitrix24 is busy ({exc.code}); try again.", status=503
             )
         except DeliveryError:
+            log.warning("settings page of %s: Bitrix24 refused the AUTH_ID", record.domain)
             return message_page(
                 "WhatsChat Gateway",
                 "Your Bitrix24 session could not be verified; reopen the page from Bitrix24.",
                 status=403,
             )
+        if admin is not True and admin not in ("true", "1", "Y"):
+            log.warning("settings page of %s: refused a user who is not an admin", record.domain)
+            return message_page(
+                "WhatsChat Gateway",
+                "Only a Bitrix24 administrator can change how WhatsApp is connected.",
+                status=403,
+            )
         return None
 
     async def _action(self, form: dict[str, Any]) -> Any:
-        verified = await self.tokens.verify(as_str(form.get("form_token")) or "")
-        if verified is None:
+        auth_id = as_str(form.get("AUTH_ID")) or ""
+        verified = await self.tokens.verify(as_str(form.get("form_token")) or "", auth_id)
+        if verified is None or not auth_id:
             return message_page(
                 "WhatsChat Gateway",
                 "This form has expired; close the settings and open them again.",
@@ -174,7 +194,9 @@ class SettingsPage:
         record = await self.store.get(member_id)
         if record is None:
             return message_page("WhatsChat Gateway", "The app is no longer installed.", status=404)
-        auth_id = as_str(form.get("AUTH_ID")) or ""
+        refusal = await self._verify_user(record, auth_id)
+        if refusal is not None:
+            return refusal
         action = as_str(form.get("action")) or "refresh"
         channel = as_str(form.get("channel")) or ""
         if line == 0:
@@ -277,7 +299,7 @@ class SettingsPage:
             origin=record.base_url,
             line=line,
             action_url=self.url,
-            form_token=await self.tokens.issue(record.member_id, line),
+            form_token=await self.tokens.issue(record.member_id, line, auth_id),
             auth_id=auth_id,
             channels=channels,
             notice=notice,
@@ -297,7 +319,7 @@ class SettingsPage:
             domain=record.domain,
             origin=record.base_url,
             action_url=self.url,
-            form_token=await self.tokens.issue(record.member_id, 0),
+            form_token=await self.tokens.issue(record.member_id, 0, auth_id),
             auth_id=auth_id,
             lines=sorted(lines),
             problem=record.problem_detail if record.problem else None,
@@ -305,6 +327,11 @@ class SettingsPage:
             notice=notice,
         )
         return portal_page(view)
+
+
+def _session(auth_id: str) -> str:
+    """What a form token keeps of the AUTH_ID it was issued with (never the token itself)."""
+    return hashlib.sha256(b"b24-form|" + auth_id.encode()).hexdigest()[:32]
 
 
 def _options(raw: Any) -> dict[str, Any]:

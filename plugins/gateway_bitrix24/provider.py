@@ -3,7 +3,8 @@
 Endpoints, all under `/webhooks/{instance}/`:
 
     install     install page POST (app with UI) or ONAPPINSTALL (API-only app)
-    events      the event handler bound with event.bind (connector events, uninstall)
+    events      the event handler bound with event.bind (connector events, uninstall,
+                ONAPPUPDATE)
     placement   the connector settings page (SETTING_CONNECTOR) and the app page
 
 Route targets are `{member_id}/{open line id}`; see docs/bitrix24.md.
@@ -174,6 +175,7 @@ class Bitrix24Provider(CRMProvider):
         self.setup = PortalSetup(self.rest, self.spec)
         self.installer = Installer(
             self.oauth,
+            self.rest,
             self.store,
             self.setup,
             self._lines_of,
@@ -294,7 +296,8 @@ class Bitrix24Provider(CRMProvider):
             event = ev.read_event(form)
         except FormError as exc:
             raise BadRequest(str(exc)) from None
-        if event.name == ev.APP_INSTALL:
+        if event.name in (ev.APP_INSTALL, ev.APP_UPDATE):
+            # Both carry a new application_token: confirmed as an install, never trusted.
             return await self.installer.from_event(event)
         record = await self._verify(event)
         return await self._dispatch(event, record)

@@ -191,6 +191,29 @@ class RestClient:
                     ) from None
             await self.limits.acquire(member_id)
 
+    async def ask_as(
+        self, record: PortalRecord, method: str, token: str, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """One call with a user's token (an install's, a page's AUTH_ID) to `record`'s portal.
+
+        `record` need not be stored yet (an install being confirmed); nothing is refreshed,
+        followed or retried: a refused token is a `PermanentError`, anything else temporary.
+        """
+        await self.limits.acquire(record.member_id)
+        try:
+            reply = await self._post(record, method, params or {}, token, False, DEFAULT_TIMEOUT)
+        except _Refresh as exc:
+            raise PermanentError(
+                f"{record.domain} refused the access token ({exc.code})", code=exc.code
+            ) from None
+        except _Moved:
+            raise TemporaryError(f"{record.domain} redirected {method}", code="REDIRECT") from None
+        except _Limited:
+            raise Throttled(
+                f"{record.domain} answered QUERY_LIMIT_EXCEEDED", code="QUERY_LIMIT_EXCEEDED"
+            ) from None
+        return reply.result
+
     async def batch(
         self,
         member_id: str,
@@ -305,7 +328,8 @@ class RestClient:
                     code=code,
                     retry_after=wait,
                 )
-            await self._problem(record.member_id, code)
+            if token == record.access_token:  # a user's own token says nothing of the portal
+                await self._problem(record.member_id, code)
             raise classify(
                 code, f"{method}: {description}" if description else method, status=status
             )

@@ -29,6 +29,8 @@ CONNECTOR_EVENTS = (
     "ONIMCONNECTORSTATUSDELETE",
     "ONIMCONNECTORLINEDELETE",
     "ONAPPUNINSTALL",
+    # A new app version brings a new application_token (confirmed like an install).
+    "ONAPPUPDATE",
 )
 
 _ICON_SVG = (

@@ -189,7 +189,7 @@ async def test_api_only_app_installs_from_onappinstall(tmp_path: Path) -> None:
         record = await s.provider.store.get(s.portal.member_id)
         assert record is not None and record.application_token == s.portal.application_token
         assert "whatschat" in s.portal.state.connectors
-        assert len(s.portal.state.bindings) == 8
+        assert len(s.portal.state.bindings) == 9
         state = await s.provider.account_state()
         assert state.status is AccountStatus.CONNECTED and "acme.bitrix24.com" in (
             state.detail or ""
@@ -204,7 +204,7 @@ async def test_reinstall_reconciles_handlers_and_reactivates_lines(tmp_path: Pat
         s.portal.state.statuses.clear()  # a reinstall wipes line statuses
         await s.install()
         handlers = {b.handler for b in s.portal.state.bindings}
-        assert handlers == {f"{PUBLIC}/webhooks/b24/events"} and len(s.portal.state.bindings) == 8
+        assert handlers == {f"{PUBLIC}/webhooks/b24/events"} and len(s.portal.state.bindings) == 9
         assert s.portal.state.statuses[("whatschat", 1)].ok
 
 

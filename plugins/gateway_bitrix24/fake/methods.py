@@ -1,4 +1,4 @@
-"""`event.*`, `app.info`, `imopenlines.config.*`, `placement.*` and `messageservice.*`."""
+"""`event.*`, `app.info`, `user.admin`, `imopenlines.config.*`, `placement.*` and `messageservice.*`."""
 
 from __future__ import annotations
 
@@ -97,6 +97,11 @@ async def app_info(portal: FakePortal, params: dict[str, Any], ctx: CallContext)
         "LICENSE_FAMILY": app.license_family,
     }
     return info
+
+
+async def user_admin(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    # Scope `basic`, any user: whether the token's user may change the portal's settings.
+    return ctx.user_id in portal.admins
 
 
 def _matches(config: dict[str, Any], conditions: dict[str, Any]) -> bool:
@@ -247,6 +252,7 @@ METHODS: dict[str, Handler] = {
     "event.unbind": event_unbind,
     "event.get": event_get,
     "app.info": app_info,
+    "user.admin": user_admin,
     "imopenlines.config.list.get": config_list,
     "imopenlines.config.get": config_get,
     "imopenlines.config.add": config_add,

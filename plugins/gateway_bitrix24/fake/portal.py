@@ -47,7 +47,8 @@ class FakePortal:
 
     Attributes tests may flip: `installed_finished`, `report_sessions` (omit `session`
     from send results), `event_tokens` (events without access tokens), `file_style`,
-    `fetch_files`, `scope`, `app_record` (what `app.info` says), `faults`.
+    `fetch_files`, `scope`, `app_record` (what `app.info` says), `faults`, `admins` (the
+    user ids `user.admin` answers true for; user 1 installs, operators such as 27 are not).
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class FakePortal:
         self.report_sessions = True
         self.event_tokens = True
         self.app_record = AppRecord()
+        self.admins: set[int] = {1}
         self.state = PortalState()
         self.tokens = TokenStore(clock, token_ttl, token_prefix)
         self.faults = Faults(clock)
@@ -417,6 +419,22 @@ class FakePortal:
         """UI app: POST the install page (finish with `finish_install()`).
         API-only app: POST ONAPPINSTALL with both tokens to `install_url`."""
         return await installing.install(self, install_url, ui=ui, user_id=user_id)
+
+    async def update_app(self, application_token: str, *, user_id: int = 1) -> EventDelivery:
+        """An admin installs a new app version: a new application token, sent in
+        ONAPPUPDATE with the admin's tokens to the bound handler."""
+        self.application_token = application_token
+        self.app_record.version += 1
+        data = {"VERSION": str(self.app_record.version), "PREVIOUS_VERSION": "1"}
+        auth = self.event_auth(user_id, with_refresh=True)
+        bound = [b for b in self.state.bindings if b.event == "ONAPPUPDATE"]
+        handler = bound[0].handler if bound else ""
+        form = event_form(
+            "ONAPPUPDATE", bound[0].id if bound else None, data, int(self.now()), auth
+        )
+        delivery = await post_form(self.client(), handler, form, "ONAPPUPDATE")
+        self.deliveries.append(delivery)
+        return delivery
 
     def finish_install(self) -> None:
         """What `BX24.installFinish()` would do; events start flowing."""
