@@ -1,4 +1,6 @@
-"""`event.*`, `app.info`, `user.admin`, `imopenlines.config.*`, `placement.*` and `messageservice.*`."""
+"""Methods besides imconnector: `event.*`, `app.info`, `user.admin`, `imopenlines.config.*`,
+`placement.*` and `messageservice.*`.
+"""
 
 from __future__ import annotations
 
