@@ -6,6 +6,8 @@ Endpoints, all under `/webhooks/{instance}/`:
     events      the event handler bound with event.bind (connector events, uninstall,
                 ONAPPUPDATE)
     placement   the connector settings page (SETTING_CONNECTOR) and the app page
+    sms         the SMS provider's handler (messageservice.sender.add), see messageservice.py
+    robot       the automation robots' handler (bizproc.robot.add), see robots.py
 
 Route targets are `{member_id}/{open line id}`; see docs/bitrix24.md.
 """
@@ -37,7 +39,8 @@ from gateway.providers import (
 
 from . import events as ev
 from .acks import NOTE_PREFIX, Acknowledger
-from .forms import FormError, parse_body
+from .crm import Crm, SyncingHub
+from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
 from .limits import Limits
 from .oauth import OAuthClient, Tokens
@@ -52,6 +55,7 @@ from .texts import translator
 log = logging.getLogger("gateway.bitrix24")
 
 KEEPALIVE_CHECK_SECONDS = 3600.0
+WAITERS_CHECK_SECONDS = 30.0
 _CONNECTOR_ID = re.compile(r"[a-z0-9_]{1,40}\Z")
 
 
@@ -172,7 +176,8 @@ class Bitrix24Provider(CRMProvider):
             events_url=hub.webhook_url(self.instance, "events"),
             need_signature=bool(config["need_signature"]),
         )
-        self.setup = PortalSetup(self.rest, self.spec)
+        self.crm = Crm(self.instance, self.connector_id, hub, context.state, self.rest, self.store)
+        self.setup = PortalSetup(self.rest, self.spec, crm_sync=self.crm.sync)
         self.installer = Installer(
             self.oauth,
             self.rest,
@@ -195,7 +200,7 @@ class Bitrix24Provider(CRMProvider):
         self.settings_page = SettingsPage(
             instance=self.instance,
             connector_id=self.connector_id,
-            hub=hub,
+            hub=SyncingHub(hub, self.crm),
             rest=self.rest,
             store=self.store,
             setup=self.setup,
@@ -214,6 +219,7 @@ class Bitrix24Provider(CRMProvider):
         self._tasks = [
             self.startup,
             asyncio.create_task(self._keep_alive(), name=f"{self.instance}:keep-alive"),
+            asyncio.create_task(self._watch_waiters(), name=f"{self.instance}:robots"),
         ]
 
     async def stop(self) -> None:
@@ -253,6 +259,14 @@ class Bitrix24Provider(CRMProvider):
                 log.exception("refreshing idle portals failed")
             await asyncio.sleep(KEEPALIVE_CHECK_SECONDS)
 
+    async def _watch_waiters(self) -> None:
+        while True:
+            try:
+                await self.crm.robots.check_waiters()
+            except Exception:
+                log.exception("timing out waiting robots failed")
+            await asyncio.sleep(WAITERS_CHECK_SECONDS)
+
     async def refresh_idle(self, now: float | None = None) -> list[str]:
         """Refresh portals quiet for `idle_refresh_days`, so their refresh token never
         lapses; returns the member ids refreshed."""
@@ -274,7 +288,7 @@ class Bitrix24Provider(CRMProvider):
     # webhooks --------------------------------------------------------------------------
     async def handle_webhook(self, request: WebhookRequest) -> WebhookResult:
         subpath = request.subpath.strip("/")
-        if subpath not in ("install", "events", "placement"):
+        if subpath not in ("install", "events", "placement", "sms", "robot"):
             raise BadRequest(f"no such endpoint: {subpath or '(none)'}", status=404)
         if request.method != "POST":
             if subpath == "events":
@@ -292,6 +306,10 @@ class Bitrix24Provider(CRMProvider):
             return await self.settings_page.handle(form)
         if subpath == "install" and "event" not in form:
             return await self.installer.from_page(form)
+        if subpath in ("sms", "robot"):
+            # Sent through the queue server like events, with the same `auth` block.
+            call = ev.PortalEvent(subpath.upper(), None, lower_keys(as_dict(form.get("auth"))))
+            return await self.crm.handle(subpath, form, await self._verify(call))
         try:
             event = ev.read_event(form)
         except FormError as exc:
@@ -369,6 +387,7 @@ class Bitrix24Provider(CRMProvider):
                 else:
                     log.info("route %s removed: %s (%s)", route.name, why, record.domain)
         await self.store.unpark(record.member_id, line)
+        await self.crm.sync(record.member_id)
 
     async def _uninstalled(self, record: PortalRecord) -> None:
         for route in await self.context.hub.routes():
@@ -393,13 +412,14 @@ class Bitrix24Provider(CRMProvider):
         outcomes = await self.outbox.send(batch)
         if len(self.store.parked_lines()) != parked_before:
             await self.publish_state()
+        await self.crm.delivered(batch, outcomes)
         return outcomes
 
     async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:
-        return await self.acks.acknowledge(acks)
+        return await self.crm.acknowledge(acks, self.acks.acknowledge)
 
     async def apply_status(self, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
-        return await self.acks.apply_status(notices)
+        return await self.crm.apply_status(notices, self.acks.apply_status)
 
     # state -----------------------------------------------------------------------------
     async def account_state(self) -> AccountState:

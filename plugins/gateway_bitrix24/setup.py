@@ -1,4 +1,5 @@
-"""One-time work on a portal: the connector tile, the event handlers, active lines.
+"""One-time work on a portal: the connector tile, the event handlers, active lines, and
+the CRM's SMS senders and robots (`crm_setup`).
 
 Run at every install (a reinstall wipes connectors, line statuses and handlers), from the
 app page's "repair" button, and for lines of routes written in settings.toml at startup.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +79,16 @@ class ConnectorSpec:
 
 
 class PortalSetup:
-    def __init__(self, rest: RestClient, spec: ConnectorSpec) -> None:
+    def __init__(
+        self,
+        rest: RestClient,
+        spec: ConnectorSpec,
+        crm_sync: Callable[[str], Awaitable[object]] | None = None,
+    ) -> None:
         self.rest = rest
         self.spec = spec
+        #: Registers the CRM's senders and robots last (`crm.Crm.sync`; never raises).
+        self.crm_sync = crm_sync
 
     async def run(self, member_id: str, lines: dict[int, str] | None = None) -> None:
         """Register the connector, reconcile handlers, then activate `lines` (id -> channel)."""
@@ -91,6 +100,8 @@ class PortalSetup:
             except DeliveryError as exc:
                 # One deleted line must not stop the others; it shows as parked when used.
                 log.warning("could not activate line %s of %s: %s", line, member_id, exc)
+        if self.crm_sync is not None:
+            await self.crm_sync(member_id)
 
     async def register(self, member_id: str) -> None:
         reply = await self.rest.call(member_id, "imconnector.register", self.spec.register_params())

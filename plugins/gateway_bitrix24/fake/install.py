@@ -96,7 +96,9 @@ async def uninstall(portal: FakePortal, *, clean: bool) -> list[EventDelivery]:
     state.statuses.clear()
     state.bindings.clear()
     state.placements.clear()
-    state.senders.clear()
+    # ...and its SMS senders and robots (a workflow using a robot keeps it, blocked).
+    portal.crm.senders.clear()
+    portal.crm.robots.clear()
     portal.tokens.revoke_all()
     portal.installed = portal.installed_finished = False
     return delivered

@@ -1,5 +1,5 @@
 """Methods besides imconnector: `event.*`, `app.info`, `user.admin`, `imopenlines.config.*`,
-`placement.*` and `messageservice.*`.
+`placement.*`; the CRM's (`messageservice.*`, `bizproc.*`) are in `crm`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import events, imconnector
+from . import crm, events, imconnector
 from .envelope import CallContext, RestError, require_app
 from .formdata import lower_keys, php_empty, php_int, upper_keys
 from .state import EventBinding
@@ -207,47 +207,6 @@ async def placement_unbind(portal: FakePortal, params: dict[str, Any], ctx: Call
     return {"count": before - len(portal.state.placements)}
 
 
-async def sender_add(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    code = str(p.get("CODE") or "")
-
-    def invalid(text: str) -> RestError:
-        return RestError(400, "ERROR_SENDER_VALIDATION_FAILURE", text)
-
-    if not code:
-        raise invalid("Empty sender code!")
-    if not re.fullmatch(r"[a-zA-Z0-9._-]+", code):
-        raise invalid("Wrong sender code!")
-    if php_empty(p.get("NAME")):
-        raise invalid("Empty sender NAME!")
-    if p.get("TYPE") != "SMS":
-        raise invalid("Unknown sender message TYPE!")
-    if code in portal.state.senders:
-        raise RestError(400, "ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!")
-    portal.state.senders[code] = p
-    return True
-
-
-async def sender_list(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    return list(portal.state.senders)
-
-
-async def sender_delete(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    return portal.state.senders.pop(str(upper_keys(params).get("CODE")), None) is not None
-
-
-async def sms_status(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
-    require_app(ctx)
-    p = upper_keys(params)
-    if str(p.get("STATUS")) not in ("queued", "sent", "delivered", "undelivered", "failed"):
-        raise RestError(400, "ERROR_ARGUMENT", "Unknown message status")
-    portal.state.sms_statuses[str(p.get("MESSAGE_ID"))] = str(p["STATUS"])
-    return True
-
-
 METHODS: dict[str, Handler] = {
     **imconnector.METHODS,
     "event.bind": event_bind,
@@ -263,10 +222,7 @@ METHODS: dict[str, Handler] = {
     "placement.get": placement_get,
     "placement.bind": placement_bind,
     "placement.unbind": placement_unbind,
-    "messageservice.sender.add": sender_add,
-    "messageservice.sender.list": sender_list,
-    "messageservice.sender.delete": sender_delete,
-    "messageservice.message.status.update": sms_status,
+    **crm.METHODS,
 }
 
 SCOPES = {
@@ -274,6 +230,8 @@ SCOPES = {
     "imopenlines.": "imopenlines",
     "placement.": "placement",
     "messageservice.": "messageservice",
+    "bizproc.": "bizproc",
+    "im.": "im",
 }
 
 

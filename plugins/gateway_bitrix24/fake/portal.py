@@ -9,8 +9,8 @@ from typing import Any, Literal
 import httpx
 from starlette.applications import Starlette
 
+from . import crm, operator, rest
 from . import install as installing
-from . import operator, rest
 from .batch import run as run_batch
 from .envelope import OPERATING_WINDOW, CallContext, RestError, system_error, time_block
 from .events import event_form, post_form
@@ -66,7 +66,7 @@ class FakePortal:
         token_ttl: int = 3600,
         server_endpoint: str = "https://oauth.bitrix.info/rest/",
         scheme: str = "https",
-        scope: str = "imopenlines,imconnector,im,placement,messageservice",
+        scope: str = "imopenlines,imconnector,im,placement,messageservice,bizproc",
         installed: bool = True,
         token_prefix: str = "",
         file_style: FileStyle = "both",
@@ -94,6 +94,7 @@ class FakePortal:
         self.app_record = AppRecord()
         self.admins: set[int] = {1}
         self.state = PortalState()
+        self.crm = crm.CrmState()
         self.tokens = TokenStore(clock, token_ttl, token_prefix)
         self.faults = Faults(clock)
         self.bucket = LeakyBucket(rate, burst, clock) if rate is not None else None
@@ -410,6 +411,20 @@ class FakePortal:
     async def delete_line(self, line: int) -> Emission:
         """Admin deletes the open line: ONIMCONNECTORLINEDELETE with scalar data."""
         return await operator.delete_line(self, line)
+
+    # -- the CRM ------------------------------------------------------------------------
+
+    async def send_sms(
+        self, code: str, phone: str, text: str, *, user_id: int = 1
+    ) -> tuple[crm.SmsMessage, httpx.Response]:
+        """A manager sends a message from a CRM card through sender `code`."""
+        return await crm.send_sms(self, code, phone, text, user_id=user_id)
+
+    async def run_robot(
+        self, code: str, properties: dict[str, Any], *, user_id: int = 1
+    ) -> tuple[crm.RobotRun, httpx.Response]:
+        """An automation rule runs robot `code`; its `returned` fills on bizproc.event.send."""
+        return await crm.run_robot(self, code, properties, user_id=user_id)
 
     # -- install, placements, uninstall ------------------------------------------------
 

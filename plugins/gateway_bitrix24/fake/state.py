@@ -216,8 +216,6 @@ class PortalState:
     external_users: dict[tuple[str, str], int] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
     placements: list[dict[str, Any]] = field(default_factory=list)
-    senders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sms_statuses: dict[str, str] = field(default_factory=dict)
     line_ids: itertools.count[int] = field(default_factory=lambda: _counter(1))
     binding_ids: itertools.count[int] = field(default_factory=lambda: _counter(555))
     user_ids: itertools.count[int] = field(default_factory=lambda: _counter(585))

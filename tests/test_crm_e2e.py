@@ -1,0 +1,244 @@
+"""Writing first from Bitrix24's CRM, end to end over real HTTP against the fake portal.
+
+The gateway runs on real uvicorn. The fake portal plays the CRM: a manager's "Send SMS"
+through the WhatsApp sender, robots of an automation rule; its calls reach the gateway
+over real HTTP (the gateway's public host swapped for its loopback address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_bitrix24.fake import FakePortal
+from gateway_bitrix24.fake.browser import form_fields
+
+from gateway.testing import GatewayHarness, Recorder, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+PUBLIC = "https://gw.example.com"
+CHANNEL_AUTH = {"Authorization": "Bearer wa-token"}
+SENDER = "whatschat.wa"
+SEND_ROBOT, WAIT_ROBOT = "whatschat_send", "whatschat_wait"
+
+
+class ToGateway(httpx.AsyncBaseTransport):
+    """Real HTTP, with the gateway's public host swapped for its loopback address."""
+
+    def __init__(self) -> None:
+        self.target: httpx.URL | None = None
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gw.example.com":
+            assert self.target is not None, "the gateway is not serving yet"
+            request.url = request.url.copy_with(
+                scheme=self.target.scheme, host=self.target.host, port=self.target.port
+            )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class World:
+    h: GatewayHarness
+    portal: FakePortal
+    recorder: Recorder
+
+    async def until(self, predicate: Callable[[], bool], within: float = 15.0) -> None:
+        """Wait for `predicate`, woken by each pipeline observation (no polling sleeps)."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                kinds = ("delivered", "accepted", "retried", "dead_lettered")
+                waits = [
+                    asyncio.ensure_future(
+                        self.h.observer.wait_for(k, len(self.h.observer.of_type(k)) + 1, 30)
+                    )
+                    for k in kinds
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
+
+    async def channel(self, body: dict[str, Any]) -> None:
+        response = await self.h.client.post("/webhooks/wa", json=body, headers=CHANNEL_AUTH)
+        assert response.status_code == 200, response.text
+
+
+def settings(tmp_path: Path, portal: FakePortal) -> dict[str, Any]:
+    return {
+        "public_url": PUBLIC,
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+        "media": {"directory": str(tmp_path / "media")},
+        "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 5, "jitter": 0.0},
+        "workers": {"poll_interval": 0.05},
+        "channels": {
+            "wa": {
+                "provider": "test-channel",
+                "base_url": "http://channel.test",
+                "token": "wa-token",
+            }
+        },
+        "crms": {
+            "b24": {
+                "provider": "bitrix24",
+                "client_id": portal.client_id,
+                "client_secret": portal.client_secret,
+                "connector_id": "whatschat",
+            }
+        },
+    }
+
+
+@asynccontextmanager
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    recorder = Recorder(name="wa")
+    to_gateway = ToGateway()
+    async with httpx.AsyncClient(transport=to_gateway, timeout=30.0) as portal_http:
+        portal = FakePortal(http=portal_http, installed=False)
+        apps = {
+            "acme.bitrix24.com": portal.app,
+            "oauth.bitrix.info": portal.oauth_app,
+            "channel.test": recorder.app,
+        }
+        async with running_gateway(settings(tmp_path, portal), apps=apps, serve_http=True) as h:
+            assert h.url is not None
+            to_gateway.target = httpx.URL(h.url)
+            w = World(h, portal, recorder)
+            response = await portal.install(f"{PUBLIC}/webhooks/b24/install")
+            assert response.status_code == 200, response.text
+            portal.finish_install()
+            page = await portal.open_connector_settings(line=1)
+            linked = await h.client.post(
+                "/webhooks/b24/placement", data=form_fields(page.text, "link", "wa")
+            )
+            assert "Linked wa to this open line." in linked.text, linked.text
+            yield w
+
+
+async def test_crm_card_to_whatsapp_status_back_and_the_reply_in_the_open_line(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        portal = w.portal
+        # linking the line registered the number as an SMS provider, and the robots
+        assert list(portal.crm.senders) == [SENDER]
+        sender = portal.crm.senders[SENDER]
+        assert sender["HANDLER"] == f"{PUBLIC}/webhooks/b24/sms"
+        assert sender["NAME"]["ru"] == "WhatsApp (wa)"
+        assert set(portal.crm.robots) == {SEND_ROBOT, WAIT_ROBOT}
+        assert portal.crm.robots[SEND_ROBOT]["USE_SUBSCRIPTION"] == "Y"
+
+        # the manager writes first from the contact's card, the number typed nationally
+        sms, response = await portal.send_sms(SENDER, "8 (900) 123-45-67", "Your order is ready")
+        assert response.status_code == 200, response.text
+        await w.recorder.wait_count(1)
+        sent = w.recorder.received[0]
+        assert (sent.conversation, sent.text) == ("79001234567", "Your order is ready")
+        await w.until(lambda: sms.status == "sent")
+        [mirrored] = portal.messages(line=1, chat_id="79001234567")
+        assert mirrored.author == "operator" and "Your order is ready" in mirrored.text
+
+        # WhatsApp reports it delivered, then read: the CRM shows delivered
+        await w.channel({"statuses": [{"id": sent.native_id, "status": "delivered"}]})
+        await w.until(lambda: sms.statuses[-1:] == ["delivered"])
+
+        # the customer answers: the same open-line chat
+        await w.channel(
+            {
+                "messages": [
+                    {"id": "in1", "chat": "79001234567", "from": "79001234567", "text": "Thanks!"}
+                ]
+            }
+        )
+        await w.until(lambda: len(portal.messages(line=1, chat_id="79001234567")) == 2)
+        assert portal.messages(line=1, chat_id="79001234567")[-1].text == "Thanks!"
+
+        # the portal calls the handler twice for one message: sent once
+        again = await portal.send_sms(SENDER, "+7 900 123 45 67", "second")
+        assert again[1].status_code == 200
+        await w.recorder.wait_count(2)
+        assert w.recorder.texts("79001234567") == ["Your order is ready", "second"]
+
+
+async def test_a_bad_number_fails_with_a_reason_and_sends_nothing(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        sms, response = await w.portal.send_sms(SENDER, "call the office", "hello")
+        assert response.status_code == 422
+        assert "not a WhatsApp number" in response.json()["error"]
+        assert sms.statuses == ["failed"]
+        [notice] = w.portal.crm.notifications
+        assert "call the office" in notice["MESSAGE"]
+        run, reply = await w.portal.run_robot(
+            SEND_ROBOT, {"phone": "12", "text": "hi", "channel": "wa"}
+        )
+        assert reply.status_code == 422
+        assert run.returned is not None and run.returned["status"] == "failed"
+        assert "digits" in run.returned["error"]
+        assert w.recorder.received == []
+
+
+async def test_a_forged_handler_call_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        real = w.portal.application_token
+        w.portal.application_token = "0" * 32  # a caller who does not know the app's secret
+        sms, response = await w.portal.send_sms(SENDER, "79001234567", "pay here")
+        run, robot = await w.portal.run_robot(
+            SEND_ROBOT, {"phone": "79001234567", "text": "pay here", "channel": "wa"}
+        )
+        w.portal.application_token = real
+        assert (response.status_code, robot.status_code) == (401, 401)
+        assert sms.statuses == [] and run.returned is None
+        stats = await w.h.gateway.store.stats(time.time())
+        assert all(s.ready == 0 and s.dead == 0 for s in stats)
+        assert not [o for o in w.h.observer.of_type("accepted") if o.instance == "b24"]
+        assert w.recorder.received == []
+
+
+async def test_robot_sends_and_reports_the_whatsapp_id(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        run, reply = await w.portal.run_robot(
+            SEND_ROBOT,
+            {"phone": "+7 900 555-00-11", "text": "Hello from the deal", "channel": "wa"},
+        )
+        assert reply.status_code == 200, reply.text
+        await w.recorder.wait_count(1)
+        sent = w.recorder.received[0]
+        await w.until(lambda: run.returned is not None)
+        assert run.returned == {"status": "sent", "message_id": sent.native_id, "error": ""}
+
+
+async def test_robot_waits_for_the_reply_or_times_out(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        provider: Any = w.h.gateway.instances["b24"]
+        waiting, reply = await w.portal.run_robot(
+            WAIT_ROBOT, {"phone": "79001234567", "channel": "wa", "timeout_minutes": "30"}
+        )
+        assert reply.status_code == 200, reply.text
+        late, _ = await w.portal.run_robot(
+            WAIT_ROBOT, {"phone": "79007654321", "channel": "wa", "timeout_minutes": "5"}
+        )
+        await w.channel(
+            {
+                "messages": [
+                    {"id": "r1", "chat": "79001234567", "from": "79001234567", "text": "Yes"}
+                ]
+            }
+        )
+        await w.until(lambda: waiting.returned is not None)
+        assert waiting.returned == {"status": "replied", "reply_text": "Yes", "message_id": "r1"}
+        assert late.returned is None
+        assert await provider.crm.robots.check_waiters(now=time.time() + 301) == 1
+        assert late.returned == {"status": "timeout", "reply_text": "", "message_id": ""}
