@@ -19,6 +19,7 @@ import httpx
 import pytest
 from gateway_bitrix24.fake import FakePortal
 from gateway_bitrix24.fake.browser import form_fields
+from gateway_cloudapi.fake import FakeCloudApi
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 
@@ -77,7 +78,20 @@ class World:
         assert response.status_code == 200, response.text
 
 
-def settings(tmp_path: Path, portal: FakePortal) -> dict[str, Any]:
+CLOUD = {
+    "provider": "cloudapi",
+    "phone_number_id": "106540352242922",
+    "access_token": "EAAGfakeAccessToken0000000000",
+    "app_secret": "fake-app-secret",
+    "verify_token": "verify-me-please",
+    "waba_id": "102290129340398",
+    "pair_interval": 0,
+}
+
+
+def settings(
+    tmp_path: Path, portal: FakePortal, channel: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "public_url": PUBLIC,
         "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
@@ -85,11 +99,8 @@ def settings(tmp_path: Path, portal: FakePortal) -> dict[str, Any]:
         "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 5, "jitter": 0.0},
         "workers": {"poll_interval": 0.05},
         "channels": {
-            "wa": {
-                "provider": "test-channel",
-                "base_url": "http://channel.test",
-                "token": "wa-token",
-            }
+            "wa": channel
+            or {"provider": "test-channel", "base_url": "http://channel.test", "token": "wa-token"}
         },
         "crms": {
             "b24": {
@@ -103,7 +114,7 @@ def settings(tmp_path: Path, portal: FakePortal) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, cloud: FakeCloudApi | None = None) -> AsyncIterator[World]:
     recorder = Recorder(name="wa")
     to_gateway = ToGateway()
     async with httpx.AsyncClient(transport=to_gateway, timeout=30.0) as portal_http:
@@ -113,7 +124,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             "oauth.bitrix.info": portal.oauth_app,
             "channel.test": recorder.app,
         }
-        async with running_gateway(settings(tmp_path, portal), apps=apps, serve_http=True) as h:
+        if cloud is not None:
+            cloud.http = portal_http
+            apps["graph.facebook.com"] = cloud.app
+        channel = CLOUD if cloud is not None else None
+        async with running_gateway(
+            settings(tmp_path, portal, channel), apps=apps, serve_http=True
+        ) as h:
             assert h.url is not None
             to_gateway.target = httpx.URL(h.url)
             w = World(h, portal, recorder)
@@ -140,6 +157,8 @@ async def test_crm_card_to_whatsapp_status_back_and_the_reply_in_the_open_line(
         assert sender["NAME"]["ru"] == "WhatsApp (wa)"
         assert set(portal.crm.robots) == {SEND_ROBOT, WAIT_ROBOT}
         assert portal.crm.robots[SEND_ROBOT]["USE_SUBSCRIPTION"] == "Y"
+        steps = "\n".join(w.h.gateway.instances["b24"].setup_instructions())
+        assert "messageservice, bizproc" in steps  # what `gateway check` prints
 
         # the manager writes first from the contact's card, the number typed nationally
         sms, response = await portal.send_sms(SENDER, "8 (900) 123-45-67", "Your order is ready")
@@ -242,3 +261,52 @@ async def test_robot_waits_for_the_reply_or_times_out(tmp_path: Path) -> None:
         assert late.returned is None
         assert await provider.crm.robots.check_waiters(now=time.time() + 301) == 1
         assert late.returned == {"status": "timeout", "reply_text": "", "message_id": ""}
+
+
+async def test_robot_writes_first_with_a_template_outside_the_24_hour_window(
+    tmp_path: Path,
+) -> None:
+    cloud = FakeCloudApi()
+    cloud.pair_interval = None
+    for index in range(120):  # more than one page of message_templates (100 a page)
+        cloud.register_template(f"filler_{index:03}", "en_US")
+    cloud.register_template("order_ready", "ru", body_params=2)
+    async with world(tmp_path, cloud) as w:
+        phone = "79001234567"  # never wrote: no window is open
+        run, reply = await w.portal.run_robot(
+            SEND_ROBOT,
+            {
+                "phone": "8 900 123-45-67",
+                "text": "",
+                "channel": "wa",
+                "template": "order_ready",
+                "template_params": ["Ivan", "A-1024"],
+            },
+        )
+        assert reply.status_code == 200, reply.text
+        await w.until(lambda: run.returned is not None)
+        assert run.returned is not None and run.returned["status"] == "sent", run.returned
+        [sent] = cloud.sent
+        assert (sent.to, sent.type) == (phone, "template")
+        template = sent.request["template"]
+        assert template["name"] == "order_ready" and template["language"]["code"] == "ru"
+        assert [p["text"] for p in template["components"][0]["parameters"]] == ["Ivan", "A-1024"]
+        assert run.returned["message_id"] == sent.id
+
+        # wrong parameters: refused before Meta is called, the reason in the robot's result
+        bad, _ = await w.portal.run_robot(
+            SEND_ROBOT,
+            {"phone": phone, "channel": "wa", "template": "order_ready", "template_params": ["x"]},
+        )
+        await w.until(lambda: bad.returned is not None)
+        assert bad.returned is not None and bad.returned["status"] == "failed"
+        assert "takes 2 parameters, 1 given" in bad.returned["error"]
+
+        # free text outside the window, no template configured: failed with Meta's reason
+        text, _ = await w.portal.run_robot(
+            SEND_ROBOT, {"phone": phone, "channel": "wa", "text": "are you there?"}
+        )
+        await w.until(lambda: text.returned is not None)
+        assert text.returned is not None and text.returned["status"] == "failed"
+        assert "24 hours" in text.returned["error"]
+        assert len(cloud.sent) == 1

@@ -56,6 +56,8 @@ log = logging.getLogger("gateway.bitrix24")
 
 KEEPALIVE_CHECK_SECONDS = 3600.0
 WAITERS_CHECK_SECONDS = 30.0
+#: Scopes the app card must grant: the connector's, then the CRM features' (crm_setup).
+APP_SCOPES = ("imopenlines", "imconnector", "im", "messageservice", "bizproc")
 _CONNECTOR_ID = re.compile(r"[a-z0-9_]{1,40}\Z")
 
 
@@ -209,6 +211,20 @@ class Bitrix24Provider(CRMProvider):
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self.startup: asyncio.Task[None] | None = None
+
+    def setup_instructions(self) -> list[str]:
+        """The app card in Bitrix24 (created by hand: there is no API for it)."""
+        install = self.context.hub.webhook_url(self.instance, "install")
+        return [
+            "In Bitrix24, create the app (local: Developer resources > Other > Local "
+            "application; or in the partner console for the Market):",
+            f"  Your handler path: {self.spec.placement_url}",
+            f"  Initial installation path: {install}",
+            f"  Permissions (scopes): {', '.join(APP_SCOPES)}",
+            "  (messageservice: WhatsApp as an SMS provider in CRM; bizproc: the automation "
+            "robots; im: notifications to CRM users. Without them the connector still works.)",
+            "Then copy its client_id and client_secret into this instance's settings.",
+        ]
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

@@ -61,6 +61,10 @@ class GraphClient:
             raise TemporaryError("the Cloud API answered an upload without a media id")
         return str(media_id)
 
+    async def get(self, url: str, params: dict[str, str] | None = None) -> dict[str, JSON]:
+        """`GET` a Graph URL (a `paging.next` link carries its own query)."""
+        return await self._call("GET", url, params=params)
+
     async def phone_number(self, fields: str) -> dict[str, JSON]:
         url = f"{self.base}/{self.config.phone_number_id}"
         return await self._call("GET", url, params={"fields": fields})

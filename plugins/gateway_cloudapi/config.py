@@ -28,6 +28,8 @@ OPTIONAL: dict[str, Any] = {
     "template_language": "en_US",
     "template_text_parameter": True,
     "upload_media": False,
+    "waba_id": None,
+    "template_sync_minutes": 60,
 }
 SECRETS = frozenset({"access_token", "app_secret", "verify_token"})
 
@@ -54,6 +56,9 @@ class CloudApiConfig:
     template_language: str
     template_text_parameter: bool
     upload_media: bool
+    #: The WhatsApp Business Account whose approved templates the CRM may name.
+    waba_id: str | None = None
+    template_sync_minutes: float = 60.0
 
     @property
     def graph_url(self) -> str:
@@ -91,6 +96,12 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
         )
     text_param = _flag(values, "template_text_parameter", problems)
     upload = _flag(values, "upload_media", problems)
+    waba = str(values.get("waba_id") or "").strip()
+    if waba and not waba.isdigit():
+        problems.append(
+            ("waba_id", "must be digits only", "copy the WhatsApp Business Account id (digits)")
+        )
+    sync_minutes = _number(values, "template_sync_minutes", problems, minimum=1.0)
     if problems:
         return None, problems
     config = CloudApiConfig(
@@ -107,6 +118,8 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
         template_language=language,
         template_text_parameter=text_param,
         upload_media=upload,
+        waba_id=waba or None,
+        template_sync_minutes=sync_minutes,
     )
     return config, []
 

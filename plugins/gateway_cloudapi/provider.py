@@ -11,12 +11,16 @@ window is checked locally first (`gateway_cloudapi.window`): outside it a text g
 configured template (`template_name`, its single body parameter filled with the text when
 `template_text_parameter`), and anything else is refused with code 131047 without calling
 Meta. Meta's own 131047 for a customer the gateway has no record of triggers the same
-template fallback. Read statuses the CRM reports for customer messages mark them read.
+template fallback. A message that names a template (`extra["template"]`: a Bitrix24 robot)
+goes as that template, checked against the account's approved ones first
+(`gateway_cloudapi.templates`). Read statuses the CRM reports for customer messages mark
+them read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import mimetypes
@@ -81,6 +85,7 @@ from gateway_cloudapi.outbound import (
 )
 from gateway_cloudapi.phones import recipient
 from gateway_cloudapi.ratelimit import SendPacer
+from gateway_cloudapi.templates import TemplateBook
 from gateway_cloudapi.webhooks import parse_body, signature_valid
 from gateway_cloudapi.window import WindowBook
 
@@ -134,12 +139,20 @@ class CloudApiProvider(ChannelProvider):
             max_hold=settings.max_hold_seconds,
         )
         self.windows = WindowBook(context.state)
+        self.templates = TemplateBook(
+            self.client, context.state, settings.waba_id, clock=lambda: self.clock()
+        )
+        self._syncing: asyncio.Task[None] | None = None
         self.links = MediaLinks(context, self.client, clock=lambda: self.clock())
         self.display_number: str | None = None
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self.links.ready()
+        if self.settings.waba_id:
+            self._syncing = asyncio.create_task(
+                self._sync_templates(), name=f"{self.instance}:templates"
+            )
         stored = await self.context.state.get(_DISPLAY_KEY)
         self.display_number = stored if isinstance(stored, str) else None
         try:
@@ -154,6 +167,21 @@ class CloudApiProvider(ChannelProvider):
             return
         key = f"cloudapi:{self.settings.phone_number_id}:health:{int(self.clock())}"
         await self.context.hub.emit(self.instance, [InboundEvent(key, state)])
+
+    async def stop(self) -> None:
+        if self._syncing is not None:
+            self._syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncing
+            self._syncing = None
+
+    async def _sync_templates(self) -> None:
+        while True:
+            try:
+                await self.templates.sync()
+            except DeliveryError as exc:
+                log.warning("%s: could not sync message templates: %s", self.instance, exc)
+            await asyncio.sleep(self.settings.template_sync_minutes * 60.0)
 
     async def account_state(self) -> AccountState:
         try:
@@ -295,15 +323,18 @@ class CloudApiProvider(ChannelProvider):
             return PermanentError(
                 "the Cloud API cannot edit or delete sent messages", code="unsupported"
             )
+        last = await self.windows.last_inbound(event.conversation_id)
+        to = recipient(event.conversation_id, known_wa_id=last is not None)
+        if last is None and to != event.conversation_id:
+            last = await self.windows.last_inbound(to)
+        named = event.extra.get("template")
+        if isinstance(named, dict) and named.get("name"):
+            return await self._send_named_template(to, named)
         parts = plan_parts(event)
         if not parts:
             return PermanentError(
                 "the message has nothing WhatsApp can carry", code="empty_message"
             )
-        last = await self.windows.last_inbound(event.conversation_id)
-        to = recipient(event.conversation_id, known_wa_id=last is not None)
-        if last is None and to != event.conversation_id:
-            last = await self.windows.last_inbound(to)
         if WindowBook.is_open(last, self.clock()) is False:
             return await self._outside_window(to, event, parts)
         return await self._send_parts(item, to, parts)
@@ -363,6 +394,25 @@ class CloudApiProvider(ChannelProvider):
         result = await self.client.send_message(message_payload(to, "template", obj, None))
         wamid, wa_id = _accepted(result)
         return Sent(native_id=wamid, extra={"wa_id": wa_id or to, "template": name})
+
+    async def _send_named_template(self, to: str, named: Mapping[str, Any]) -> Outcome:
+        """The template a CRM message names, with its parameters, checked before sending."""
+        values = [str(v) for v in named.get("params") or ()]
+        template = await self.templates.choose(
+            str(named["name"]), str(named.get("language") or ""), values,
+            self.settings.template_language,
+        )  # fmt: skip
+        obj: dict[str, JSON] = {
+            "name": template.name,
+            "language": {"code": template.language, "policy": "deterministic"},
+        }
+        components = template.components(values)
+        if components:
+            obj["components"] = components
+        await self._pace(to)
+        result = await self.client.send_message(message_payload(to, "template", obj, None))
+        wamid, wa_id = _accepted(result)
+        return Sent(native_id=wamid, extra={"wa_id": wa_id or to, "template": template.name})
 
     async def _pace(self, to: str) -> None:
         booking = self.pacer.book(to)

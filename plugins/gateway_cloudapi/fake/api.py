@@ -24,6 +24,7 @@ from .control import control_routes
 from .errors import GraphError, param_error, unknown_node
 from .sending import handle_messages
 from .state import Call, Fault
+from .templates import list_templates
 
 if TYPE_CHECKING:
     from .server import FakeCloudApi
@@ -67,6 +68,7 @@ def build_app(fake: FakeCloudApi) -> Starlette:
         Route("/{version}/{node}/messages", _wrap(fake, "messages", _messages), methods=["POST"]),
         Route("/{version}/{node}/media", _wrap(fake, "media", _upload), methods=["POST"]),
         Route("/{version}/{node}/phone_numbers", _wrap(fake, "node", _phone_numbers)),
+        Route("/{version}/{node}/message_templates", _wrap(fake, "templates", _templates)),
         Route("/{version}/{node}", _wrap(fake, "node", _node), methods=["GET", "DELETE"]),
     ]
     download = _wrap(fake, "download", _download, graph=False)
@@ -231,6 +233,11 @@ async def _node(fake: FakeCloudApi, request: Request, call: Call) -> JSON:
         "file_size": str(media.file_size),  # a string in Meta's JSON
         "id": media.id,
     }
+
+
+async def _templates(fake: FakeCloudApi, request: Request, call: Call) -> JSON:
+    _node_of(fake, request, fake.waba_id)
+    return list_templates(fake, request)
 
 
 async def _phone_numbers(fake: FakeCloudApi, request: Request, call: Call) -> JSON:
