@@ -310,3 +310,35 @@ async def test_robot_writes_first_with_a_template_outside_the_24_hour_window(
         assert text.returned is not None and text.returned["status"] == "failed"
         assert "24 hours" in text.returned["error"]
         assert len(cloud.sent) == 1
+
+
+async def test_unlink_removes_the_sender_and_robots_and_uninstall_refuses_calls(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        portal, h = w.portal, w.h
+        registered = dict(portal.crm.senders[SENDER])
+        # Repair runs the setup again: registration is reconciled, nothing doubles.
+        provider: Any = h.gateway.instances["b24"]
+        assert await provider.installer.run_setup(portal.member_id) is None
+        assert list(portal.crm.senders) == [SENDER]
+        assert set(portal.crm.robots) == {SEND_ROBOT, WAIT_ROBOT}
+
+        page = await portal.open_connector_settings(line=1, activate=False)
+        unlinked = await h.client.post(
+            "/webhooks/b24/placement", data=form_fields(page.text, "unlink", "wa")
+        )
+        assert "Unlinked" in unlinked.text
+        assert portal.crm.senders == {} and portal.crm.robots == {}
+
+        # A call for the old sender (a CRM page opened before) fails with a reason.
+        portal.crm.senders[SENDER] = registered
+        sms, response = await portal.send_sms(SENDER, "79001234567", "hello")
+        assert response.status_code == 422 and "not linked" in response.json()["error"]
+        assert sms.statuses == ["failed"]
+
+        await portal.uninstall()
+        portal.crm.senders[SENDER] = registered
+        late, refused = await portal.send_sms(SENDER, "79001234567", "hello")
+        assert refused.status_code == 401 and late.statuses == []
+        assert w.recorder.received == []
