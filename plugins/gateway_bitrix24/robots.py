@@ -160,7 +160,10 @@ class Robots:
         replies = [
             (parse_target(item.route.target), item.event)
             for item, outcome in zip(batch, outcomes, strict=True)
-            if isinstance(outcome, Sent) and isinstance(item.event, Message)
+            # The gateway's own notes (a failure explained in the chat) are no reply.
+            if isinstance(outcome, Sent)
+            and isinstance(item.event, Message)
+            and not item.event.is_note
         ]
         if not replies:
             return
