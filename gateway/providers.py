@@ -185,6 +185,16 @@ class StatusNotice:
 Outcome = Sent | DeliveryError | None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    """A message template a channel's provider approved (WhatsApp Cloud API), as a CRM may
+    offer it: the parameters are filled in order."""
+
+    name: str
+    language: str
+    parameter_count: int = 0
+
+
 async def send_each(
     batch: Sequence[Outgoing], send_one: Callable[[Outgoing], Awaitable[Outcome]]
 ) -> list[Outcome]:
@@ -252,6 +262,10 @@ class Hub(Protocol):
         """The conversation id channel `instance` gives the chat with `phone` as a person
         typed it; `gateway.phones.NotAPhoneNumber` when it is no number, `KeyError` when
         `instance` is no channel."""
+        ...
+
+    async def message_templates(self, instance: str) -> list[MessageTemplate]:
+        """The approved templates of channel `instance` (empty for providers without)."""
         ...
 
 
@@ -352,6 +366,10 @@ class ChannelProvider(Provider):
         conversation a CRM starts and the customer's answer share one id. Default: the
         digits themselves."""
         return phone
+
+    async def message_templates(self) -> list[MessageTemplate]:
+        """Approved message templates a CRM may name (default: none; the text goes as is)."""
+        return []
 
 
 class CRMProvider(Provider):

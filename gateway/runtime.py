@@ -34,7 +34,14 @@ from gateway.observe import Observation
 from gateway.phones import phone_digits
 from gateway.planning import plan
 from gateway.plugins import PluginHost
-from gateway.providers import ChannelProvider, InstanceContext, Provider, ProviderKind, Route
+from gateway.providers import (
+    ChannelProvider,
+    InstanceContext,
+    MessageTemplate,
+    Provider,
+    ProviderKind,
+    Route,
+)
 from gateway.settings import GatewaySettings
 from gateway.store import open_store
 from gateway.store.base import Store, StoredRoute
@@ -405,6 +412,12 @@ class Gateway:
         if not isinstance(provider, ChannelProvider):
             raise KeyError(f"no channel named {instance!r}")
         return provider.conversation_for_phone(phone_digits(phone))
+
+    async def message_templates(self, instance: str) -> list[MessageTemplate]:
+        provider = self.instances.get(instance)
+        if not isinstance(provider, ChannelProvider):
+            return []
+        return await provider.message_templates()
 
     def webhook_url(self, instance: str, subpath: str = "") -> str:
         base = f"{self.settings.public_url.rstrip('/')}/webhooks/{instance}"

@@ -272,6 +272,17 @@ async def test_robot_writes_first_with_a_template_outside_the_24_hour_window(
         cloud.register_template(f"filler_{index:03}", "en_US")
     cloud.register_template("order_ready", "ru", body_params=2)
     async with world(tmp_path, cloud) as w:
+        # the robot offers the approved templates of the linked number
+        channel: Any = w.h.gateway.instances["wa"]
+        assert len(await channel.templates.sync()) == 121
+        provider: Any = w.h.gateway.instances["b24"]
+        # (the channel's own sync at start may have been in time for the link already)
+        await provider.crm.refresh_templates([w.portal.member_id])
+        offered = w.portal.crm.robots[SEND_ROBOT]["PROPERTIES"]["template"]
+        assert offered["Type"] == "select"
+        assert offered["Options"]["order_ready:ru"] == "order_ready (ru, 2)"
+        assert await provider.crm.refresh_templates([w.portal.member_id]) == 0  # unchanged
+
         phone = "79001234567"  # never wrote: no window is open
         run, reply = await w.portal.run_robot(
             SEND_ROBOT,

@@ -16,6 +16,7 @@ from gateway.models import AccountState, InboundEvent
 from gateway.providers import (
     Ack,
     Hub,
+    MessageTemplate,
     Outcome,
     Outgoing,
     ProviderKind,
@@ -55,6 +56,8 @@ class Crm:
         self.reports = CrmReporter(rest, store, connector_id)
         self.sms = SmsProvider(instance, hub, self.setup, self.reports)
         self.robots = Robots(instance, connector_id, hub, state, rest, self.reports)
+        #: What each portal's robots offer now, so a changed template list re-registers them.
+        self._offered: dict[str, str] = {}
 
     async def channels_of(self, member_id: str) -> list[str]:
         channels = set()
@@ -64,10 +67,33 @@ class Crm:
                 channels.add(route.channel)
         return sorted(channels)
 
-    async def sync(self, member_id: str, also: Sequence[str] = ()) -> str | None:
-        """Reconcile the portal's senders and robots with its linked numbers."""
-        channels = [*await self.channels_of(member_id), *also]
-        return await self.setup.sync_safely(member_id, channels)
+    async def sync(self, member_id: str) -> str | None:
+        """Reconcile the portal's senders and robots with its linked numbers (and the
+        templates those numbers offer)."""
+        channels = await self.channels_of(member_id)
+        templates = await self.templates_of(channels)
+        error = await self.setup.sync_safely(member_id, channels, templates)
+        if error is None:
+            self._offered[member_id] = _signature(templates)
+        return error
+
+    async def templates_of(self, channels: Sequence[str]) -> list[MessageTemplate]:
+        found: list[MessageTemplate] = []
+        for channel in channels:
+            for template in await self.hub.message_templates(channel):
+                if template not in found:
+                    found.append(template)
+        return found
+
+    async def refresh_templates(self, member_ids: Sequence[str]) -> int:
+        """Re-register the robots of portals whose numbers' templates changed since."""
+        done = 0
+        for member_id in member_ids:
+            templates = await self.templates_of(await self.channels_of(member_id))
+            if self._offered.get(member_id, _signature(())) != _signature(templates):
+                await self.sync(member_id)
+                done += 1
+        return done
 
     async def handle(
         self, subpath: str, form: dict[str, Any], record: PortalRecord
@@ -118,6 +144,10 @@ async def _split(
     return outcomes
 
 
+def _signature(templates: Sequence[MessageTemplate]) -> str:
+    return "|".join(sorted(f"{t.name}:{t.language}:{t.parameter_count}" for t in templates))
+
+
 class SyncingHub:
     """The hub as the settings page sees it: linking or unlinking a line also reconciles
     the portal's CRM registrations (a sender per linked number)."""
@@ -161,3 +191,6 @@ class SyncingHub:
 
     def conversation_for_phone(self, instance: str, phone: str) -> str:
         return self.hub.conversation_for_phone(instance, phone)
+
+    async def message_templates(self, instance: str) -> list[MessageTemplate]:
+        return await self.hub.message_templates(instance)

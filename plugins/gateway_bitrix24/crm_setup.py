@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.errors import DeliveryError, PermanentError
+from gateway.providers import MessageTemplate
 
 from .crm_texts import localized
 from .forms import as_items
@@ -57,12 +58,17 @@ class CrmSetup:
                 return channel
         return None
 
-    async def sync_safely(self, member_id: str, channels: Iterable[str]) -> str | None:
+    async def sync_safely(
+        self,
+        member_id: str,
+        channels: Iterable[str],
+        templates: Sequence[MessageTemplate] = (),
+    ) -> str | None:
         """`sync`, with a failure logged and returned instead of raised: the connector
         works without the CRM features (an app without the `messageservice` or `bizproc`
         scope, say)."""
         try:
-            await self.sync(member_id, sorted(set(channels)))
+            await self.sync(member_id, sorted(set(channels)), templates)
         except DeliveryError as exc:
             fix = (
                 f"add the scopes {', '.join(SCOPES)} in the app's card and reinstall"
@@ -73,7 +79,9 @@ class CrmSetup:
             return f"{exc} ({fix})"
         return None
 
-    async def sync(self, member_id: str, channels: list[str]) -> None:
+    async def sync(
+        self, member_id: str, channels: list[str], templates: Sequence[MessageTemplate] = ()
+    ) -> None:
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         listed = await self.rest.call(member_id, "messageservice.sender.list")
         ours = {
@@ -97,7 +105,7 @@ class CrmSetup:
             commands[f"sd{index}"] = ("messageservice.sender.delete", {"CODE": code})
         robots = await self.rest.call(member_id, "bizproc.robot.list")
         registered = {str(c) for c in as_items(robots.result)}
-        for index, (code, fields) in enumerate(self.robot_fields(channels).items()):
+        for index, (code, fields) in enumerate(self.robot_fields(channels, templates).items()):
             if not channels:
                 if code in registered:
                     commands[f"rd{index}"] = ("bizproc.robot.delete", {"CODE": code})
@@ -113,7 +121,9 @@ class CrmSetup:
                 continue
             raise PermanentError(f"{commands[key][0]} failed: {error}", code=error.code)
 
-    def robot_fields(self, channels: list[str]) -> dict[str, dict[str, Any]]:
+    def robot_fields(
+        self, channels: list[str], templates: Sequence[MessageTemplate] = ()
+    ) -> dict[str, dict[str, Any]]:
         options = {c: f"WhatsApp ({c})" for c in channels}
         channel = _prop("prop.channel", "select", Options=options, Required="Y")
         if channels:
@@ -133,7 +143,7 @@ class CrmSetup:
                 "phone": phone,
                 "text": _prop("prop.text", "text"),
                 "channel": channel,
-                "template": _prop("prop.template", "string"),
+                "template": template_property(templates),
                 "template_params": _prop("prop.template_params", "string", Multiple="Y"),
             },
             "RETURN_PROPERTIES": {
@@ -158,3 +168,14 @@ class CrmSetup:
             },
         }
         return {send_code: send, wait_code: wait}
+
+
+def template_property(templates: Sequence[MessageTemplate]) -> dict[str, Any]:
+    """A list of the approved templates of the linked numbers (Cloud API), or a text field
+    for `name` / `name:language` while none are known."""
+    if not templates:
+        return _prop("prop.template", "string")
+    options = {"": "—"}
+    for t in sorted(templates, key=lambda t: (t.name, t.language)):
+        options[f"{t.name}:{t.language}"] = f"{t.name} ({t.language}, {t.parameter_count})"
+    return _prop("prop.template", "select", Options=options, Default="")

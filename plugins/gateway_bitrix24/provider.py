@@ -56,6 +56,8 @@ log = logging.getLogger("gateway.bitrix24")
 
 KEEPALIVE_CHECK_SECONDS = 3600.0
 WAITERS_CHECK_SECONDS = 30.0
+#: Every 10 minutes: robots offer the templates the numbers' providers synced since.
+TEMPLATE_CHECK_ROUNDS = 20
 #: Scopes the app card must grant: the connector's, then the CRM features' (crm_setup).
 APP_SCOPES = ("imopenlines", "imconnector", "im", "messageservice", "bizproc")
 _CONNECTOR_ID = re.compile(r"[a-z0-9_]{1,40}\Z")
@@ -276,11 +278,16 @@ class Bitrix24Provider(CRMProvider):
             await asyncio.sleep(KEEPALIVE_CHECK_SECONDS)
 
     async def _watch_waiters(self) -> None:
+        rounds = 0
         while True:
             try:
                 await self.crm.robots.check_waiters()
+                if rounds % TEMPLATE_CHECK_ROUNDS == 0:
+                    members = [r.member_id for r in await self.store.all() if not r.problem]
+                    await self.crm.refresh_templates(members)
             except Exception:
-                log.exception("timing out waiting robots failed")
+                log.exception("checking waiting robots and offered templates failed")
+            rounds += 1
             await asyncio.sleep(WAITERS_CHECK_SECONDS)
 
     async def refresh_idle(self, now: float | None = None) -> list[str]:

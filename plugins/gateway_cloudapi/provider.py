@@ -58,6 +58,7 @@ from gateway.providers import (
     Capabilities,
     ChannelProvider,
     InstanceContext,
+    MessageTemplate,
     Outcome,
     Outgoing,
     Sent,
@@ -167,6 +168,12 @@ class CloudApiProvider(ChannelProvider):
             return
         key = f"cloudapi:{self.settings.phone_number_id}:health:{int(self.clock())}"
         await self.context.hub.emit(self.instance, [InboundEvent(key, state)])
+
+    async def message_templates(self) -> list[MessageTemplate]:
+        return [
+            MessageTemplate(t.name, t.language, t.parameter_count)
+            for t in await self.templates.all()
+        ]
 
     async def stop(self) -> None:
         if self._syncing is not None:

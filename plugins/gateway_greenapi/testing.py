@@ -22,7 +22,7 @@ from gateway.fetch import GuardedFetcher
 from gateway.media import MediaStore
 from gateway.models import JSON, AccountState, AccountStatus, InboundEvent
 from gateway.phones import phone_digits
-from gateway.providers import InstanceContext, ProviderKind, Route
+from gateway.providers import InstanceContext, MessageTemplate, ProviderKind, Route
 from gateway_greenapi.provider import GreenApiProvider
 
 if TYPE_CHECKING:
@@ -116,6 +116,9 @@ class RecordingHub:
 
     def conversation_for_phone(self, instance: str, phone: str) -> str:
         return phone_digits(phone) + "@c.us"
+
+    async def message_templates(self, instance: str) -> list[MessageTemplate]:
+        return []
 
     def webhook_url(self, instance: str, subpath: str = "") -> str:
         base = f"{self.public_url}/webhooks/{instance}"
