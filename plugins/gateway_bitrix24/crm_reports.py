@@ -218,22 +218,31 @@ class CrmReporter:
     async def _run(
         self, member_id: str, commands: dict[str, tuple[str, dict[str, Any]]]
     ) -> Outcome:
-        if not commands:
-            return None
-        try:
-            reply = await self.rest.batch(member_id, commands)
-        except DeliveryError as exc:
-            return exc
-        for key, error in reply.errors.items():
-            if key == "robot" and error.code == "ACCESS_DENIED":
-                # The workflow no longer waits (its token expired, it was stopped).
-                log.info("robot of portal %s no longer waits: %s", member_id, error)
+        """The status calls first, then what posts into the chat: a retry after a failed
+        status call posts nothing twice (a status update and a robot's answer are safe to
+        repeat: a second `bizproc.event.send` is refused, which is fine)."""
+        first = {k: v for k, v in commands.items() if k in ("status", "robot")}
+        then = {k: v for k, v in commands.items() if k not in first}
+        for phase in (first, then):
+            if not phase:
                 continue
-            return error
-        for key in ("mirror", "note"):
-            problem = _item_error(reply.results.get(key))
-            if problem:
-                return PermanentError(problem, code="IMCONNECTOR_ERROR")
+            try:
+                reply = await self.rest.batch(member_id, phase)
+            except DeliveryError as exc:
+                return exc
+            for key, error in reply.errors.items():
+                if key == "robot" and error.code == "ACCESS_DENIED":
+                    # The workflow no longer waits (its token expired, it was stopped).
+                    log.info("robot of portal %s no longer waits: %s", member_id, error)
+                elif key == "notify":
+                    # A courtesy on top of the status and the chat note: never retried.
+                    log.warning("could not notify a user of portal %s: %s", member_id, error)
+                else:
+                    return error
+            for key in ("mirror", "note"):
+                problem = _item_error(reply.results.get(key))
+                if problem:
+                    return PermanentError(problem, code="IMCONNECTOR_ERROR")
         return None
 
 
