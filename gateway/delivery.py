@@ -445,7 +445,9 @@ class Deliverer:
             timestamp=event.timestamp,
         )
         source_extra = mapping.extra.get("source", {}) if isinstance(mapping.extra, dict) else {}
-        return StatusNotice(job.id, route, update, message_extra=source_extra)
+        return StatusNotice(
+            job.id, route, update, message_extra=source_extra, destination_id=event.native_id
+        )
 
     def _apply(
         self,

@@ -180,6 +180,9 @@ class StatusNotice:
     route: Route
     update: StatusUpdate
     message_extra: Mapping[str, JSON] = field(default_factory=dict)
+    #: The id the message has where it went (the one the status was reported for), e.g.
+    #: the WhatsApp id of an operator's reply; `update.native_id` is the source's own id.
+    destination_id: str | None = None
 
 
 Outcome = Sent | DeliveryError | None

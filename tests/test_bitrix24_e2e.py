@@ -311,6 +311,8 @@ async def test_install_link_converse_unlink_uninstall(tmp_path: Path) -> None:
         await w.until(lambda: bool(portal.calls_to("imconnector.send.status.reading")))
         [reading] = portal.calls_to("imconnector.send.status.reading")
         assert reading.params["MESSAGES"][0]["im"]["message_id"] == message.im_message_id
+        # ... and the WhatsApp id in message.id, as status.delivery carries it
+        assert reading.params["MESSAGES"][0]["message"]["id"] == [sent.native_id]
 
         # operator edits and deletes the acknowledged message
         edit = await portal.operator_edits(message, "Hi Ivan, corrected")

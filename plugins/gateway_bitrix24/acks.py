@@ -109,9 +109,11 @@ class Acknowledger:
                 continue
             update = notice.update
             if update.status is DeliveryStatus.READ:
+                # The same shape as `delivery`: the channel's (WhatsApp) id of the message.
+                read_id = notice.destination_id or update.native_id
                 item = {
                     "im": origin.im,
-                    "message": {"id": [update.native_id]},
+                    "message": {"id": [read_id]},
                     "chat": {"id": origin.chat_id},
                 }
                 _add(plan, origin, READING, item, index)
