@@ -1,8 +1,10 @@
 """One Cloud API `messages[]` item -> a normalized `Message`.
 
 Every type becomes something an operator can read: content the model has a field for goes
-there (attachments, location, contacts, the quoted id), and `text` always carries a readable
-rendering, since many CRMs show text only. Kinds that are not the customer's own words
+there (attachments, location, contacts, the quoted id), and `text` carries only the
+customer's own words (a caption, a location's comment): the destination renders the
+structured parts itself, so a contact card or a place is shown once, not twice. What has no
+field (interactive replies, orders, unsupported types) is rendered into `text`. Kinds that are not the customer's own words
 (reactions, orders, system notices, unsupported types) are marked `is_note`.
 Media keep only their id here: `link` turns it into a gateway URL resolved when fetched
 (see `gateway_cloudapi.media`), so parsing never waits for Meta.
@@ -106,10 +108,8 @@ def _location(body: JSON) -> dict[str, Any]:
     except (TypeError, KeyError, ValueError):
         return {"text": "sent a location WhatsApp did not pass on", "is_note": True}
     name, address = _str(body.get("name")), _str(body.get("address"))
-    lines = [f"📍 {name}" if name else "📍 location", address]
-    lines.append(f"https://maps.google.com/?q={latitude},{longitude}")
-    location = Location(latitude, longitude, name=name, address=address)
-    return {"text": "\n".join(line for line in lines if line), "location": location}
+    # Name, address and link are the destination's to show (as with the other providers).
+    return {"text": "", "location": Location(latitude, longitude, name=name, address=address)}
 
 
 def _contacts(body: JSON) -> dict[str, Any]:
@@ -123,10 +123,10 @@ def _contacts(body: JSON) -> dict[str, Any]:
             if isinstance(phone, dict) and (phone.get("phone") or phone.get("wa_id"))
         )
         contacts.append(Contact(name=name, phones=phones, vcard=vcard(card)))
-    text = "\n".join(
-        f"👤 {c.name}: {', '.join(c.phones)}" if c.phones else f"👤 {c.name}" for c in contacts
-    )
-    return {"text": text or "sent an empty contact card", "contacts": tuple(contacts)}
+    if not contacts:
+        return {"text": "sent an empty contact card", "is_note": True}
+    # The cards are the destination's to show; repeating them in `text` showed them twice.
+    return {"text": "", "contacts": tuple(contacts)}
 
 
 def _interactive(body: JSON) -> str:

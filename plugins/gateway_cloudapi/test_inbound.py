@@ -119,8 +119,8 @@ def test_location(fake: FakeCloudApi) -> None:
     assert message.location is not None
     assert (message.location.latitude, message.location.longitude) == (37.4847, -122.1477)
     assert message.location.name == "Meta HQ"
-    assert message.text.startswith("📍 Meta HQ\n1 Hacker Way")
-    assert "https://maps.google.com/?q=37.4847,-122.1477" in message.text
+    assert message.location.address == "1 Hacker Way, Menlo Park, CA 94025"
+    assert message.text == ""  # shown once, from `location`, by the destination
 
 
 def test_contacts_carry_a_vcard(fake: FakeCloudApi) -> None:
@@ -133,7 +133,7 @@ def test_contacts_carry_a_vcard(fake: FakeCloudApi) -> None:
     assert "FN:Jane Doe" in contact.vcard
     assert "TEL;type=CELL;waid=16505550199:+1 650-555-0199" in contact.vcard
     assert contact.vcard.startswith("BEGIN:VCARD\r\nVERSION:3.0")
-    assert message.text == "👤 Jane Doe: +1 650-555-0199"
+    assert message.text == ""  # shown once, from `contacts`, by the destination
 
 
 def test_interactive_and_button_replies(fake: FakeCloudApi) -> None:
