@@ -369,6 +369,22 @@ async def test_refused_reply_is_explained_in_the_chat(tmp_path: Path) -> None:
         assert w.portal.messages(chat_id=chat)[1].sending  # no false delivery ack
 
 
+async def test_a_russian_portal_gets_its_notices_in_russian(tmp_path: Path) -> None:
+    async with world(tmp_path, strip_operator_name=True) as w:
+        w.portal.app_record.language_id = "ru"  # app.info's LANGUAGE_ID
+        await install_and_link(w)
+        chat = "reject-2"
+        await w.customer(
+            {"id": "r2", "chat": chat, "from": chat, "text": "hi", "forwarded": True},
+        )
+        await w.until(lambda: len(w.portal.messages(chat_id=chat)) == 1)
+        assert w.portal.messages(chat_id=chat)[0].text == "[i]Переслано[/i]\nhi"
+        await w.portal.operator_writes(1, chat, "Our offer")
+        await w.until(lambda: len(w.portal.messages(chat_id=chat)) == 3)
+        note = w.portal.messages(chat_id=chat)[-1]
+        assert note.text.startswith("[b]⚠ Не доставлено в WhatsApp[/b]: recipient refuses")
+
+
 async def test_forged_events_are_refused_and_stored_nowhere(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         await install_and_link(w)

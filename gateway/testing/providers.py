@@ -243,6 +243,7 @@ def _parse(body: dict[str, Any]) -> list[InboundEvent]:
             text=text,
             attachments=tuple(attachments),
             quoted_native_id=entry.get("quote"),
+            forwarded=bool(entry.get("forwarded")),
         )
         events.append(InboundEvent(f"msg:{entry['id']}", message))
     for i, raw in enumerate(_list(body, "edits")):

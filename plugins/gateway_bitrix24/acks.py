@@ -29,10 +29,23 @@ from .forms import as_dict, as_int, as_items, as_str
 from .outbound import SEND
 from .records import PortalStore
 from .rest import RestClient
+from .texts import CATALOGUE, N_, PortalLanguages
 
 DELIVERY = "imconnector.send.status.delivery"
 READING = "imconnector.send.status.reading"
-NOTE_PREFIX = "[b]⚠ Not delivered to WhatsApp[/b]"
+NOT_DELIVERED = N_("notice.not_delivered")
+#: The notice's title in English; the portal's language is used when the catalogue has it.
+NOTE_PREFIX = f"[b]{CATALOGUE.translator('en').gettext(NOT_DELIVERED)}[/b]"
+#: Its title in every language, to recognise the gateway's own notes.
+NOTE_TITLES = tuple(
+    CATALOGUE.translator(language).gettext(NOT_DELIVERED) for language in CATALOGUE.languages
+)
+
+
+def is_own_note(text: str) -> bool:
+    """Whether a text is (the start of) a notice the gateway posted."""
+    bare = text.replace("[b]", "").replace("[/b]", "").lstrip("*")
+    return bare.startswith(NOTE_TITLES)
 
 
 @dataclass(slots=True)
@@ -71,9 +84,11 @@ class Acknowledger:
         store: PortalStore,
         connector_id: str,
         clock: Callable[[], float] = time.time,
+        languages: PortalLanguages | None = None,
     ) -> None:
         self.rest = rest
         self.store = store
+        self.languages = languages or PortalLanguages(rest, store)
         self.connector_id = connector_id
         self.clock = clock
 
@@ -118,14 +133,18 @@ class Acknowledger:
                 }
                 _add(plan, origin, READING, item, index)
             elif update.status is DeliveryStatus.FAILED:
-                reason = update.error_text or update.error_code or "WhatsApp reported it failed"
+                reason = update.error_text or update.error_code
                 note = await self._note(origin, reason, "", "message")
                 _add(plan, origin, SEND, note, index)
         await self._run(plan, outcomes)
         return outcomes
 
-    async def _note(self, origin: Origin, reason: str, original: str, what: str) -> dict[str, Any]:
-        text = f"{NOTE_PREFIX}: {reason[:400]}"
+    async def _note(
+        self, origin: Origin, reason: str | None, original: str, what: str
+    ) -> dict[str, Any]:
+        t = await self.languages.translator(origin.member_id)
+        reason = reason or t.gettext("notice.whatsapp_reported_failure")
+        text = f"[b]{t.gettext(NOT_DELIVERED)}[/b]: {reason[:400]}"
         if original:
             text += "\n" + quote_bbcode(original, limit=200)
         user = await self.store.user_of(origin.member_id, origin.line, origin.chat_id)

@@ -38,6 +38,7 @@ from .forms import as_dict, as_items, as_str
 from .packing import Command, Item, pack
 from .records import PortalStore, parse_target
 from .rest import BLOCKED_PROBE_AFTER, DEFAULT_TIMEOUT, FILES_TIMEOUT, RestClient
+from .texts import LazyTranslator, PortalLanguages, Translator
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -77,9 +78,11 @@ class Outbox:
         connector_id: str,
         messages_per_command: int = MESSAGES_PER_COMMAND,
         clock: Callable[[], float] = time.time,
+        languages: PortalLanguages | None = None,
     ) -> None:
         self.rest = rest
         self.store = store
+        self.languages = languages or PortalLanguages(rest, store)
         self.media = media
         self.fetcher = fetcher
         self.media_prefix = public_url.rstrip("/") + "/media/"
@@ -206,25 +209,27 @@ class Outbox:
         if phone:
             user["phone"] = phone
             user["skip_phone_validate"] = "Y"
+        texts = self.languages.lazy(member_id)
         parts: list[str] = []
         if msg.is_note:
-            parts.append("[i]WhatsChat Gateway:[/i]")
+            parts.append("[i]" + (await texts.get()).gettext("chat.gateway_note") + "[/i]")
         if msg.forwarded:
-            parts.append("[i]Forwarded[/i]")
+            parts.append("[i]" + (await texts.get()).gettext("chat.forwarded") + "[/i]")
         if msg.quoted_text:
             parts.append(quote_bbcode(whatsapp_to_bbcode(msg.quoted_text)))
         elif outgoing.quoted_target_id or msg.quoted_native_id:
-            parts.append(">>(reply to an earlier message)")
+            parts.append(">>" + (await texts.get()).gettext("chat.reply_to_earlier"))
         if msg.text:
             parts.append(whatsapp_to_bbcode(msg.text))
         if msg.location is not None:
-            parts.append(_location(msg))
+            parts.append(_location(msg, await texts.get()))
         for contact in msg.contacts:
             phones = ", ".join(contact.phones)
-            parts.append(f"[b]Contact:[/b] {contact.name}" + (f" {phones}" if phones else ""))
+            label = (await texts.get()).gettext("chat.contact")
+            parts.append(f"[b]{label}[/b] {contact.name}" + (f" {phones}" if phones else ""))
         files = []
         for attachment in msg.attachments:
-            entry, note = await self._file(attachment)
+            entry, note = await self._file(attachment, texts)
             if entry is not None:
                 files.append(entry)
             if note:
@@ -233,7 +238,7 @@ class Outbox:
                 parts.append(whatsapp_to_bbcode(attachment.caption))
         text = "\n".join(p for p in parts if p)
         if not text and not files:
-            text = "(empty message)"
+            text = (await texts.get()).gettext("chat.empty_message")
         message: dict[str, Any] = {
             "id": msg.native_id,
             "date": int(msg.timestamp or self.clock()),
@@ -250,7 +255,9 @@ class Outbox:
         native = native_id_for(msg.native_id, user_id, msg.conversation_id)
         return Item(index, outgoing, line, SEND, payload, native, files=len(files))
 
-    async def _file(self, attachment: Attachment) -> tuple[dict[str, Any] | None, str | None]:
+    async def _file(
+        self, attachment: Attachment, texts: LazyTranslator
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """A `files[]` entry Bitrix24 can download anonymously, or a note why not."""
         url, name = attachment.url, attachment.filename
         mime = attachment.mime_type
@@ -261,7 +268,7 @@ class Outbox:
                 )
             except FetchError as exc:
                 if exc.permanent:  # refused, too large, or a 4xx: no retry brings it
-                    return None, _missing(attachment, str(exc))
+                    return None, _missing(attachment, str(exc), await texts.get())
                 raise TemporaryError(f"cannot fetch an attachment: {exc}", code="MEDIA") from None
             url, name, mime = stored.url, stored.filename, stored.mime_type or mime
         entry: dict[str, Any] = {"url": url, "name": name or url.rsplit("/", 1)[-1] or "file"}
@@ -387,14 +394,15 @@ def _not_attempted(cause: DeliveryError) -> DeliveryError:
     )
 
 
-def _location(msg: Message) -> str:
+def _location(msg: Message, t: Translator) -> str:
     location = msg.location
     assert location is not None
     label = ", ".join(p for p in (location.name, location.address) if p)
     link = f"https://maps.google.com/?q={location.latitude},{location.longitude}"
-    return f"[b]Location:[/b] {label}\n{link}" if label else f"[b]Location:[/b] {link}"
+    title = "[b]" + t.gettext("chat.location") + "[/b]"
+    return f"{title} {label}\n{link}" if label else f"{title} {link}"
 
 
-def _missing(attachment: Attachment, reason: str) -> str:
+def _missing(attachment: Attachment, reason: str, t: Translator) -> str:
     name = attachment.filename or attachment.kind
-    return f"[i]({name}: the file could not be passed on: {reason[:160]})[/i]"
+    return "[i]" + t.gettext("chat.file_not_passed", name=name, reason=reason[:160]) + "[/i]"

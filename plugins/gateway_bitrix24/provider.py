@@ -38,7 +38,7 @@ from gateway.providers import (
 )
 
 from . import events as ev
-from .acks import NOTE_PREFIX, Acknowledger
+from .acks import Acknowledger, is_own_note
 from .crm import Crm, SyncingHub
 from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
@@ -50,7 +50,7 @@ from .placement import FormTokens, SettingsPage
 from .records import NEEDS_REINSTALL, UNPAID, PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient
 from .setup import ConnectorSpec, PortalSetup
-from .texts import translator
+from .texts import PortalLanguages, translator
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -191,6 +191,7 @@ class Bitrix24Provider(CRMProvider):
             allowed_portals=frozenset(str(p) for p in config["allowed_portals"]),
             on_change=self.publish_state,
         )
+        self.languages = PortalLanguages(self.rest, self.store)
         self.outbox = Outbox(
             self.rest,
             self.store,
@@ -199,8 +200,9 @@ class Bitrix24Provider(CRMProvider):
             public_url=context.public_url,
             connector_id=self.connector_id,
             messages_per_command=int(config["messages_per_command"]),
+            languages=self.languages,
         )
-        self.acks = Acknowledger(self.rest, self.store, self.connector_id)
+        self.acks = Acknowledger(self.rest, self.store, self.connector_id, languages=self.languages)
         self.settings_page = SettingsPage(
             instance=self.instance,
             connector_id=self.connector_id,
@@ -494,6 +496,4 @@ def _is_own_note(event: InboundEvent) -> bool:
     # If a portal ever echoed a failure note back as an operator message, it must not
     # reach the customer.
     text = getattr(event.event, "text", "")
-    return isinstance(text, str) and text.lstrip("*").startswith(
-        NOTE_PREFIX.replace("[b]", "").replace("[/b]", "")
-    )
+    return isinstance(text, str) and is_own_note(text)

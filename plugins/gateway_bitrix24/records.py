@@ -47,6 +47,8 @@ class PortalRecord:
     problem: str | None = None
     problem_detail: str | None = None
     setup_error: str | None = None
+    #: The portal's language (`LANGUAGE_ID`), for texts the gateway posts on its own.
+    language: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

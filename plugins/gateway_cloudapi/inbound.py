@@ -4,8 +4,9 @@ Every type becomes something an operator can read: content the model has a field
 there (attachments, location, contacts, the quoted id), and `text` carries only the
 customer's own words (a caption, a location's comment): the destination renders the
 structured parts itself, so a contact card or a place is shown once, not twice. What has no
-field (interactive replies, orders, unsupported types) is rendered into `text`. Kinds that are not the customer's own words
-(reactions, orders, system notices, unsupported types) are marked `is_note`.
+field (interactive replies, orders, unsupported types) is rendered into `text`. Kinds that
+are not the customer's own words (reactions, orders, system notices, unsupported types) are
+marked `is_note`.
 Media keep only their id here: `link` turns it into a gateway URL resolved when fetched
 (see `gateway_cloudapi.media`), so parsing never waits for Meta.
 """
