@@ -251,7 +251,9 @@ class Bitrix24Provider(CRMProvider):
         self._tasks = []
 
     async def _activate_settings_routes(self) -> None:
-        """Lines of routes written in settings.toml are switched on at every start."""
+        """Lines of routes written in settings.toml are switched on at every start, and
+        their portals' CRM senders and robots reconciled."""
+        portals: set[str] = set()
         for route in await self.context.hub.routes():
             if route.crm != self.instance or route.origin != "settings":
                 continue
@@ -266,10 +268,13 @@ class Bitrix24Provider(CRMProvider):
             record = await self.store.get(target[0])
             if record is None or record.problem:
                 continue  # activated at install time
+            portals.add(target[0])
             try:
                 await self.setup.activate(target[0], target[1], route.channel)
             except DeliveryError as exc:
                 log.warning("could not activate line %s of %s: %s", target[1], record.domain, exc)
+        for member_id in sorted(portals):
+            await self.crm.sync(member_id)
 
     async def _keep_alive(self) -> None:
         while True:
