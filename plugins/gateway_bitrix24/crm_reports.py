@@ -226,11 +226,10 @@ class CrmReporter:
         for phase in (first, then):
             if not phase:
                 continue
-            try:
-                reply = await self.rest.batch(member_id, phase)
-            except DeliveryError as exc:
-                return exc
-            for key, error in reply.errors.items():
+            results, errors = await _call_phase(self.rest, member_id, phase)
+            if isinstance(errors, DeliveryError):
+                return errors
+            for key, error in errors.items():
                 if key == "robot" and error.code == "ACCESS_DENIED":
                     # The workflow no longer waits (its token expired, it was stopped).
                     log.info("robot of portal %s no longer waits: %s", member_id, error)
@@ -240,10 +239,29 @@ class CrmReporter:
                 else:
                     return error
             for key in ("mirror", "note"):
-                problem = _item_error(reply.results.get(key))
+                problem = _item_error(results.get(key))
                 if problem:
                     return PermanentError(problem, code="IMCONNECTOR_ERROR")
         return None
+
+
+async def _call_phase(
+    rest: RestClient, member_id: str, phase: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[dict[str, Any], dict[str, DeliveryError] | DeliveryError]:
+    """Results and errors by key: one plain call for one command, else one `batch`; the
+    request's own failure as a single error."""
+    if len(phase) == 1:
+        [(key, (method, params))] = phase.items()
+        try:
+            return {key: (await rest.call(member_id, method, params)).result}, {}
+        except DeliveryError as exc:
+            # A refused method is that command's error; an unreachable portal the phase's.
+            return {}, {key: exc} if key in ("robot", "notify") else exc
+    try:
+        reply = await rest.batch(member_id, phase)
+    except DeliveryError as exc:
+        return {}, exc
+    return reply.results, reply.errors
 
 
 def _item_error(result: Any) -> str | None:
