@@ -192,13 +192,15 @@ async def install_and_link(w: World) -> None:
     await link(w, 1, "wa")
 
 
-async def link(w: World, line: int, channel: str) -> None:
+async def link(
+    w: World, line: int, channel: str, expect: str = "Linked {} to this open line."
+) -> None:
     page = await w.portal.open_connector_settings(line=line)
     assert page.status_code == 200, page.text
     linked = await w.h.client.post(
         "/webhooks/b24/placement", data=form_fields(page.text, "link", channel)
     )
-    assert f"Linked {channel} to this open line." in linked.text, linked.text
+    assert expect.format(channel) in linked.text, linked.text
 
 
 def rest_requests(portal: FakePortal) -> list[Any]:
@@ -371,8 +373,14 @@ async def test_refused_reply_is_explained_in_the_chat(tmp_path: Path) -> None:
 
 async def test_a_russian_portal_gets_its_notices_in_russian(tmp_path: Path) -> None:
     async with world(tmp_path, strip_operator_name=True) as w:
-        w.portal.app_record.language_id = "ru"  # app.info's LANGUAGE_ID
-        await install_and_link(w)
+        w.portal.app_record.language_id = "ru"  # LANG of the pages, app.info's LANGUAGE_ID
+        response = await w.portal.install(f"{PUBLIC}/webhooks/b24/install")
+        assert '<html lang="ru">' in response.text
+        assert "Установлено на acme.bitrix24.com." in response.text
+        w.portal.finish_install()
+        page = await w.portal.open_connector_settings(line=1)
+        assert "WhatsApp в открытой линии 1" in page.text and ">Подключить</button>" in page.text
+        await link(w, 1, "wa", expect="{} подключён к этой открытой линии.")
         chat = "reject-2"
         await w.customer(
             {"id": "r2", "chat": chat, "from": chat, "text": "hi", "forwarded": True},

@@ -27,15 +27,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import DeliveryError, TemporaryError, Unauthorized, WebhookError
+from gateway.i18n import normalize_language
 from gateway.providers import WebhookResult
 
 from .events import PortalEvent
-from .forms import as_str
+from .forms import as_dict, as_str
 from .oauth import Grant, OAuthClient
 from .pages import install_page, message_page
 from .records import PortalRecord, PortalStore
 from .rest import RestClient
 from .setup import PortalSetup
+from .texts import translator
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -65,17 +67,14 @@ class Installer:
         self.on_change = on_change
         self.clock = clock
 
-    async def from_page(self, form: dict[str, Any]) -> WebhookResult:
-        """The install page POST of an app with a UI."""
+    async def from_page(self, form: dict[str, Any], lang: str | None = None) -> WebhookResult:
+        """The install page POST of an app with a UI; `lang` is the query's `LANG`."""
         refresh = as_str(form.get("REFRESH_ID"))
         application_token = as_str(form.get("APPLICATION_TOKEN"))
         member_id = as_str(form.get("member_id"))
+        t = translator(lang)
         if not (refresh and application_token and member_id):
-            page = message_page(
-                "WhatsChat Gateway",
-                "This is the app's install page: Bitrix24 opens it while installing the app.",
-                status=400,
-            )
+            page = message_page(t, t.gettext("install.not_from_bitrix24"), status=400)
             return WebhookResult(response=page)
         try:
             record = await self.install(
@@ -84,13 +83,15 @@ class Installer:
                 application_token=application_token,
                 member_id=member_id,
                 scope=as_str(form.get("APPLICATION_SCOPE")) or "",
+                # The installing admin's language: the portal's until app.info says otherwise.
+                language=lang,
             )
         except WebhookError as exc:
-            return WebhookResult(
-                response=message_page("Install failed", exc.message, status=exc.status)
-            )
+            text = t.gettext("install.refused", reason=exc.message)
+            return WebhookResult(response=message_page(t, text, status=exc.status))
         error = await self.run_setup(record.member_id)
-        return WebhookResult(response=install_page(record.domain, error, record.base_url))
+        t = translator(lang, record.language)
+        return WebhookResult(response=install_page(t, record.domain, error, record.base_url))
 
     async def from_event(self, event: PortalEvent) -> WebhookResult:
         """`ONAPPINSTALL` of an API-only app, or `ONAPPUPDATE` (also on the events URL)."""
@@ -111,6 +112,7 @@ class Installer:
             application_token=application_token,
             member_id=event.member_id,
             scope=as_str(auth.get("scope")) or "",
+            language=as_str(as_dict(event.data).get("LANGUAGE_ID")),
         )
         error = await self.run_setup(record.member_id)
         if error:
@@ -125,6 +127,7 @@ class Installer:
         application_token: str,
         member_id: str | None,
         scope: str,
+        language: str | None = None,
     ) -> PortalRecord:
         try:
             grant = await self.oauth.refresh(refresh_token, server_endpoint)
@@ -141,6 +144,7 @@ class Installer:
         if member_id is not None and grant.member_id != member_id:
             raise Unauthorized("the tokens belong to another portal", status=403)
         record = self._record(grant, server_endpoint, application_token, scope)
+        record.language = normalize_language(language) or ""
         if self.allowed and not {record.member_id, record.domain} & self.allowed:
             raise Unauthorized(
                 f"this gateway does not serve the portal {record.domain} (see allowed_portals)",

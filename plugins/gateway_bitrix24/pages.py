@@ -15,6 +15,8 @@ from starlette.responses import HTMLResponse
 
 from gateway.models import AccountState, AccountStatus
 
+from .texts import N_, Translator
+
 BX24_SDK = "//api.bitrix24.com/api/v1/"
 
 _STYLE = """
@@ -26,18 +28,24 @@ td,th{padding:6px 8px;border-bottom:1px solid #e6e9ec;text-align:left;vertical-a
 .error{background:#fde8e8}button{padding:5px 14px;border-radius:4px;border:1px solid #bbc4cd;
 background:#fff;cursor:pointer}button.primary{background:#25d366;border-color:#1fb157;color:#fff}
 img.qr{width:180px;height:180px;display:block;margin-top:6px}form{display:inline}
+.help{color:#525c69;font-size:13px}
 """
 
+# Label and what the admin should do, per state of a WhatsApp number.
 _STATES = {
-    AccountStatus.CONNECTED: ("ok", "connected"),
-    AccountStatus.STARTING: ("warn", "starting"),
-    AccountStatus.NEEDS_QR: ("warn", "needs the QR code scanned"),
-    AccountStatus.DISCONNECTED: ("bad", "disconnected"),
-    AccountStatus.BANNED: ("bad", "banned by WhatsApp"),
-    AccountStatus.UNPAID: ("bad", "unpaid"),
-    AccountStatus.NEEDS_REINSTALL: ("bad", "needs reinstall"),
-    AccountStatus.ERROR: ("bad", "error"),
-    AccountStatus.UNKNOWN: ("muted", "state unknown"),
+    AccountStatus.CONNECTED: ("ok", N_("state.connected"), N_("state.connected.help")),
+    AccountStatus.STARTING: ("warn", N_("state.starting"), N_("state.starting.help")),
+    AccountStatus.NEEDS_QR: ("warn", N_("state.needs_qr"), N_("state.needs_qr.help")),
+    AccountStatus.DISCONNECTED: ("bad", N_("state.disconnected"), N_("state.disconnected.help")),
+    AccountStatus.BANNED: ("bad", N_("state.banned"), N_("state.banned.help")),
+    AccountStatus.UNPAID: ("bad", N_("state.unpaid"), N_("state.unpaid.help")),
+    AccountStatus.NEEDS_REINSTALL: (
+        "bad",
+        N_("state.needs_reinstall"),
+        N_("state.needs_reinstall.help"),
+    ),
+    AccountStatus.ERROR: ("bad", N_("state.error"), N_("state.error.help")),
+    AccountStatus.UNKNOWN: ("muted", N_("state.unknown"), N_("state.unknown.help")),
 }
 
 
@@ -45,6 +53,7 @@ def page(
     title: str,
     body: str,
     *,
+    language: str = "en",
     frame_origin: str | None = None,
     status: int = 200,
     script: str = "BX24.init(function(){BX24.fitWindow();});",
@@ -57,7 +66,7 @@ def page(
         f"base-uri 'none'; {ancestors}"
     )
     html = (
-        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{escape(language, quote=True)}"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style>"
         f'<script src="{BX24_SDK}" nonce="{nonce}"></script></head><body>'
         f"<h1>{escape(title)}</h1>{body}"
@@ -73,26 +82,41 @@ def page(
 
 
 def message_page(
-    title: str, text: str, *, status: int = 200, origin: str | None = None
+    t: Translator, text: str, *, status: int = 200, origin: str | None = None
 ) -> HTMLResponse:
-    return page(title, f"<p>{escape(text)}</p>", status=status, frame_origin=origin)
+    """A page with one sentence under the app's title (refusals, errors)."""
+    return page(
+        t.gettext("app.title"),
+        f"<p>{escape(text)}</p>",
+        language=t.language,
+        status=status,
+        frame_origin=origin,
+    )
 
 
-def install_page(domain: str, error: str | None, origin: str) -> HTMLResponse:
+def _html(template: str, **fragments: str) -> str:
+    """A translated text as HTML: its words escaped, `fragments` (already HTML) put in."""
+    return escape(template).format(**fragments)
+
+
+def install_page(t: Translator, domain: str, error: str | None, origin: str) -> HTMLResponse:
+    title = t.gettext("app.title")
     if error:
         body = (
-            f'<p class="notice error">The gateway could not finish setting up {escape(domain)}: '
-            f"{escape(error)}</p><p>Fix the cause and open the app again, or reinstall it.</p>"
+            '<p class="notice error">'
+            + _html(t.gettext("install.failed"), domain=escape(domain), error=escape(error))
+            + "</p><p>"
+            + escape(t.gettext("install.failed.help"))
+            + "</p>"
         )
-        return page("WhatsChat Gateway", body, frame_origin=origin)
-    body = (
-        f'<p class="notice">Installed on {escape(domain)}. The connector now appears in the '
-        "Contact Center: open it, choose an open line and link a WhatsApp number there.</p>"
-    )
+        return page(title, body, language=t.language, frame_origin=origin)
+    done = _html(t.gettext("install.done"), domain=escape(domain))
+    body = f'<p class="notice">{done}</p>'
     # Until installFinish runs, Bitrix24 sends no events and shows the app as unfinished.
     return page(
-        "WhatsChat Gateway",
+        title,
         body,
+        language=t.language,
         frame_origin=origin,
         script="BX24.init(function(){BX24.installFinish();});",
     )
@@ -120,21 +144,26 @@ class LineView:
     notice: str | None = None
     error: str | None = None
     parked: str | None = None
+    language: str = "en"
 
 
-def _ids(member_id: str, line: int | None) -> str:
+def _ids(t: Translator, member_id: str, line: int | None) -> str:
     # What an integrator needs to write this link into settings.toml instead.
     target = f"{member_id}/{line}" if line is not None else f"{member_id}/<line id>"
-    return f'<p class="muted">Route target for settings.toml: <code>{escape(target)}</code></p>'
+    code = f"<code>{escape(target)}</code>"
+    text = _html(t.gettext("page.route_target"), target=code)
+    return f'<p class="muted">{text}</p>'
 
 
-def _state(state: AccountState) -> str:
-    css, label = _STATES.get(state.status, ("muted", state.status.value))
-    html = f'<span class="{css}">{escape(label)}</span>'
+def _state(t: Translator, state: AccountState) -> str:
+    css, label, help_ = _STATES.get(state.status, _STATES[AccountStatus.UNKNOWN])
+    html = f'<span class="{css}">{escape(t.gettext(label))}</span>'
     if state.detail:
         html += f' <span class="muted">{escape(state.detail[:200])}</span>'
+    html += f'<br><span class="help">{escape(t.gettext(help_))}</span>'
     if state.status is AccountStatus.NEEDS_QR and state.qr and state.qr.startswith("data:image/"):
-        html += f'<img class="qr" alt="QR code" src="{escape(state.qr, quote=True)}">'
+        alt = escape(t.gettext("state.qr_alt"), quote=True)
+        html += f'<img class="qr" alt="{alt}" src="{escape(state.qr, quote=True)}">'
     return html
 
 
@@ -148,57 +177,67 @@ def _button(
         f'<input type="hidden" name="channel" value="{escape(channel, quote=True)}">'
         f'<input type="hidden" name="form_token" value="{escape(view.form_token, quote=True)}">'
         f'<input type="hidden" name="AUTH_ID" value="{escape(view.auth_id, quote=True)}">'
+        f'<input type="hidden" name="LANG" value="{escape(view.language, quote=True)}">'
         f'<button{css} type="submit">{escape(label)}</button></form>'
     )
 
 
-def line_page(view: LineView) -> HTMLResponse:
+def _para(html: str, css: str = "") -> str:
+    return f'<p class="{css}">{html}</p>' if css else f"<p>{html}</p>"
+
+
+def _muted(text: str) -> str:
+    return f'<span class="muted">{escape(text)}</span>'
+
+
+def line_page(t: Translator, view: LineView) -> HTMLResponse:
     parts = []
     if view.notice:
         parts.append(f'<p class="notice">{escape(view.notice)}</p>')
     if view.error:
         parts.append(f'<p class="notice error">{escape(view.error)}</p>')
     if view.parked:
-        parts.append(
-            f'<p class="notice error">Deliveries to this line are paused: {escape(view.parked)}</p>'
-        )
+        paused = _html(t.gettext("line.paused"), reason=escape(view.parked))
+        parts.append(f'<p class="notice error">{paused}</p>')
     linked = [c for c in view.channels if c.linked_here]
     if linked:
-        names = ", ".join(c.name for c in linked)
-        parts.append(f"<p>This line is linked to <b>{escape(names)}</b>.</p>")
+        names = f"<b>{escape(', '.join(c.name for c in linked))}</b>"
+        parts.append(_para(_html(t.gettext("line.linked_to"), names=names)))
     else:
-        parts.append("<p>This line is not linked to a WhatsApp number yet. Pick one below.</p>")
+        parts.append(_para(escape(t.gettext("line.not_linked"))))
     if not view.channels:
-        parts.append('<p class="muted">The gateway has no WhatsApp channels configured.</p>')
+        parts.append(_para(escape(t.gettext("line.no_channels")), "muted"))
     else:
         rows = []
         for channel in view.channels:
             reconnect = ""
             if channel.linked_here and view.parked:
-                reconnect = _button(view, "link", "Reconnect", channel.name, primary=True) + " "
+                label = t.gettext("button.reconnect")
+                reconnect = _button(view, "link", label, channel.name, primary=True) + " "
             if channel.linked_here and channel.fixed:
-                action = reconnect + '<span class="muted">set in settings.toml</span>'
+                action = reconnect + _muted(t.gettext("line.fixed_in_settings"))
             elif channel.linked_here:
-                action = reconnect + _button(view, "unlink", "Unlink", channel.name)
+                action = reconnect + _button(
+                    view, "unlink", t.gettext("button.unlink"), channel.name
+                )
             elif channel.linked_elsewhere:
-                action = f'<span class="muted">linked to {escape(channel.linked_elsewhere)}</span>'
+                elsewhere = t.gettext("line.linked_elsewhere", where=channel.linked_elsewhere)
+                action = _muted(elsewhere)
             elif linked:
-                action = '<span class="muted">unlink the current number first</span>'
+                action = _muted(t.gettext("line.unlink_first"))
             else:
-                action = _button(view, "link", "Link", channel.name, primary=True)
+                action = _button(view, "link", t.gettext("button.link"), channel.name, primary=True)
             rows.append(
-                f"<tr><td><b>{escape(channel.name)}</b></td><td>{_state(channel.state)}</td>"
+                f"<tr><td><b>{escape(channel.name)}</b></td><td>{_state(t, channel.state)}</td>"
                 f"<td>{action}</td></tr>"
             )
-        parts.append(
-            "<table><tr><th>WhatsApp channel</th><th>State</th><th></th></tr>"
-            + "".join(rows)
-            + "</table>"
-        )
-    parts.append(f"<p>{_button(view, 'refresh', 'Refresh')}</p>")
-    parts.append(_ids(view.member_id, view.line))
-    title = f"WhatsApp on open line {view.line} ({view.domain})"
-    return page(title, "".join(parts), frame_origin=view.origin)
+        headers = (t.gettext("line.column.channel"), t.gettext("line.column.state"), "")
+        head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+        parts.append(f"<table><tr>{head}</tr>" + "".join(rows) + "</table>")
+    parts.append(_para(_button(view, "refresh", t.gettext("button.refresh"))))
+    parts.append(_ids(t, view.member_id, view.line))
+    title = t.gettext("line.title", line=view.line, domain=view.domain)
+    return page(title, "".join(parts), language=t.language, frame_origin=view.origin)
 
 
 @dataclass(slots=True)
@@ -213,30 +252,40 @@ class PortalView:
     problem: str | None = None
     setup_error: str | None = None
     notice: str | None = None
+    language: str = "en"
 
 
-def portal_page(view: PortalView) -> HTMLResponse:
+def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
     parts = []
     if view.notice:
         parts.append(f'<p class="notice">{escape(view.notice)}</p>')
     if view.problem:
         parts.append(f'<p class="notice error">{escape(view.problem)}</p>')
     if view.setup_error:
-        parts.append(f'<p class="notice error">Setup is incomplete: {escape(view.setup_error)}</p>')
+        incomplete = _html(t.gettext("portal.setup_incomplete"), error=escape(view.setup_error))
+        parts.append(f'<p class="notice error">{incomplete}</p>')
     if view.lines:
         items = "".join(
-            f"<li>open line {line}: <b>{escape(channel)}</b></li>" for line, channel in view.lines
+            "<li>"
+            + _html(t.gettext("portal.line_item"), line=str(line), channel=f"<b>{escape(name)}</b>")
+            + "</li>"
+            for line, name in view.lines
         )
-        parts.append(f"<p>Linked open lines:</p><ul>{items}</ul>")
+        parts.append(_para(escape(t.gettext("portal.linked_lines"))) + f"<ul>{items}</ul>")
     else:
-        parts.append("<p>No open line is linked yet.</p>")
-    parts.append(
-        "<p>To link a WhatsApp number, open the Contact Center, click the WhatsChat tile and "
-        "choose an open line.</p>"
-    )
+        parts.append(_para(escape(t.gettext("portal.no_lines"))))
+    parts.append(_para(escape(t.gettext("portal.how_to_link"))))
     form = LineView(
-        view.member_id, view.domain, view.origin, 0, view.action_url, view.form_token, view.auth_id
+        view.member_id,
+        view.domain,
+        view.origin,
+        0,
+        view.action_url,
+        view.form_token,
+        view.auth_id,
+        language=view.language,
     )
-    parts.append(f"<p>{_button(form, 'setup', 'Repair connector setup')}</p>")
-    parts.append(_ids(view.member_id, None))
-    return page(f"WhatsChat Gateway on {view.domain}", "".join(parts), frame_origin=view.origin)
+    parts.append(_para(_button(form, "setup", t.gettext("button.repair"))))
+    parts.append(_ids(t, view.member_id, None))
+    title = t.gettext("portal.title", domain=view.domain)
+    return page(title, "".join(parts), language=t.language, frame_origin=view.origin)

@@ -32,6 +32,7 @@ from .pages import ChannelView, LineView, PortalView, line_page, message_page, p
 from .records import PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient
 from .setup import PortalSetup
+from .texts import Translator, translator
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -118,32 +119,30 @@ class SettingsPage:
         self.run_setup = run_setup
         self.url = hub.webhook_url(instance, "placement")
 
-    async def handle(self, form: dict[str, Any]) -> WebhookResult:
+    async def handle(self, form: dict[str, Any], lang: str | None = None) -> WebhookResult:
+        """A page open (Bitrix24's POST) or a button's POST; `lang` is Bitrix24's `LANG`."""
+        # The buttons carry the page's language on, as Bitrix24 only adds it to the first open.
+        lang = lang or as_str(form.get("LANG"))
         if "form_token" in form:
-            return WebhookResult(response=await self._action(form))
-        return WebhookResult(response=await self._open(form))
+            return WebhookResult(response=await self._action(form, lang))
+        return WebhookResult(response=await self._open(form, lang))
 
-    async def _open(self, form: dict[str, Any]) -> Any:
+    async def _open(self, form: dict[str, Any], lang: str | None) -> Any:
         member_id = as_str(form.get("member_id"))
         auth_id = as_str(form.get("AUTH_ID"))
+        t = translator(lang)
         if not member_id or not auth_id:
-            return message_page("WhatsChat Gateway", "Open this page from Bitrix24.", status=400)
+            return message_page(t, t.gettext("page.open_from_bitrix24"), status=400)
         record = await self.store.get(member_id)
         if record is None:
-            return message_page(
-                "WhatsChat Gateway",
-                "The app is not installed on this portal, or its install did not finish: "
-                "reinstall it.",
-                status=404,
-            )
+            return message_page(t, t.gettext("page.not_installed"), status=404)
+        t = translator(lang, record.language)
         given = as_str(form.get("APPLICATION_TOKEN"))
         if given is not None and not hmac.compare_digest(
             given.encode(), record.application_token.encode()
         ):
-            return message_page(
-                "WhatsChat Gateway", "This request is not from the portal.", status=403
-            )
-        refusal = await self._verify_user(record, auth_id)
+            return message_page(t, t.gettext("page.not_from_portal"), status=403)
+        refusal = await self._verify_user(record, auth_id, t)
         if refusal is not None:
             return refusal
         if (as_str(form.get("PLACEMENT")) or "DEFAULT") == "SETTING_CONNECTOR":
@@ -151,50 +150,36 @@ class SettingsPage:
             connector = (as_str(options.get("CONNECTOR")) or "").lower()
             line = as_int(options.get("LINE"))
             if connector != self.connector_id or line is None:
-                return message_page(
-                    "WhatsChat Gateway", "These settings belong to another connector.", status=400
-                )
-            return await self._line(record, line, auth_id)
-        return await self._portal(record, auth_id)
+                return message_page(t, t.gettext("page.other_connector"), status=400)
+            return await self._line(record, line, auth_id, t)
+        return await self._portal(record, auth_id, t)
 
-    async def _verify_user(self, record: PortalRecord, auth_id: str) -> Any:
+    async def _verify_user(self, record: PortalRecord, auth_id: str, t: Translator) -> Any:
         """None if the portal says `auth_id` is an administrator's, else the refusal page."""
         try:
             admin = await self.rest.ask_as(record, "user.admin", auth_id)
         except TemporaryError as exc:
-            return message_page(
-                "WhatsChat Gateway", f"Bitrix24 is busy ({exc.code}); try again.", status=503
-            )
+            return message_page(t, t.gettext("page.portal_busy", code=exc.code), status=503)
         except DeliveryError:
             log.warning("settings page of %s: Bitrix24 refused the AUTH_ID", record.domain)
-            return message_page(
-                "WhatsChat Gateway",
-                "Your Bitrix24 session could not be verified; reopen the page from Bitrix24.",
-                status=403,
-            )
+            return message_page(t, t.gettext("page.session_unverified"), status=403)
         if admin is not True and admin not in ("true", "1", "Y"):
             log.warning("settings page of %s: refused a user who is not an admin", record.domain)
-            return message_page(
-                "WhatsChat Gateway",
-                "Only a Bitrix24 administrator can change how WhatsApp is connected.",
-                status=403,
-            )
+            return message_page(t, t.gettext("page.admins_only"), status=403)
         return None
 
-    async def _action(self, form: dict[str, Any]) -> Any:
+    async def _action(self, form: dict[str, Any], lang: str | None) -> Any:
         auth_id = as_str(form.get("AUTH_ID")) or ""
         verified = await self.tokens.verify(as_str(form.get("form_token")) or "", auth_id)
+        t = translator(lang)
         if verified is None or not auth_id:
-            return message_page(
-                "WhatsChat Gateway",
-                "This form has expired; close the settings and open them again.",
-                status=403,
-            )
+            return message_page(t, t.gettext("page.form_expired"), status=403)
         member_id, line = verified
         record = await self.store.get(member_id)
         if record is None:
-            return message_page("WhatsChat Gateway", "The app is no longer installed.", status=404)
-        refusal = await self._verify_user(record, auth_id)
+            return message_page(t, t.gettext("page.no_longer_installed"), status=404)
+        t = translator(lang, record.language)
+        refusal = await self._verify_user(record, auth_id, t)
         if refusal is not None:
             return refusal
         action = as_str(form.get("action")) or "refresh"
@@ -203,21 +188,25 @@ class SettingsPage:
             notice = None
             if action == "setup":
                 error = await self.run_setup(member_id)
-                notice = f"Setup failed: {error}" if error else "The connector setup was repeated."
+                notice = (
+                    t.gettext("portal.setup_failed", error=error)
+                    if error
+                    else t.gettext("portal.setup_repeated")
+                )
             fresh = await self.store.get(member_id) or record
-            return await self._portal(fresh, auth_id, notice)
+            return await self._portal(fresh, auth_id, t, notice)
         notice = error = None
         if action == "link":
-            notice, error = await self._link(record, line, channel, auth_id)
+            notice, error = await self._link(record, line, channel, auth_id, t)
         elif action == "unlink":
-            notice, error = await self._unlink(record, line, auth_id)
-        return await self._line(record, line, auth_id, notice, error)
+            notice, error = await self._unlink(record, line, auth_id, t)
+        return await self._line(record, line, auth_id, t, notice, error)
 
     async def _link(
-        self, record: PortalRecord, line: int, channel: str, auth_id: str
+        self, record: PortalRecord, line: int, channel: str, auth_id: str, t: Translator
     ) -> tuple[str | None, str | None]:
         if channel not in self.hub.instance_names("channel"):
-            return None, f"There is no channel named {channel!r}."
+            return None, t.gettext("link.no_such_channel", channel=channel)
         target = target_of(record.member_id, line)
         routes = await self.hub.routes()
         existing = None
@@ -226,55 +215,58 @@ class SettingsPage:
             if here and route.channel == channel:
                 existing = route
             if here and route.channel != channel:
-                return None, f"This line is linked to {route.channel}: unlink it first."
+                return None, t.gettext("link.line_taken", channel=route.channel)
             if route.channel == channel and not here:
-                where = self._where(route, record.member_id)
-                return None, f"{channel} is already linked to {where}: unlink it there first."
+                where = self._where(route, record.member_id, t)
+                return None, t.gettext("link.channel_taken", channel=channel, where=where)
         try:
             await self.setup.activate(record.member_id, line, channel, token=auth_id)
         except DeliveryError as exc:
-            return None, f"Bitrix24 did not activate the connector on this line: {exc}"
+            return None, t.gettext("link.activate_failed", error=str(exc))
         await self.store.unpark(record.member_id, line)
         if existing is not None:  # reconnecting a parked line: the route is there already
-            return f"Reconnected {channel} to this open line.", None
+            return t.gettext("link.reconnected", channel=channel), None
         name = route_name(self.instance, record.member_id, line)
         await self.hub.add_route(
             Route(name=name, channel=channel, crm=self.instance, target=target)
         )
         log.info("linked %s to line %s of %s (route %s)", channel, line, record.domain, name)
-        return f"Linked {channel} to this open line.", None
+        return t.gettext("link.linked", channel=channel), None
 
     async def _unlink(
-        self, record: PortalRecord, line: int, auth_id: str
+        self, record: PortalRecord, line: int, auth_id: str, t: Translator
     ) -> tuple[str | None, str | None]:
         target = target_of(record.member_id, line)
         linked = [
             r for r in await self.hub.routes() if r.crm == self.instance and r.target == target
         ]
         if any(r.origin == "settings" for r in linked):
-            return None, "This link is written in settings.toml; remove it there."
+            return None, t.gettext("unlink.fixed")
         for route in linked:
             await self.hub.remove_route(route.name)
         await self.store.unpark(record.member_id, line)
         try:
             await self.setup.deactivate(record.member_id, line, token=auth_id)
         except DeliveryError as exc:
-            return "Unlinked in the gateway.", f"Bitrix24 did not switch the connector off: {exc}"
-        return "Unlinked: this open line no longer receives WhatsApp messages.", None
+            return t.gettext("unlink.gateway_only"), t.gettext(
+                "unlink.deactivate_failed", error=str(exc)
+            )
+        return t.gettext("unlink.done"), None
 
-    def _where(self, route: Route, member_id: str) -> str:
+    def _where(self, route: Route, member_id: str, t: Translator) -> str:
         parsed = parse_target(route.target) if route.crm == self.instance else None
         if parsed is not None and parsed[0] == member_id:
-            return f"open line {parsed[1]}"
+            return t.gettext("where.open_line", line=parsed[1])
         if route.crm == self.instance:
-            return "another Bitrix24 portal"
-        return f"the CRM instance {route.crm}"
+            return t.gettext("where.other_portal")
+        return t.gettext("where.other_crm", crm=route.crm)
 
     async def _line(
         self,
         record: PortalRecord,
         line: int,
         auth_id: str,
+        t: Translator,
         notice: str | None = None,
         error: str | None = None,
     ) -> Any:
@@ -290,7 +282,7 @@ class SettingsPage:
                     view.linked_here = True
                     view.fixed = route.origin == "settings"
                 else:
-                    view.linked_elsewhere = self._where(route, record.member_id)
+                    view.linked_elsewhere = self._where(route, record.member_id, t)
             channels.append(view)
         parked = self.store.parked(record.member_id, line)
         view_ = LineView(
@@ -305,10 +297,13 @@ class SettingsPage:
             notice=notice,
             error=error,
             parked=parked.text if parked else None,
+            language=t.language,
         )
-        return line_page(view_)
+        return line_page(t, view_)
 
-    async def _portal(self, record: PortalRecord, auth_id: str, notice: str | None = None) -> Any:
+    async def _portal(
+        self, record: PortalRecord, auth_id: str, t: Translator, notice: str | None = None
+    ) -> Any:
         lines = []
         for route in await self.hub.routes():
             parsed = parse_target(route.target) if route.crm == self.instance else None
@@ -325,8 +320,9 @@ class SettingsPage:
             problem=record.problem_detail if record.problem else None,
             setup_error=record.setup_error,
             notice=notice,
+            language=t.language,
         )
-        return portal_page(view)
+        return portal_page(t, view)
 
 
 def _session(auth_id: str) -> str:

@@ -324,18 +324,16 @@ class Bitrix24Provider(CRMProvider):
             if subpath == "events":
                 raise BadRequest("events are POSTed", status=405)
             t = translator(request.query.get("LANG"))
-            page = message_page(
-                t.gettext("app.title"), t.gettext("page.open_from_bitrix24"), status=405
-            )
+            page = message_page(t, t.gettext("page.open_from_bitrix24"), status=405)
             return WebhookResult(response=page)
         try:
             form = parse_body(request.body, request.headers.get("content-type", ""))
         except FormError as exc:
             raise BadRequest(str(exc)) from None
         if subpath == "placement":
-            return await self.settings_page.handle(form)
+            return await self.settings_page.handle(form, request.query.get("LANG"))
         if subpath == "install" and "event" not in form:
-            return await self.installer.from_page(form)
+            return await self.installer.from_page(form, request.query.get("LANG"))
         if subpath in ("sms", "robot"):
             # Sent through the queue server like events, with the same `auth` block.
             call = ev.PortalEvent(subpath.upper(), None, lower_keys(as_dict(form.get("auth"))))
