@@ -10,68 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from gateway import shaping
 from gateway.errors import (
     AmbiguousError,
     DeliveryError,
-    PermanentError,
     TemporaryError,
     Throttled,
 )
-from gateway.models import Delete, Edit, Message, Sender, StatusUpdate, event_from_json
+from gateway.items import Items, defer_references
+from gateway.models import Message
 from gateway.observe import Observation
+from gateway.outcomes import AMBIGUOUS_REASON, UNANSWERED_REASON, Results, RetryPolicy
 from gateway.planning import ack_job
-from gateway.providers import Ack, Outcome, Outgoing, Provider, Route, Sent, StatusNotice
+from gateway.providers import (
+    Landing,
+    NotLanded,
+    Outcome,
+    Outgoing,
+    Provider,
+    Route,
+    Sent,
+)
 from gateway.store.base import Finished, IdMapping, Job, NewJob, Store
 
 log = logging.getLogger("gateway.delivery")
 
-AMBIGUOUS_REASON = (
-    "the outcome of sending is unknown (the gateway stopped or the call timed out after the "
-    "request left), and {destination} cannot recognise a resend, so it was not resent "
-    "automatically: check the conversation and replay this job if the message did not arrive"
-)
-STATUS_LOOKUP_ATTEMPTS = 3
 #: How much of a message's text the id map keeps, to show it when the message is quoted.
 QUOTE_PREVIEW = 200
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with jitter; a provider's `retry_after` wins when given."""
-
-    max_attempts: int = 10
-    base_delay: float = 1.0
-    max_delay: float = 300.0
-    jitter: float = 0.2
-
-    def delay(self, attempts: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        raw = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempts - 1))
-        return raw * (1 + random.uniform(-self.jitter, self.jitter))
-
-
-@dataclass(slots=True)
-class _Results:
-    finished: list[Finished] = dataclasses.field(default_factory=list)
-    retries: list[tuple[Job, float, str]] = dataclasses.field(default_factory=list)
-    dead: list[tuple[Job, str]] = dataclasses.field(default_factory=list)
-    followups: list[NewJob] = dataclasses.field(default_factory=list)
-    #: Live jobs not handed to a provider (yet) that still carry their claim's mark.
-    unsent: set[int] = dataclasses.field(default_factory=set)
-
-    def decided(self) -> set[int]:
-        ids = {f.job_id for f in self.finished}
-        ids.update(job.id for job, _ in self.dead)
-        ids.update(job.id for job, _, _ in self.retries)
-        return ids
 
 
 class Deliverer:
@@ -101,6 +69,7 @@ class Deliverer:
         self.clock = clock
         self.notify = notify
         self.owner = owner
+        self.items = Items(store, providers, lambda: self.clock())
         # One event per slot, and per destination the slots that will claim before they
         # sleep: a wake rouses one of those, not all, since one claim takes every due lane
         # up to its batch size and the other slots would only claim nothing.
@@ -239,7 +208,7 @@ class Deliverer:
         jobs that never got that far (cut, blocked, not reached), as it would have been
         absent before claims marked jobs.
         """
-        results = _Results()
+        results = Results()
         try:
             await self._process(destination, jobs, owner, results)
         except Exception:
@@ -250,11 +219,13 @@ class Deliverer:
             raise
 
     async def _process(
-        self, destination: str, jobs: Sequence[Job], owner: str, results: _Results
+        self, destination: str, jobs: Sequence[Job], owner: str, results: Results
     ) -> None:
         provider = self.providers[destination]
+        capabilities = provider.capabilities
         routes = self.routes()
         live: list[tuple[Job, Route]] = []
+        suspects: list[tuple[Job, Route]] = []
         for job in jobs:
             route = routes.get(job.route)
             if route is None:
@@ -262,14 +233,26 @@ class Deliverer:
             elif (
                 job.kind == "send"
                 and job.sending_since is not None
-                and not provider.capabilities.idempotent_sends
+                and not capabilities.idempotent_sends
             ):
-                results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
-                self._failure_ack(job, route, AmbiguousError("delivery outcome unknown"), results)
+                if capabilities.finds_sent:
+                    # Ask the destination first; sent again below only if it did not land.
+                    suspects.append((job, route))
+                    live.append((job, route))
+                else:
+                    results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
+                    unknown = AmbiguousError("delivery outcome unknown")
+                    self._failure_ack(job, route, unknown, results)
             else:
                 live.append((job, route))
         results.unsent.update(job.id for job, _ in live)
-        live, cut = _defer_references(live)
+        blocked: set[str] = set()
+        landed: dict[str, set[str]] = {}
+        if suspects:
+            landed = await self._reconcile(provider, suspects, results, blocked)
+            decided = results.decided()
+            live = [(j, r) for j, r in live if j.id not in decided and j.lane not in blocked]
+        live, cut = defer_references(live, landed)
         if cut:
             # Unmarked before the sends, not after: were the process to die during the call,
             # a cut job left marked would be parked as ambiguous though never sent. Cuts are
@@ -277,7 +260,6 @@ class Deliverer:
             unmark = [job.id for job, _ in cut]
             await self.store.release(owner, [], self.clock(), unsent=unmark)
             results.unsent.difference_update(unmark)
-        blocked: set[str] = set()
         # Most batches finish long before a lease runs low: a timer, not a task, until then.
         keepers: list[asyncio.Task[None]] = []
         lanes = sorted({job.lane for job in jobs})
@@ -291,12 +273,98 @@ class Deliverer:
                 if batch:
                     await self._deliver_kind(provider, kind, batch, results)
                     blocked.update(job.lane for job, _, _ in results.retries)
+                    blocked.update(job.lane for job, _, _, _ in results.holds)
         finally:
             timer.cancel()
             for keeper in keepers:
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
         await self._record(destination, jobs, results, owner)
+
+    async def _reconcile(
+        self,
+        provider: Provider,
+        suspects: list[tuple[Job, Route]],
+        results: Results,
+        blocked: set[str],
+    ) -> dict[str, set[str]]:
+        """Ask the destination whether sends an earlier attempt may have made landed.
+
+        Landed: finished like a send, with its id map row and ack. Not landed: left to be
+        sent again in this batch. Unknown for now, or too early to ask: retried later,
+        still marked as possibly sent, with its lane held (added to `blocked`). Cannot be
+        asked: parked with the reason, as for a destination that cannot be asked at all.
+        Returns, per lane, the source ids of the messages found landed.
+        """
+        now = self.clock()
+        settle = provider.capabilities.settle_seconds
+        asking: list[tuple[Job, Route, Outgoing]] = []
+        for job, route in suspects:
+            since = job.sending_since
+            assert since is not None
+            if now < since + settle:
+                # A request begun then may still be running at the destination.
+                results.holds.append(
+                    (job, since + settle, "waiting to ask whether it landed", since)
+                )
+                blocked.add(job.lane)
+                continue
+            try:
+                item = await self.items.prepare("send", job, route)
+            except DeliveryError as exc:
+                if not isinstance(exc, TemporaryError):
+                    self._apply(job, route, exc, results)
+                else:
+                    at = now + self.retry_policy.delay(job.attempts + 1, exc.retry_after)
+                    results.holds.append((job, at, str(exc), since))
+                    blocked.add(job.lane)
+                continue
+            assert isinstance(item, Outgoing)
+            asking.append((job, route, item))
+        if not asking:
+            return {}
+        items = [item for _, _, item in asking]
+        answers: Sequence[Landing]
+        try:
+            answers = await provider.find_sent(items)
+            if len(answers) != len(items):
+                raise TemporaryError(f"provider answered {len(answers)} of {len(items)} items")
+        except DeliveryError as exc:
+            answers = [exc] * len(items)
+        except Exception as exc:
+            log.exception("%s.find_sent raised", provider.instance)
+            answers = [TemporaryError(f"{type(exc).__name__}: {exc}")] * len(items)
+        landed: dict[str, set[str]] = {}
+        for (job, route, item), answer in zip(asking, answers, strict=True):
+            since = job.sending_since
+            assert since is not None
+            if isinstance(answer, Sent | NotLanded):
+                found = isinstance(answer, Sent)
+                self.notify(
+                    Observation(
+                        "reconciled",
+                        job.destination,
+                        job.route,
+                        _message_id(job),
+                        job.id,
+                        {"kind": job.kind, "landed": found},
+                    )
+                )
+                if isinstance(answer, Sent):
+                    results.finished.append(self._finished(job, route, answer, item))
+                    if isinstance(item.event, Message):
+                        landed.setdefault(job.lane, set()).add(item.event.native_id)
+                continue
+            attempts = job.attempts + 1
+            if isinstance(answer, TemporaryError) and attempts < self.retry_policy.max_attempts:
+                at = now + self.retry_policy.delay(attempts, answer.retry_after)
+                results.holds.append((job, at, f"asking whether it landed: {answer}", since))
+                blocked.add(job.lane)
+            else:
+                reason = UNANSWERED_REASON.format(destination=job.destination, detail=answer)
+                results.dead.append((job, reason))
+                self._failure_ack(job, route, AmbiguousError(str(answer)), results)
+        return landed
 
     async def _keep_leases(self, owner: str, lanes: list[str]) -> None:
         """Renew the batch's leases while a slow call runs, so no one else takes its lanes.
@@ -316,12 +384,12 @@ class Deliverer:
         provider: Provider,
         kind: str,
         batch: list[tuple[Job, Route]],
-        results: _Results,
+        results: Results,
     ) -> None:
         prepared: list[tuple[Job, Route, object]] = []
         for job, route in batch:
             try:
-                item = await self._prepare(kind, job, route)
+                item = await self.items.prepare(kind, job, route)
             except DeliveryError as exc:
                 self._apply(job, route, exc, results)
                 continue
@@ -334,6 +402,7 @@ class Deliverer:
         items = [item for _, _, item in prepared]
         # From here on the provider may act on them: their mark stays, whatever happens.
         results.unsent.difference_update(job.id for job, _, _ in prepared)
+        started = self.clock()
         try:
             if kind == "send":
                 # Shaped to the destination's capabilities first (gateway/shaping.py).
@@ -352,118 +421,30 @@ class Deliverer:
             log.exception("%s.%s raised", provider.instance, kind)
             outcomes = [TemporaryError(f"{type(exc).__name__}: {exc}")] * len(items)
         for (job, route, item), outcome in zip(prepared, outcomes, strict=True):
-            self._apply(job, route, outcome, results, item)
-
-    async def _prepare(self, kind: str, job: Job, route: Route) -> object | None:
-        """The provider-facing object for a job, with ids translated through the id map."""
-        payload = job.payload
-        event = event_from_json(payload["event"])
-        if kind == "ack":
-            error = payload.get("error")
-            return Ack(
-                job_id=job.id,
-                route=route,
-                message=event,  # type: ignore[arg-type]
-                delivered_id=payload.get("delivered_id"),
-                error=PermanentError(error["text"], code=error.get("code")) if error else None,
-            )
-        if kind == "status":
-            assert isinstance(event, StatusUpdate)
-            return await self._status_notice(job, route, event)
-        assert isinstance(event, Message | Edit | Delete)
-        return await self._outgoing(job, route, event)
-
-    async def _outgoing(self, job: Job, route: Route, event: Message | Edit | Delete) -> Outgoing:
-        capabilities = self.providers[job.destination].capabilities
-        target_id: str | None = None
-        quoted_id: str | None = None
-        if isinstance(event, Edit | Delete):
-            target_id, _ = await self._translate(route, job.source, event.native_id)
-            if target_id is None:
-                raise PermanentError(
-                    f"the message this {event.kind} refers to was never delivered, "
-                    "so there is nothing to change at the destination",
-                    code="unknown_message",
-                )
-            supported = capabilities.edits if isinstance(event, Edit) else capabilities.deletes
-            if not supported:
-                event = _as_note(event)
-                quoted_id = target_id
-                target_id = None
-        elif event.quoted_native_id is not None:
-            quoted_id, quoted_text = await self._translate(
-                route, job.source, event.quoted_native_id
-            )
-            if event.quoted_text is None and quoted_text:
-                # Lets the destination show what was quoted even when its source sent no text.
-                event = dataclasses.replace(event, quoted_text=quoted_text)
-        return Outgoing(
-            job_id=job.id,
-            route=route,
-            source=job.source,
-            event=event,
-            target_native_id=target_id,
-            quoted_target_id=quoted_id,
-            attempt=job.attempts + 1,
-        )
-
-    async def _translate(
-        self, route: Route, source: str, native_id: str
-    ) -> tuple[str | None, str | None]:
-        """The other side's id of a message `source` knows as `native_id` (either way),
-        and the start of its text."""
-        forward = await self.store.lookup_by_source(route.name, source, native_id)
-        if forward is not None:
-            return forward.destination_id, _preview(forward)
-        backward = await self.store.lookup_by_destination(source, native_id)
-        if backward is not None and backward.route == route.name:
-            return backward.source_id, _preview(backward)
-        return None, None
-
-    async def _status_notice(
-        self, job: Job, route: Route, event: StatusUpdate
-    ) -> StatusNotice | None:
-        mapping = await self.store.lookup_by_destination(job.source, event.native_id)
-        if mapping is None:
-            # The status may overtake the commit of the send that produced its id.
-            if job.attempts < STATUS_LOOKUP_ATTEMPTS:
-                raise TemporaryError("message not in the id map yet", retry_after=1.0)
-            return None
-        if mapping.route != route.name:
-            return None
-        rose = await self.store.merge_status(
-            job.source, event.native_id, int(event.status), self.clock()
-        )
-        if not rose and job.attempts == 0:
-            return None
-        update = StatusUpdate(
-            native_id=mapping.source_id,
-            status=event.status,
-            conversation_id=mapping.conversation_id or event.conversation_id,
-            error_code=event.error_code,
-            error_text=event.error_text,
-            timestamp=event.timestamp,
-        )
-        source_extra = mapping.extra.get("source", {}) if isinstance(mapping.extra, dict) else {}
-        return StatusNotice(
-            job.id, route, update, message_extra=source_extra, destination_id=event.native_id
-        )
+            self._apply(job, route, outcome, results, item, started)
 
     def _apply(
         self,
         job: Job,
         route: Route,
         outcome: Outcome,
-        results: _Results,
+        results: Results,
         item: object | None = None,
+        started: float | None = None,
     ) -> None:
         if outcome is None or isinstance(outcome, Sent):
             results.finished.append(self._finished(job, route, outcome, item))
             return
         attempts = job.attempts + 1
         destination = job.destination
+        capabilities = self.providers[destination].capabilities
         ambiguous = isinstance(outcome, AmbiguousError) and job.kind == "send"
-        if ambiguous and not self.providers[destination].capabilities.idempotent_sends:
+        if ambiguous and not capabilities.idempotent_sends and capabilities.finds_sent:
+            # Ask the destination once it has settled; until then the job stays marked.
+            since = started if started is not None else self.clock()
+            at = max(self.clock(), since + capabilities.settle_seconds)
+            results.holds.append((job, at, str(outcome), since))
+        elif ambiguous and not capabilities.idempotent_sends:
             results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
             self._failure_ack(job, route, outcome, results)
         elif isinstance(outcome, Throttled) or (
@@ -507,7 +488,7 @@ class Deliverer:
             followups.append(ack_job(route, job.source, job.payload, delivered_id=delivered))
         return Finished(job.id, mappings=mappings, followups=followups)
 
-    def _failure_ack(self, job: Job, route: Route, error: DeliveryError, results: _Results) -> None:
+    def _failure_ack(self, job: Job, route: Route, error: DeliveryError, results: Results) -> None:
         if job.kind == "send" and self._wants_acks(job.source):
             detail = {"code": error.code, "text": error.text}
             results.followups.append(ack_job(route, job.source, job.payload, error=detail))
@@ -517,7 +498,7 @@ class Deliverer:
         return provider is not None and provider.capabilities.wants_acks
 
     async def _record(
-        self, destination: str, jobs: Sequence[Job], results: _Results, owner: str
+        self, destination: str, jobs: Sequence[Job], results: Results, owner: str
     ) -> None:
         now = self.clock()
         # Dead letters and retries first: `finish` frees the lanes, and a lane must not be
@@ -536,6 +517,18 @@ class Deliverer:
             )
         for job, at, error in results.retries:
             await self.store.retry(job.id, owner, at, error, now)
+            self.notify(
+                Observation(
+                    "retried",
+                    destination,
+                    job.route,
+                    None,
+                    job.id,
+                    {"error": error, "kind": job.kind, "retry_in": at - now},
+                )
+            )
+        for job, at, error, since in results.holds:
+            await self.store.retry(job.id, owner, at, error, now, possibly_sent_since=since)
             self.notify(
                 Observation(
                     "retried",
@@ -577,60 +570,6 @@ class Deliverer:
         for finished in results.finished:
             for followup in finished.followups:
                 self.wake(followup.destination)
-
-
-def _defer_references(
-    live: list[tuple[Job, Route]],
-) -> tuple[list[tuple[Job, Route]], list[tuple[Job, Route]]]:
-    """Cut each lane before a send that refers to a message sent earlier in this claim.
-
-    Quotes, edits and deletes are translated through the id map, which gets the earlier
-    message's row only when this batch is recorded. Returns the jobs kept and those cut;
-    the caller takes the claim's mark off the cut jobs, and they are claimed again as soon
-    as the lane is released.
-    """
-    kept: list[tuple[Job, Route]] = []
-    dropped: list[tuple[Job, Route]] = []
-    sent: dict[str, set[str]] = {}
-    cut: set[str] = set()
-    for job, route in live:
-        if job.lane in cut:
-            dropped.append((job, route))
-            continue
-        event = job.payload.get("event", {}) if isinstance(job.payload, dict) else {}
-        if job.kind == "send" and isinstance(event, dict):
-            is_message = event.get("kind") == "message"
-            refers = event.get("quoted_native_id") if is_message else event.get("native_id")
-            if refers is not None and refers in sent.get(job.lane, ()):
-                cut.add(job.lane)
-                dropped.append((job, route))
-                continue
-            if is_message:
-                sent.setdefault(job.lane, set()).add(str(event.get("native_id")))
-        kept.append((job, route))
-    return kept, dropped
-
-
-_NOTE_SENDER = Sender(id="gateway", name="Gateway")
-
-
-def _preview(mapping: IdMapping) -> str | None:
-    text = mapping.extra.get("text") if isinstance(mapping.extra, dict) else None
-    return str(text) if text else None
-
-
-def _as_note(event: Edit | Delete) -> Message:
-    """An edit or delete for a destination that cannot apply it, as a visible note."""
-    text = f"✏️ edited: {event.text}" if isinstance(event, Edit) else "🗑 message deleted"
-    return Message(
-        conversation_id=event.conversation_id,
-        native_id=f"{event.native_id}#{event.kind}",
-        sender=_NOTE_SENDER,
-        text=text,
-        quoted_native_id=event.native_id,
-        is_note=True,
-        extra=event.extra,
-    )
 
 
 def _message_id(job: Job) -> str | None:

@@ -258,6 +258,11 @@ def standard_metrics() -> Metrics:
         ("gateway_jobs_dead_lettered_total", "Jobs parked as dead letters."),
     ):
         m.counter(name, text, ["destination", "kind"])
+    m.counter(
+        "gateway_sends_reconciled_total",
+        "Sends of unknown outcome the destination was asked about (landed: yes or no).",
+        ["destination", "landed"],
+    )
     m.gauge("gateway_queue_depth", "Ready jobs per destination.", ["destination"])
     m.gauge("gateway_queue_dead", "Dead-lettered jobs per destination.", ["destination"])
     m.gauge("gateway_queue_oldest_age_seconds", "Age of the oldest ready job.", ["destination"])

@@ -13,6 +13,7 @@ ObservationType = Literal[
     "delivered",  # a job reached its destination
     "retried",  # a job failed for now and was scheduled again
     "dead_lettered",  # a job was parked for good (permanent error or retries exhausted)
+    "reconciled",  # the destination said whether a send of unknown outcome had landed
     "replayed",  # dead letters were made ready again
     "account_state",  # a channel or CRM account changed state
 ]

@@ -53,7 +53,8 @@ class Capabilities:
     * `groups`: without them, a group message carries its author's name before the text.
     * `read_receipts`: the instance shows "read" marks; a `read` status is handed to
       `apply_status` only when it is True (other statuses go whenever `wants_statuses`).
-    * `max_batch`, `idempotent_sends`, `wants_acks`, `wants_statuses`: see below.
+    * `max_batch`, `idempotent_sends`, `finds_sent`, `settle_seconds`, `wants_acks`,
+      `wants_statuses`: see below.
     """
 
     media_kinds: frozenset[str] = frozenset(
@@ -71,6 +72,13 @@ class Capabilities:
     # True when resending the same item cannot double it at the destination (it dedupes on
     # our id); False means an ambiguous failure is parked instead of retried blindly.
     idempotent_sends: bool = False
+    # True when the provider implements `find_sent`: after an ambiguous failure the core asks
+    # the destination whether the item landed instead of parking it for a person.
+    finds_sent: bool = False
+    # How long after an attempt began the destination may still act on it (a request still
+    # running there, a file being downloaded): `find_sent` is not asked before then, since
+    # "not there yet" could still become "there".
+    settle_seconds: float = 0.0
     # Whether the source wants `acknowledge` calls (Bitrix24 clears its "sending" spinner) and
     # `apply_status` calls for messages it gave us; without them no such jobs are made.
     wants_acks: bool = False
@@ -185,7 +193,19 @@ class StatusNotice:
     destination_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NotLanded:
+    """`find_sent`: the destination has no trace of the item, so sending it again cannot
+    double it."""
+
+    detail: str = ""
+
+
 Outcome = Sent | DeliveryError | None
+#: What `find_sent` says of one item: it landed (`Sent`, with the destination's id), it did
+#: not (`NotLanded`), or the destination could not tell now (`TemporaryError`: ask again
+#: later) or cannot be asked about it at all (`PermanentError`: a person must look).
+Landing = Sent | NotLanded | DeliveryError
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +353,15 @@ class Provider:
 
     async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
         """Send each item; return one outcome per item, in order."""
+        raise NotImplementedError
+
+    async def find_sent(self, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+        """Ask the destination whether each item, sent earlier with an unknown outcome (a
+        crash or a timeout during the call), landed; one `Landing` per item, in order.
+
+        Only called when `capabilities.finds_sent` is set, and only `settle_seconds` after
+        the attempt began. Ask as few requests as the API allows (one for many items).
+        """
         raise NotImplementedError
 
     async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from gateway.delivery import Deliverer, RetryPolicy
+from gateway.delivery import Deliverer
 from gateway.fetch import GuardedFetcher
 from gateway.media import MediaStore
 from gateway.metrics import Metrics, standard_metrics
@@ -31,6 +31,7 @@ from gateway.models import (
     Message,
 )
 from gateway.observe import Observation
+from gateway.outcomes import RetryPolicy
 from gateway.phones import phone_digits
 from gateway.planning import plan
 from gateway.plugins import PluginHost
@@ -328,6 +329,9 @@ class Gateway:
             metrics.inc("gateway_jobs_retried_total", destination=where, kind=kind)
         elif observation.type == "dead_lettered":
             metrics.inc("gateway_jobs_dead_lettered_total", destination=where, kind=kind)
+        elif observation.type == "reconciled":
+            landed = "yes" if detail.get("landed") else "no"
+            metrics.inc("gateway_sends_reconciled_total", destination=where, landed=landed)
         # One line per message at INFO would cost more than ingesting it; counts are metrics.
         level = _LOG_LEVELS.get(observation.type, logging.INFO)
         if log.isEnabledFor(level):

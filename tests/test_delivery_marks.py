@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from gateway.delivery import AMBIGUOUS_REASON, Deliverer
+from gateway.delivery import Deliverer
 from gateway.errors import StoreError
+from gateway.outcomes import AMBIGUOUS_REASON
 from gateway.store.base import Finished, IdMapping, Job, Store
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 

@@ -179,6 +179,7 @@ STANDARD = {
     "gateway_jobs_retried_total": ("counter", ("destination", "kind")),
     "gateway_jobs_failed_total": ("counter", ("destination", "kind")),
     "gateway_jobs_dead_lettered_total": ("counter", ("destination", "kind")),
+    "gateway_sends_reconciled_total": ("counter", ("destination", "landed")),
     "gateway_queue_depth": ("gauge", ("destination",)),
     "gateway_queue_dead": ("gauge", ("destination",)),
     "gateway_queue_oldest_age_seconds": ("gauge", ("destination",)),

@@ -223,9 +223,21 @@ class Store(ABC):
 
     @abstractmethod
     async def retry(
-        self, job_id: int, owner: str, available_at: float, error: str, now: float
+        self,
+        job_id: int,
+        owner: str,
+        available_at: float,
+        error: str,
+        now: float,
+        *,
+        possibly_sent_since: float | None = None,
     ) -> None:
-        """Keep the job at its lane's head and block the lane until `available_at`."""
+        """Keep the job at its lane's head and block the lane until `available_at`.
+
+        The claim's mark comes off (the attempt's outcome is known: it failed), unless
+        `possibly_sent_since` is given: then an earlier attempt may have sent the job, and
+        the next claim must see `sending_since` = that time (to ask the destination first).
+        """
 
     @abstractmethod
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:

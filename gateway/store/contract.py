@@ -354,6 +354,15 @@ class StoreContract(SharedStateContract):
         found = await store.get_job(a0)
         assert found is not None and (found.attempts, found.sending_since) == (2, NOW + 2)
 
+    async def test_a_job_retried_as_possibly_sent_keeps_that_mark(self, store: Store) -> None:
+        [a0] = await store.enqueue([job("a")], NOW)
+        await store.claim("crm", "w1", 10, LEASE, NOW)
+        # Waiting to ask the destination whether the attempt begun at NOW landed.
+        await store.retry(a0, "w1", NOW + 5, "ask later", NOW + 1, possibly_sent_since=NOW)
+        assert await store.claim("crm", "w2", 10, LEASE, NOW + 4) == []
+        [again] = await store.claim("crm", "w2", 10, LEASE, NOW + 5)
+        assert (again.attempts, again.sending_since) == (1, NOW)
+
     async def test_release_takes_the_mark_off_unsent_jobs_only(self, store: Store) -> None:
         a0, a1, b0 = await store.enqueue([job("a", 0), job("a", 1), job("b", 0)], NOW)
         await store.claim("crm", "w1", 10, LEASE, NOW)

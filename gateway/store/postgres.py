@@ -222,10 +222,18 @@ class PostgresStore(Store):
             )
 
     async def retry(
-        self, job_id: int, owner: str, available_at: float, error: str, now: float
+        self,
+        job_id: int,
+        owner: str,
+        available_at: float,
+        error: str,
+        now: float,
+        *,
+        possibly_sent_since: float | None = None,
     ) -> None:
+        since = possibly_sent_since
         await self._run(
-            lambda c: q.retry(c, job_id, owner, available_at, error, now), transaction=True
+            lambda c: q.retry(c, job_id, owner, available_at, error, since), transaction=True
         )
 
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:

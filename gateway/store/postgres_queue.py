@@ -328,16 +328,21 @@ async def _ready_lane(conn: Conn, job_id: int) -> tuple[str, set[str]] | None:
 
 
 async def retry(
-    conn: Conn, job_id: int, owner: str, available_at: float, error: str, now: float
+    conn: Conn,
+    job_id: int,
+    owner: str,
+    available_at: float,
+    error: str,
+    possibly_sent_since: float | None,
 ) -> None:
     found = await _ready_lane(conn, job_id)
     if found is None:
         return
     lane, locked = found
     await conn.execute(
-        "UPDATE jobs SET available_at = %s, last_error = %s, sending_since = NULL"
+        "UPDATE jobs SET available_at = %s, last_error = %s, sending_since = %s"
         " WHERE id = %s AND state = 'ready'",
-        (available_at, error, job_id),
+        (available_at, error, possibly_sent_since, job_id),
     )
     await refresh_lanes(conn, [lane], locked)
     # The rest of the claimed prefix must wait behind the retried job, so the lease ends.

@@ -149,9 +149,17 @@ class SQLiteStore(Store):
         await self._run(lambda c: q.finish(c, rows, owner, now))
 
     async def retry(
-        self, job_id: int, owner: str, available_at: float, error: str, now: float
+        self,
+        job_id: int,
+        owner: str,
+        available_at: float,
+        error: str,
+        now: float,
+        *,
+        possibly_sent_since: float | None = None,
     ) -> None:
-        await self._run(lambda c: q.retry(c, job_id, owner, available_at, error, now))
+        since = possibly_sent_since
+        await self._run(lambda c: q.retry(c, job_id, owner, available_at, error, since))
 
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
         await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now))

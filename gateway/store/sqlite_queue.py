@@ -165,14 +165,14 @@ def retry(
     owner: str,
     available_at: float,
     error: str,
-    now: float,
+    possibly_sent_since: float | None,
 ) -> None:
     lane = _ready_lane_of(connection, job_id)
     if lane is None:
         return
     connection.execute(
-        "UPDATE jobs SET available_at = ?, last_error = ?, sending_since = NULL WHERE id = ?",
-        (available_at, error, job_id),
+        "UPDATE jobs SET available_at = ?, last_error = ?, sending_since = ? WHERE id = ?",
+        (available_at, error, possibly_sent_since, job_id),
     )
     refresh_lane(connection, lane)
     # The rest of the claimed prefix must wait behind the retried job, so the lease ends.

@@ -48,6 +48,8 @@ from gateway.providers import (
     ChannelProvider,
     CRMProvider,
     InstanceContext,
+    Landing,
+    NotLanded,
     Outcome,
     Outgoing,
     Provider,
@@ -65,7 +67,12 @@ class _JsonProvider(Provider):
         "base_url": "the URL of the service the instance sends to",
         "token": "the bearer token webhooks must carry",
     }
-    optional_settings: ClassVar[Mapping[str, Any]] = {"max_batch": 1, "idempotent": True}
+    optional_settings: ClassVar[Mapping[str, Any]] = {
+        "max_batch": 1,
+        "idempotent": True,
+        "finds_sent": False,
+        "settle_seconds": 0.0,
+    }
     secret_settings: ClassVar[frozenset[str]] = frozenset({"token"})
 
     def __init__(self, context: InstanceContext) -> None:
@@ -74,6 +81,8 @@ class _JsonProvider(Provider):
             type(self).capabilities,
             max_batch=int(self.config["max_batch"]),
             idempotent_sends=bool(self.config["idempotent"]),
+            finds_sent=bool(self.config["finds_sent"]),
+            settle_seconds=float(self.config["settle_seconds"]),
         )
         self.base_url = str(self.config["base_url"]).rstrip("/")
 
@@ -105,6 +114,19 @@ class _JsonProvider(Provider):
                     PermanentError(error.get("text", "refused"), code=error.get("code"))
                 )
         return outcomes
+
+    async def find_sent(self, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+        keys = [_outgoing_item(item)["key"] for item in batch]
+        try:
+            response = await self.context.http.post(self.base_url + "/find", json={"keys": keys})
+        except httpx.TransportError as exc:
+            raise TemporaryError(f"{type(exc).__name__} asking {self.base_url}") from exc
+        if response.status_code != 200:
+            raise TemporaryError(f"HTTP {response.status_code}", code=str(response.status_code))
+        answers: list[Landing] = []
+        for result in response.json()["results"]:
+            answers.append(NotLanded() if result.get("missing") else Sent(str(result["id"])))
+        return answers
 
     async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:
         items = [

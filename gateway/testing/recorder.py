@@ -1,7 +1,8 @@
 """A fake messaging service that records what the test providers send it.
 
 It speaks the small JSON protocol of `gateway.testing.providers`: `POST /send` with a batch
-of items, `POST /acks`, `POST /statuses`. Sends carry an idempotency key; the recorder keeps
+of items, `POST /find` (which of these keys arrived, and as what id), `POST /acks`,
+`POST /statuses`. Sends carry an idempotency key; the recorder keeps
 the first effect of each key, like a destination that dedupes, so tests can tell "delivered
 twice" (two keys, or one key with `dedupe=False`) from "retried" (one key, several calls).
 Knobs: fail the next calls with a status, or hold them until the test releases them.
@@ -48,6 +49,8 @@ class Recorder:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, int]] = field(default_factory=list)
     duplicates: int = 0
+    #: Answer this many `/find` calls with 503 (the destination cannot tell for now).
+    find_failures: int = 0
     _by_key: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _failures: list[tuple[int, str | None]] = field(default_factory=list)
@@ -65,6 +68,7 @@ class Recorder:
         self.app = Starlette(
             routes=[
                 Route("/send", self._send, methods=["POST"]),
+                Route("/find", self._find, methods=["POST"]),
                 Route("/acks", self._acks, methods=["POST"]),
                 Route("/statuses", self._statuses, methods=["POST"]),
                 Route("/recorded", self._recorded, methods=["GET"]),
@@ -159,6 +163,20 @@ class Recorder:
             results.append({"id": native_id})
         self.calls.append(("send", 200))
         await self._notify()
+        return JSONResponse({"results": results})
+
+    async def _find(self, request: Request) -> Response:
+        """Whether each key arrived: `{"id": ...}` or `{"missing": true}`, in order."""
+        body = await request.json()
+        if self.find_failures > 0:
+            self.find_failures -= 1
+            self.calls.append(("find", 503))
+            return JSONResponse({"error": "injected 503"}, status_code=503)
+        self.calls.append(("find", 200))
+        results = [
+            {"id": self._by_key[key]} if key in self._by_key else {"missing": True}
+            for key in body["keys"]
+        ]
         return JSONResponse({"results": results})
 
     async def _acks(self, request: Request) -> Response:
