@@ -326,7 +326,7 @@ class Deliverer:
         items = [item for _, _, item in asking]
         answers: Sequence[Landing]
         try:
-            answers = await provider.find_sent(items)
+            answers = await shaping.find_sent(provider, items)
             if len(answers) != len(items):
                 raise TemporaryError(f"provider answered {len(answers)} of {len(items)} items")
         except DeliveryError as exc:

@@ -28,7 +28,15 @@ from collections.abc import Mapping, Sequence
 
 from gateway.errors import DeliveryError, FetchError, PermanentError, TemporaryError
 from gateway.models import Attachment, DeliveryStatus, Message
-from gateway.providers import Capabilities, Outcome, Outgoing, Provider, Sent, StatusNotice
+from gateway.providers import (
+    Capabilities,
+    Landing,
+    Outcome,
+    Outgoing,
+    Provider,
+    Sent,
+    StatusNotice,
+)
 
 log = logging.getLogger("gateway.shaping")
 
@@ -69,6 +77,31 @@ async def send(
             outcomes[index] = await _send_parts(provider, batch[index], item_plan)
     await flush()
     return outcomes
+
+
+async def find_sent(provider: Provider, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+    """`provider.find_sent(batch)`, for items `send` sends as one message each.
+
+    An item split into several parts shares its message id among them, so the destination
+    could only say that some part landed: such an item is not asked about (a person looks).
+    """
+    answers: list[Landing | None] = []
+    asked: list[Outgoing] = []
+    for item in batch:
+        event = item.event
+        if isinstance(event, Message):
+            capabilities = provider.capabilities
+            shaped, _ = shape_message(event, capabilities, item.quoted_target_id)
+            if len(split_message(shaped, capabilities.max_text_length)) > 1:
+                answers.append(PermanentError("it was sent in several parts", code="SENT_IN_PARTS"))
+                continue
+        answers.append(None)
+        asked.append(item)
+    results = list(await provider.find_sent(asked)) if asked else []
+    if len(results) != len(asked):
+        raise TemporaryError(f"provider answered {len(results)} of {len(asked)} items")
+    found = iter(results)
+    return [answer if answer is not None else next(found) for answer in answers]
 
 
 async def apply_status(provider: Provider, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
