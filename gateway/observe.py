@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 ObservationType = Literal[
     "accepted",  # an inbound event was committed
+    "held",  # an accepted message no route carries was kept for the route that will
     "duplicate",  # an inbound event was already known; no second effect
     "rejected",  # a webhook was refused (bad input or failed authentication)
     "delivered",  # a job reached its destination

@@ -78,6 +78,8 @@ def plan(
     # Encoded once: the event is stored, and usually sent unchanged along every route.
     encoded = event_to_json(event)
     jobs: list[NewJob] = []
+    conversation: str | None = None
+    hold = False
     if isinstance(event, StatusUpdate):
         for route in status_routes(source, inbound.target, routes):
             destination = route.other_side(source)
@@ -94,7 +96,11 @@ def plan(
                 )
             )
     elif isinstance(event, Message | Edit | Delete):
-        for route in routes_for(source, inbound.target, routes):
+        conversation = conversation_of(event)
+        carriers = routes_for(source, inbound.target, routes)
+        # No route carries it (yet): the store holds it for the route that will.
+        hold = not carriers
+        for route in carriers:
             routed: Event | None = event
             if isinstance(event, Message) and message_filter is not None:
                 routed = message_filter(event, route, source)
@@ -119,6 +125,9 @@ def plan(
         dedupe_key=inbound.dedupe_key,
         event={"event": encoded, "target": inbound.target},
         jobs=jobs,
+        hold=hold,
+        conversation=conversation,
+        target=inbound.target,
     )
 
 

@@ -44,15 +44,20 @@ from gateway.providers import (
     Route,
 )
 from gateway.settings import GatewaySettings
+from gateway.shared_state import SharedState
 from gateway.store import open_store
-from gateway.store.base import Store, StoredRoute
+from gateway.store.base import STATE_CHANGED, IngestItem, Store, StoredRoute
+from gateway.unrouted import Unrouted
 
 log = logging.getLogger("gateway")
 
 MEDIA_SWEEP_SECONDS = 3600.0
+# Where account states live in the store: every process reads them there.
+ACCOUNTS = "accounts"
 _LOG_LEVELS = {
     "dead_lettered": logging.WARNING,
     "rejected": logging.WARNING,
+    "held": logging.WARNING,
     "accepted": logging.DEBUG,
     "duplicate": logging.DEBUG,
     "delivered": logging.DEBUG,
@@ -60,11 +65,26 @@ _LOG_LEVELS = {
 
 
 class InstanceState:
-    """Durable key/value storage of one instance, namespaced in the gateway store."""
+    """Durable key/value storage of one instance, namespaced in the gateway store.
+
+    `generation` counts the changes of this state that any process announced with
+    `changed()`, as far as this process has heard (see `shared_state`): a plugin that keeps
+    a copy in memory re-reads it when the generation moved.
+    """
 
     def __init__(self, store: Store, namespace: str) -> None:
         self._store = store
         self._namespace = namespace
+        self.generation = 0
+
+    @property
+    def scope(self) -> str:
+        return self._namespace
+
+    async def changed(self) -> None:
+        """Tell every process (this one included) that copies of this state are stale."""
+        self.generation += 1
+        await self._store.bump([self._namespace])
 
     async def get(self, key: str) -> JSON | None:
         return await self._store.kv_get(self._namespace, key)
@@ -134,7 +154,20 @@ class Gateway:
         # event, and a gateway with many portals has many routes, few of them per instance.
         self._routes_by_instance: dict[str, list[Route]] = {}
         self._states: dict[str, AccountState] = {}
+        self.instance_states: dict[str, InstanceState] = {}
         self.deliverer: Deliverer | None = None
+        self.shared = SharedState(
+            self.store, self._shared_changed, poll_interval=settings.state_check_seconds
+        )
+        self.unrouted = Unrouted(
+            self.store,
+            routes=lambda: list(self._routes.values()),
+            planner=self._plan,
+            notify=self.notify,
+            wake=self.wake,
+            clock=clock,
+            max_age=settings.hold_unrouted_days * 86400,
+        )
         self._janitor: asyncio.Task[None] | None = None
         self.ready = False
         self.problems: list[str] = []
@@ -149,11 +182,12 @@ class Gateway:
         for kind, table in (("channel", self.settings.channels), ("crm", self.settings.crms)):
             for name, instance in table.items():
                 cls = providers[instance.provider]
+                state = self.instance_states[name] = InstanceState(self.store, f"instance:{name}")
                 context = InstanceContext(
                     name=name,
                     config=instance.options,
                     http=self.http,
-                    state=InstanceState(self.store, f"instance:{name}"),
+                    state=state,
                     hub=self,
                     media=self.media,
                     fetcher=self.fetcher,
@@ -173,9 +207,10 @@ class Gateway:
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
-        for stored in await self.store.load_routes():
-            self._routes.setdefault(stored.name, _route_from_stored(stored))
-        self._routes_by_instance.clear()
+        # The versions first, then the copies: a change in between is seen at the first check.
+        await self.shared.start()
+        await self._load_routes()
+        await self._load_account_states()
         retry = self.settings.retry
         workers = self.settings.workers
         self.deliverer = Deliverer(
@@ -198,11 +233,13 @@ class Gateway:
                 # its jobs wait in the queue and /readyz says what is wrong.
                 log.exception("instance %s failed to start", name, extra={"instance": name})
                 self.problems.append(f"{name}: {type(exc).__name__}: {exc}")
-                self._set_state(name, AccountState(AccountStatus.ERROR, detail=str(exc)))
+                await self._set_state(name, AccountState(AccountStatus.ERROR, detail=str(exc)))
         await self.deliverer.start()
-        # Work enqueued by other processes sharing the store (PostgreSQL) wakes us too.
-        await self.store.subscribe(self.wake)
+        # Work enqueued by other processes sharing the store (PostgreSQL) wakes us too, and
+        # so do changes of shared state (routes, installs, tokens) made anywhere.
+        await self.store.subscribe(self._heard)
         self.deliverer.wake()
+        self.unrouted.start()
         self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
         await _call_each(self.host.hook.startup, gateway=self)
         self.ready = True
@@ -213,6 +250,8 @@ class Gateway:
             self._janitor.cancel()
             await asyncio.gather(self._janitor, return_exceptions=True)
         await _call_each(self.host.hook.shutdown, gateway=self)
+        await self.unrouted.stop()
+        await self.shared.stop()
         if self.deliverer is not None:
             await self.deliverer.stop()
         for name, provider in self.instances.items():
@@ -231,6 +270,7 @@ class Gateway:
         pruned = await self.store.prune_events(self.clock() - keep)
         if pruned:
             log.info("forgot %d events older than %g days", pruned, keep / 86400)
+        await self.unrouted.expire()
 
     async def _sweep_media(self) -> None:
         while True:
@@ -254,7 +294,7 @@ class Gateway:
         routable: list[InboundEvent] = []
         for inbound in events:
             if isinstance(inbound.event, AccountState):
-                self._set_state(instance, inbound.event)
+                await self._set_state(instance, inbound.event)
             else:
                 routable.append(inbound)
         if not routable:
@@ -285,6 +325,8 @@ class Gateway:
             )
             if new:
                 destinations.update(job.destination for job in item.jobs)
+                if item.hold:
+                    self._held(instance, inbound, native)
         # One wake per destination: the slot it rouses claims every due lane at once.
         for destination in destinations:
             self.wake(destination)
@@ -292,6 +334,26 @@ class Gateway:
         return [fresh.get(id(inbound), True) for inbound in events]
 
     emit = ingest
+
+    def _plan(self, instance: str, inbound: InboundEvent) -> IngestItem:
+        """Plan one event with the current routes (held messages, when released)."""
+        routes = [r for r in self._routes.values() if instance in (r.channel, r.crm)]
+        message_filter = self._filter if self._filters else None
+        return plan(instance, inbound, routes, message_filter, self._wants_statuses)
+
+    def _held(self, instance: str, inbound: InboundEvent, native: str | None) -> None:
+        where = f"{instance} ({inbound.target})" if inbound.target else instance
+        self.notify(
+            Observation(
+                "held",
+                instance,
+                message_id=native,
+                detail={
+                    "kind": inbound.event.kind,
+                    "why": f"no route carries messages from {where}; kept until one does",
+                },
+            )
+        )
 
     def _filter(self, message: Message, route: Route, source: str) -> Message | None:
         for result in self.host.hook.filter_message(message=message, route=route, source=source):
@@ -353,7 +415,15 @@ class Gateway:
             except Exception:
                 log.exception("observe hook of plugin %s failed", impl.plugin_name)
 
-    def _set_state(self, instance: str, state: AccountState) -> None:
+    async def _set_state(self, instance: str, state: AccountState) -> None:
+        previous = self._states.get(instance)
+        self._show_state(instance, state)
+        if previous != state:
+            # The store is where every process reads account states (`gateway status` too).
+            await self.store.kv_put(ACCOUNTS, instance, _state_json(state))
+            await self.store.bump([ACCOUNTS])
+
+    def _show_state(self, instance: str, state: AccountState) -> None:
         previous = self._states.get(instance)
         self._states[instance] = state
         for status in AccountStatus:
@@ -385,7 +455,7 @@ class Gateway:
             return self._states.get(instance, AccountState(AccountStatus.UNKNOWN, str(exc)))
         if state.status is AccountStatus.UNKNOWN and instance in self._states:
             return self._states[instance]
-        self._set_state(instance, state)
+        await self._set_state(instance, state)
         return state
 
     async def routes(self) -> list[Route]:
@@ -402,11 +472,47 @@ class Gateway:
         await self.store.save_route(stored)
         self._routes[route.name] = _route_from_stored(stored)
         self._routes_by_instance.clear()
+        self.unrouted.poke()
 
     async def remove_route(self, name: str) -> None:
         await self.store.delete_route(name)
         self._routes.pop(name, None)
         self._routes_by_instance.clear()
+
+    # shared state ----------------------------------------------------------------------
+    def _heard(self, what: str | None) -> None:
+        """The store's news: a destination with work, or a change of shared state."""
+        if what == STATE_CHANGED or what is None:
+            self.shared.poke()
+        if what != STATE_CHANGED:
+            self.wake(what)
+
+    async def _shared_changed(self, scope: str) -> None:
+        if scope == "routes":
+            await self._load_routes()
+            self.unrouted.poke()
+        elif scope == "held":
+            self.unrouted.poke()
+        elif scope == ACCOUNTS:
+            await self._load_account_states()
+        elif (state := self.instance_states.get(scope.removeprefix("instance:"))) is not None:
+            state.generation += 1
+
+    async def _load_routes(self) -> None:
+        """The routes of settings.toml (less any a portal switched off), then the store's."""
+        routes = {name: r for name, r in self._routes.items() if r.origin == "settings"}
+        for stored in await self.store.load_routes():
+            routes.setdefault(stored.name, _route_from_stored(stored))
+        # In place: the deliverer and admin views hold this mapping.
+        self._routes.clear()
+        self._routes.update(routes)
+        self._routes_by_instance.clear()
+
+    async def _load_account_states(self) -> None:
+        for instance, value in await self.store.kv_items(ACCOUNTS):
+            state = _state_from_json(value)
+            if instance in self.instances and state is not None:
+                self._show_state(instance, state)
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self.store.lookup_by_destination(instance, native_id) is not None
@@ -495,6 +601,21 @@ def _media_secret(directory: Path) -> bytes:
         finally:
             draft.unlink()
         return path.read_bytes()
+
+
+def _state_json(state: AccountState) -> JSON:
+    return {"status": state.status.value, "detail": state.detail}
+
+
+def _state_from_json(value: JSON) -> AccountState | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        status = AccountStatus(str(value.get("status")))
+    except ValueError:
+        return None
+    detail = value.get("detail")
+    return AccountState(status, detail if isinstance(detail, str) else None)
 
 
 def _route_from_stored(stored: StoredRoute) -> Route:

@@ -87,6 +87,12 @@ class GatewaySettings:
     #: How long an accepted event (and so its dedupe key) is kept; longer than any
     #: provider redelivers (Meta retries for 7 days).
     keep_events_days: float = 30.0
+    #: How long a message no route carries is held for a route to appear before it
+    #: becomes a dead letter.
+    hold_unrouted_days: float = 7.0
+    #: The longest a change of shared state (routes, installs, tokens) made by another
+    #: process goes unseen when its notification is lost (or on a shared SQLite file).
+    state_check_seconds: float = 0.5
     admin_token: str | None = None
     max_body_bytes: int = 1024**2
     log_level: str = "INFO"
@@ -131,7 +137,8 @@ _ALIASES = {"store_url": "store.url", "admin_token": "admin.token", "database_ur
 _MIN_ONE = {"max_body_bytes", "retry.max_attempts", "workers.concurrency", "fetch.max_bytes"}
 _MIN_ONE |= {"media.max_total_bytes", "media.max_file_bytes"}
 _ABOVE_ZERO = {"workers.lease_seconds", "workers.poll_interval", "media.ttl_seconds"}
-_ABOVE_ZERO |= {"fetch.timeout", "store.keep_events_days"}
+_ABOVE_ZERO |= {"fetch.timeout", "store.keep_events_days", "store.hold_unrouted_days"}
+_ABOVE_ZERO |= {"store.state_check_seconds"}
 _DIRECTIONS = ("both", "inbound", "outbound")
 _KINDS = {"media.directory": "text"}  # where the field type alone is too lax
 _BAD = object()
@@ -286,6 +293,7 @@ def build_settings(
     r.unknown(data, _KNOWN)
     top = r.values({k: v for k, v in data.items() if k in _TOP}, _TOP, "")
     store_kinds: dict[str, _Kind] = {"url": "text", "keep_events_days": "float"}
+    store_kinds |= {"hold_unrouted_days": "float", "state_check_seconds": "float"}
     store = r.values(r.table(data, "store"), store_kinds, "store.")
     if "://" not in store.setdefault("url", DEFAULT_STORE_URL):
         r.problem("store.url", "is not a URL", "use sqlite:///var/gateway.db or postgresql://…")
@@ -316,6 +324,8 @@ def build_settings(
         fetch=r.section(FetchSettings, data, "fetch"),
         store_url=store["url"],
         keep_events_days=store.get("keep_events_days", 30.0),
+        hold_unrouted_days=store.get("hold_unrouted_days", 7.0),
+        state_check_seconds=store.get("state_check_seconds", 0.5),
         admin_token=admin.get("token") or None,
         files=files,
         sources=dict(sources),
