@@ -243,7 +243,20 @@ class MediaDownload:
 
 
 class ProviderState(Protocol):
-    """Durable key/value storage private to one instance (tokens, cursors, chat ids)."""
+    """Durable key/value storage private to one instance (tokens, cursors, chat ids).
+
+    The store is shared by every gateway process. A plugin that keeps a copy of some of
+    it in memory calls `changed()` after writing what other processes' copies must see
+    (an install, new tokens), and re-reads its copy when `generation` moved: it counts
+    the `changed()` calls of every process, as far as this one has heard (within
+    `[store] state_check_seconds`, at once on PostgreSQL).
+    """
+
+    generation: int
+
+    async def changed(self) -> None:
+        """Announce to every process (this one too) that copies of this state are stale."""
+        ...
 
     async def get(self, key: str) -> JSON | None: ...
 

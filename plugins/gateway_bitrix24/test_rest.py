@@ -45,6 +45,11 @@ class MemoryState:
         self.data: dict[str, JSON] = {}
         self.locks: dict[str, asyncio.Lock] = {}
 
+    generation = 0
+
+    async def changed(self) -> None:
+        self.generation += 1
+
     async def get(self, key: str) -> JSON | None:
         return self.data.get(key)
 

@@ -38,6 +38,11 @@ class MemoryState:
         self.data: dict[str, JSON] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
+    generation = 0
+
+    async def changed(self) -> None:
+        self.generation += 1
+
     async def get(self, key: str) -> JSON | None:
         return self.data.get(key)
 
