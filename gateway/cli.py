@@ -176,8 +176,13 @@ def _http_parser() -> Literal["httptools", "h11"]:
 def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
     """`--workers N`: uvicorn's supervisor forks N processes, each with its own gateway."""
     if not settings.store_url.lower().startswith(("postgresql:", "postgres:")):
+        # Refused before binding: N processes on one SQLite file would each act on their
+        # own copy of routes and installs, and the store's lock lets only one of them in.
         print(
-            "gateway: --workers needs a postgresql:// store: a SQLite store serves one process",
+            f"gateway: {settings.origin('store.url')}: [store] url = {settings.store_url!r}:"
+            f" --workers {args.workers} needs a store every process shares, and a SQLite"
+            " store serves one process. Fix: set [store] url = \"postgresql://user@host/db\""
+            " (see docs/deploy.md), or run without --workers",
             file=sys.stderr,
         )
         return EXIT_USAGE

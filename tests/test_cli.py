@@ -431,3 +431,16 @@ def test_store_commands_refuse_broken_settings(
 ) -> None:
     assert cli.main(["replay", "--settings", broken, "--lane", "x"]) == 2
     assert "nothing was done" in capsys.readouterr().err and store.calls == []
+
+
+def test_run_with_workers_refuses_a_sqlite_store_naming_file_key_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        'public_url = "http://gw.test"\n[store]\nurl = "sqlite:///gw.db"\n'
+        f'[media]\ndirectory = "{tmp_path / "media"}"\n'
+    )
+    assert cli.main(["run", "--settings", str(path), "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "settings.toml" in err and "[store] url" in err and "postgresql://" in err

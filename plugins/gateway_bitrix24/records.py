@@ -106,8 +106,12 @@ def parse_target(target: str | None) -> tuple[str, int] | None:
 class PortalStore:
     """Portal and line records, cached in memory over the durable key/value store.
 
-    The cache is only a shortcut for the hot path (event verification); whatever must be
-    current across processes (the refresh token) is re-read with `fresh=True` under a lock.
+    The cache is only a shortcut for the hot path (event verification). Every process
+    shares the store: a write here announces itself (`state.changed()`), and the cache is
+    read again whenever the state's `generation` says some process changed it, so an
+    install, a reinstall's new `application_token`, new tokens or an uninstall made in one
+    process take effect in the others within `[store] state_check_seconds`. What must be
+    current at the very moment (the refresh token) is re-read with `fresh=True` under a lock.
     """
 
     def __init__(self, state: ProviderState, clock: Callable[[], float] = time.time) -> None:
@@ -117,8 +121,17 @@ class PortalStore:
         self._lines: dict[tuple[str, int], LineRecord] = {}
         self._users: dict[str, str] = {}
         self._loaded = False
+        self._generation = 0
+
+    async def _current(self) -> None:
+        """Read the records again if some process changed them since they were read."""
+        if not self._loaded or self._generation != self.state.generation:
+            await self.load()
 
     async def load(self) -> None:
+        # Taken before reading: a change announced meanwhile makes the next look read again.
+        self._generation = self.state.generation
+        self._users.clear()
         self._portals.clear()
         for key, value in await self.state.items(PORTAL_PREFIX):
             record = PortalRecord.from_json(value)
@@ -135,8 +148,7 @@ class PortalStore:
         self._loaded = True
 
     async def get(self, member_id: str, *, fresh: bool = False) -> PortalRecord | None:
-        if not self._loaded:
-            await self.load()
+        await self._current()
         if fresh or member_id not in self._portals:
             record = PortalRecord.from_json(await self.state.get(PORTAL_PREFIX + member_id))
             if record is None:
@@ -148,6 +160,7 @@ class PortalStore:
     async def put(self, record: PortalRecord) -> None:
         await self.state.put(PORTAL_PREFIX + record.member_id, record.to_json())
         self._portals[record.member_id] = record
+        await self.state.changed()
 
     async def update(
         self, member_id: str, change: Callable[[PortalRecord], None]
@@ -169,10 +182,10 @@ class PortalStore:
         for key, _ in await self.state.items(f"user:{member_id}:"):
             await self.state.delete(key)
             self._users.pop(key, None)
+        await self.state.changed()
 
     async def all(self) -> list[PortalRecord]:
-        if not self._loaded:
-            await self.load()
+        await self._current()
         return list(self._portals.values())
 
     def lock(self, member_id: str) -> AbstractAsyncContextManager[None]:
@@ -190,11 +203,13 @@ class PortalStore:
         record = LineRecord(member_id, line, code, text, self.clock())
         await self.state.put(f"{LINE_PREFIX}{member_id}:{line}", record.to_json())
         self._lines[(member_id, line)] = record
+        await self.state.changed()
         return record
 
     async def unpark(self, member_id: str, line: int) -> None:
         if self._lines.pop((member_id, line), None) is not None:
             await self.state.delete(f"{LINE_PREFIX}{member_id}:{line}")
+            await self.state.changed()
 
     # chat users -----------------------------------------------------------------------
     async def remember_user(self, member_id: str, line: int, chat_id: str, user_id: str) -> None:
