@@ -181,7 +181,7 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
         print(
             f"gateway: {settings.origin('store.url')}: [store] url = {settings.store_url!r}:"
             f" --workers {args.workers} needs a store every process shares, and a SQLite"
-            " store serves one process. Fix: set [store] url = \"postgresql://user@host/db\""
+            ' store serves one process. Fix: set [store] url = "postgresql://user@host/db"'
             " (see docs/deploy.md), or run without --workers",
             file=sys.stderr,
         )
