@@ -121,6 +121,8 @@ async def test_webhooks_sends_and_statuses(
         await crm.wait_for(lambda r: len(r.acks) == 1)
         [sent] = fake.sent
         assert sent.params == {"chatId": CHAT, "message": "Hi Ivan", "quotedMessageId": hello}
+        # The operator answered: the customer's messages are marked read (blue ticks).
+        assert fake.reads == [(CHAT, None)]
         assert crm.acks[0]["delivered_id"] == sent.id_message
         assert crm.acks[0]["error"] is None
 
@@ -169,8 +171,19 @@ async def test_webhooks_sends_and_statuses(
         status = {"statuses": [{"id": first.native_id, "status": "read", "chat": CHAT}]}
         await h.client.post("/webhooks/crm", json=status, headers=CRM_AUTH)
         await delivered_to(h, "wa", "status")
-        [read] = [c for c in fake.calls if c.method == "readChat"]
-        assert read.params == {"chatId": CHAT, "idMessage": hello}
+        assert fake.reads[-1] == (CHAT, hello)
+
+        # The operator edits, then deletes, the reply: WhatsApp's own edit and delete.
+        edit = {"edits": [{"id": "op-1", "chat": CHAT, "text": "Hi Ivan, corrected"}]}
+        await h.client.post("/webhooks/crm", json=edit, headers=CRM_AUTH)
+        await delivered_to(h, "wa", "send")
+        await crm.wait_for(lambda r: len(r.acks) >= 3)
+        assert sent.edits == ["Hi Ivan, corrected"] and not sent.deleted
+        delete = {"deletes": [{"id": "op-1", "chat": CHAT}]}
+        await h.client.post("/webhooks/crm", json=delete, headers=CRM_AUTH)
+        await crm.wait_for(lambda r: len(r.acks) >= 4)
+        assert sent.deleted
+        assert [m for m in fake.sent if m.text and "edited" in m.text] == []  # no notes
 
 
 async def test_head_of_line_retry_after_a_refused_webhook(

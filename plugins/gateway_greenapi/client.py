@@ -36,6 +36,18 @@ class GreenClient:
             raise AmbiguousError(f"GREEN-API answered {method} without an idMessage")
         return id_message
 
+    async def edit(self, chat_id: str, id_message: str, text: str) -> str:
+        """`editMessage` of a message the API sent; the id GREEN answers with."""
+        payload = {"chatId": chat_id, "idMessage": id_message, "message": text}
+        body = await self.call("POST", "editMessage", json=payload)
+        answered = body.get("idMessage") if isinstance(body, dict) else None
+        return answered if isinstance(answered, str) and answered else id_message
+
+    async def delete(self, chat_id: str, id_message: str) -> None:
+        """`deleteMessage` for everyone (GREEN answers 200 with an empty body)."""
+        payload = {"chatId": chat_id, "idMessage": id_message}
+        await self.call("POST", "deleteMessage", json=payload, empty_ok=True)
+
     async def read_chat(self, chat_id: str, id_message: str | None = None) -> None:
         payload: dict[str, JSON] = {"chatId": chat_id}
         if id_message:
@@ -95,6 +107,7 @@ class GreenClient:
         extra: str = "",
         seconds: float | None = None,
         may_duplicate: bool = False,
+        empty_ok: bool = False,
     ) -> JSON:
         """One API call; the parsed JSON answer (None for `null`); `seconds` overrides the
         client's timeout."""
@@ -114,6 +127,8 @@ class GreenClient:
             ) from None
         if not response.is_success:
             raise response_error(response, method, secrets) from None
+        if empty_ok and not response.content.strip():
+            return None
         try:
             return response.json()
         except ValueError:

@@ -13,6 +13,8 @@ webhook_token = "..."           # secret; sent to GREEN-API as webhookUrlToken
 # receive = "webhook"           # or "polling": receiveNotification/deleteNotification
 # groups = false                # take and send group chats
 # mirror_phone_messages = false # show messages typed on the phone to operators, as notes
+# read_on_reply = true          # an operator's reply marks the customer's messages read
+#                               # (readChat): the customer sees blue ticks
 # messages_per_second = 0       # pace sends (0: leave it to GREEN's own send queue)
 # state_poll_seconds = 60       # poll getStateInstance (0: only the webhook)
 # receive_timeout = 20          # polling: seconds GREEN holds receiveNotification (5-60)
@@ -47,6 +49,7 @@ OPTIONAL: dict[str, Any] = {
     "receive": "webhook",
     "groups": False,
     "mirror_phone_messages": False,
+    "read_on_reply": True,
     "messages_per_second": 0.0,
     "state_poll_seconds": 60.0,
     "receive_timeout": 20,
@@ -80,6 +83,7 @@ class GreenConfig:
     receive: Receive = "webhook"
     groups: bool = False
     mirror_phone_messages: bool = False
+    read_on_reply: bool = True
     messages_per_second: float = 0.0
     state_poll_seconds: float = 60.0
     receive_timeout: int = 20
@@ -133,7 +137,8 @@ def _read(raw: Mapping[str, Any]) -> tuple[GreenConfig | None, list[Problem]]:
     idle = _number(values, "poll_idle_seconds", out, minimum=0.0)
     timeout = _number(values, "receive_timeout", out, minimum=5.0, maximum=60.0)
     flags = {
-        key: _flag(values, key, out) for key in ("set_webhook", "groups", "mirror_phone_messages")
+        key: _flag(values, key, out)
+        for key in ("set_webhook", "groups", "mirror_phone_messages", "read_on_reply")
     }
     if out.found:
         return None, out.found

@@ -47,10 +47,8 @@ class Part:
 def plan(event: Message | Edit | Delete, quoted_id: str | None = None) -> list[Part]:
     """The sends for `event`, the first one quoting `quoted_id` when given."""
     if not isinstance(event, Message):
-        # Capabilities say edits=False, deletes=False: the core turns them into notes.
-        raise PermanentError(
-            f"GREEN-API cannot {event.kind} a sent WhatsApp message", code="unsupported"
-        )
+        # Edits and deletes are calls of their own (`editMessage`, `deleteMessage`).
+        raise PermanentError(f"a {event.kind} is not planned as a send", code="unsupported")
     parts: list[Part] = []
     text = event.text.strip()
     first = event.attachments[0] if event.attachments else None

@@ -23,9 +23,10 @@ from gateway.errors import (
     ConfigError,
     ConfigProblem,
     DeliveryError,
+    PermanentError,
     Unauthorized,
 )
-from gateway.models import AccountState, DeliveryStatus, InboundEvent
+from gateway.models import AccountState, DeliveryStatus, Edit, InboundEvent, Message
 from gateway.providers import (
     Capabilities,
     ChannelProvider,
@@ -83,8 +84,9 @@ class GreenApiProvider(ChannelProvider):
         self.green = settings.GreenConfig.from_mapping(self.config)
         self.capabilities = Capabilities(
             quotes=True,
-            edits=False,
-            deletes=False,
+            # editMessage / deleteMessage: text messages, within WhatsApp's own limits.
+            edits=True,
+            deletes=True,
             read_receipts=True,
             groups=self.green.groups,
             max_text_length=outbound.MAX_TEXT,
@@ -216,15 +218,43 @@ class GreenApiProvider(ChannelProvider):
     async def _send_one(self, item: Outgoing) -> Outcome:
         try:
             chat_id = chat_id_for(item.event.conversation_id, groups=self.green.groups)
+            if not isinstance(item.event, Message):
+                return await self._change(item, chat_id)
             parts = outbound.plan(item.event, item.quoted_target_id)
             ids = await self._send_parts(item.job_id, chat_id, parts)
         except DeliveryError as exc:
             return exc
+        if self.green.read_on_reply:
+            await self._read_on_reply(chat_id)
         extra: dict[str, Any] = {"chatId": chat_id}
         if len(ids) > 1:
             extra["idMessages"] = ids
         # The last part stands for the message: once it is delivered or read, all are.
         return Sent(native_id=ids[-1], extra=extra)
+
+    async def _change(self, item: Outgoing, chat_id: str) -> Outcome:
+        """An operator's edit or delete of a message the API sent (`editMessage`,
+        `deleteMessage`). WhatsApp applies an edit within 15 minutes only; GREEN still
+        answers 200 after that, so a late edit is not reported as failed."""
+        target = item.target_native_id
+        if not target:
+            raise PermanentError(
+                f"no WhatsApp id for the message to {item.event.kind}", code="UNKNOWN_MESSAGE"
+            )
+        await self.pacer.wait()
+        if isinstance(item.event, Edit):
+            await self.client.edit(chat_id, target, item.event.text)
+        else:
+            await self.client.delete(chat_id, target)
+        return Sent(native_id=target, extra={"chatId": chat_id})
+
+    async def _read_on_reply(self, chat_id: str) -> None:
+        """The operator answered: the customer's messages in that chat are read
+        (`readChat` without an id marks them all). A courtesy: failing it fails nothing."""
+        try:
+            await self.client.read_chat(chat_id)
+        except DeliveryError as exc:
+            log.info("%s: readChat after a reply in %s failed: %s", self.instance, chat_id, exc)
 
     async def _send_parts(self, job_id: int, chat_id: str, parts: list[outbound.Part]) -> list[str]:
         """Send `parts` in order, skipping those a previous attempt of the job already sent."""

@@ -176,8 +176,23 @@ def send_contact(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Up
 
 @endpoint("readChat")
 def read_chat(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
-    chat_param(params)
+    chat_id = chat_param(params)
+    fake.reads.append((chat_id, str_param(params, "idMessage", required=False) or None))
     return Result({"setRead": True})
+
+
+@endpoint("editMessage")
+def edit_message(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    chat_id = chat_param(params)
+    text = str_param(params, "message")
+    if len(text) > MAX_TEXT:
+        raise invalid(f'"message" is longer than {MAX_TEXT} characters')
+    return fake.edit(chat_id, str_param(params, "idMessage"), text)
+
+
+@endpoint("deleteMessage")
+def delete_message(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    return fake.delete(chat_param(params), str_param(params, "idMessage"))
 
 
 @endpoint("checkWhatsapp")

@@ -63,6 +63,10 @@ FAILING = {
 }
 
 
+#: WhatsApp applies an edit within 15 minutes of sending (GREEN-API's EditMessage page).
+EDIT_WINDOW_SECONDS = 15 * 60.0
+
+
 class FakeGreenApi:
     """A GREEN-API instance at `/waInstance{idInstance}/{method}/{apiTokenInstance}`.
 
@@ -130,6 +134,10 @@ class FakeGreenApi:
         self.phone_sent: list[GreenSent] = []
         self.suppressed: list[dict[str, Any]] = []
         self.messages: dict[str, dict[str, Any]] = {}
+        #: `readChat` calls: (chatId, idMessage or None for the whole chat).
+        self.reads: list[tuple[str, str | None]] = []
+        #: `editMessage` calls past WhatsApp's 15 minutes: answered 200, not applied.
+        self.late_edits: list[str] = []
         self.names: dict[str, str] = {}
 
         self.state = "notAuthorized"
@@ -520,6 +528,38 @@ class FakeGreenApi:
         if magic is Magic.TIMEOUT_AFTER_EFFECT:
             raise FakeTimeout(after_effect=True)
         return Result(response)
+
+    def sent_message(self, chat_id: str, id_message: str) -> GreenSent:
+        for sent in self.sent:
+            if sent.id_message == id_message and sent.chat_id == chat_id:
+                return sent
+        raise FakeHttpError(
+            400,
+            {
+                "statusCode": 400,
+                "message": f"Validation failed. Details: message {id_message}"
+                f" of {chat_id} was not sent by this instance",
+            },
+        )
+
+    def edit(self, chat_id: str, id_message: str, text: str) -> Result:
+        """`editMessage`: text messages the API sent; WhatsApp ignores edits after 15 minutes,
+        and GREEN still answers 200 with a new id."""
+        sent = self.sent_message(chat_id, id_message)
+        if sent.text is None or sent.deleted:
+            raise FakeHttpError(
+                400, {"statusCode": 400, "message": "Validation failed. Details: not a text"}
+            )
+        if self.clock() - sent.at > EDIT_WINDOW_SECONDS:
+            self.late_edits.append(id_message)
+        else:
+            sent.edits.append(text)
+        return Result({"idMessage": self.ids.hex(20, "BAE5")})
+
+    def delete(self, chat_id: str, id_message: str) -> Result:
+        """`deleteMessage` for everyone: 200 with an empty body."""
+        self.sent_message(chat_id, id_message).deleted = True
+        return Result(None, raw=b"")
 
     def _drain(self) -> None:
         """Send queued messages while authorized, paced by delaySendMessagesMilliseconds."""

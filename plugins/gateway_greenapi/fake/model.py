@@ -144,6 +144,9 @@ class GreenSent:
     status: str = "queued"  # queued | sent | delivered | read | failed | noAccount | ...
     statuses: list[str] = field(default_factory=list)
     send_at: float = 0.0
+    #: Texts it was edited to (`editMessage`), and whether it was deleted (`deleteMessage`).
+    edits: list[str] = field(default_factory=list)
+    deleted: bool = False
 
     @property
     def text(self) -> str | None:
