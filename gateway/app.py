@@ -1,4 +1,4 @@
-"""The HTTP surface: webhooks, health, readiness, metrics, admin API and media links."""
+"""The HTTP surface: webhooks, health, readiness, metrics, admin API, console, media links."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.admin import admin_routes
+from gateway.console import console_routes
 from gateway.errors import BadRequest, WebhookError
 from gateway.http_errors import error_response, exception_handlers, refusal_response
 from gateway.metrics import CONTENT_TYPE, record_queue_stats
@@ -100,6 +101,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         gateway.media.route(),
         admin_routes(gateway),
+        console_routes(gateway),
     ]
     for impl in gateway.host.hook.http_routes.get_hookimpls():
         try:

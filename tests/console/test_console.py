@@ -1,0 +1,125 @@
+"""The console over HTTP (no browser): cookies, CSRF, refusals, escaping and languages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.console import session as sessions
+from gateway.testing import Recorder, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+ADMIN = "console-admin-token"
+
+
+def settings(tmp_path: Path, **top: Any) -> dict[str, Any]:
+    return {
+        "public_url": "http://gateway.test",
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+        "media": {"directory": str(tmp_path / "media")},
+        "admin": {"token": ADMIN},
+        "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 1, "jitter": 0.0},
+        "workers": {"poll_interval": 0.05},
+        "channels": {
+            "wa": {"provider": "test-channel", "base_url": "http://channel.test", "token": "wa"}
+        },
+        "crms": {"crm": {"provider": "test-crm", "base_url": "http://crm.test", "token": "crm"}},
+        "routes": {"main": {"channel": "wa", "crm": "crm"}},
+        **top,
+    }
+
+
+async def sign_in(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post("/console/signin", data={"token": ADMIN})
+
+
+def csrf_of(page: str) -> str:
+    marker = 'name="csrf" value="'
+    start = page.index(marker) + len(marker)
+    return page[start : page.index('"', start)]
+
+
+async def test_the_session_cookie_is_httponly_strict_and_secure_behind_https(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(settings(tmp_path, public_url="https://gw.example.com")) as h:
+        answer = await sign_in(h.client)
+        assert answer.status_code == 303
+        cookie = answer.headers["set-cookie"]
+        assert f"{sessions.COOKIE}=" in cookie
+        for flag in ("HttpOnly", "SameSite=strict", "Secure", "Path=/console"):
+            assert flag.lower() in cookie.lower(), cookie
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+async def test_plain_http_public_url_gives_a_cookie_without_secure(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path)) as h:
+        cookie = (await sign_in(h.client)).headers["set-cookie"]
+        assert "secure" not in cookie.lower()
+
+
+async def test_pages_need_a_session_and_a_wrong_token_is_refused(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path)) as h:
+        assert (await h.client.get("/console/")).headers["location"] == "/console/signin"
+        wrong = await h.client.post("/console/signin", data={"token": "guess"})
+        assert wrong.status_code == 401
+        assert "That is not the admin token." in wrong.text
+        forged = {sessions.COOKIE: "eyJuIjoiYSIsImUiOjFlMTB9.deadbeef"}
+        h.client.cookies.update(forged)
+        assert (await h.client.get("/console/")).status_code == 303
+
+
+async def test_posts_need_the_csrf_token_and_sign_out_kills_the_cookie(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path)) as h:
+        await sign_in(h.client)
+        page = await h.client.get("/console/routes")
+        assert page.status_code == 200
+        token = csrf_of(page.text)
+        link = {"name": "extra", "channel": "wa", "crm": "crm", "direction": "both"}
+        refused = await h.client.post("/console/routes/link", data=link)
+        assert refused.status_code == 403
+        cross = await h.client.post(
+            "/console/routes/link",
+            data={**link, "csrf": token},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert cross.status_code == 403
+        linked = await h.client.post("/console/routes/link", data={**link, "csrf": token})
+        assert linked.headers["location"] == "/console/routes?notice=linked&name=extra"
+        assert "extra" in h.gateway.route_map()
+        stolen = dict(h.client.cookies)
+        await h.client.post("/console/signout", data={"csrf": token})
+        h.client.cookies.clear()
+        h.client.cookies.update(stolen)  # a copy of the cookie taken before signing out
+        assert (await h.client.get("/console/routes")).status_code == 303
+
+
+async def test_the_console_is_closed_without_an_admin_token(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path, admin={})) as h:
+        page = await h.client.get("/console/signin")
+        assert "The console is closed" in page.text
+        assert (await h.client.post("/console/signin", data={"token": ""})).status_code == 401
+
+
+async def test_customer_text_is_escaped_and_russian_is_spoken(tmp_path: Path) -> None:
+    crm = Recorder(name="crm")
+    crm.fail_next(1, status=400)
+    apps = {"channel.test": Recorder(name="channel").app, "crm.test": crm.app}
+    async with running_gateway(settings(tmp_path), apps=apps) as h:
+        evil = "<script>alert(1)</script>"
+        await h.client.post(
+            "/webhooks/wa",
+            json={"messages": [{"id": "m1", "chat": evil, "from": "x", "text": "t"}]},
+            headers={"Authorization": "Bearer wa"},
+        )
+        await h.observer.wait_for("dead_lettered")
+        await sign_in(h.client)
+        page = await h.client.get("/console/parked?lang=ru")
+        assert "Отложенные сообщения" in page.text
+        assert evil not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        assert "gateway_console_lang=ru" in page.headers["set-cookie"]
