@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Packages with a catalogue of their own: the domain is the package name.
 PACKAGES = {
     path.parent.name: path.parent
-    for base in (ROOT, ROOT / "plugins")
+    for base in (ROOT, ROOT / "plugins", ROOT / "gateway")
     for path in base.glob("*/locale")
     if path.is_dir()
 }

@@ -89,7 +89,7 @@ async def parked(view: View) -> Response:
         "parked.html",
         jobs=[parked_row(job) for job in jobs],
         notice=query.get("notice"),
-        count=query.get("n"),
+        count=int(query.get("n", "0")) if query.get("n", "").isdigit() else 0,
         pairs=_pairs(query.get("as", "")),
         problem=query.get("problem"),
         job=query.get("job"),

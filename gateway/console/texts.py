@@ -1,239 +1,55 @@
-# ruff: noqa: RUF001 (Russian text: its Cyrillic letters are meant)
-"""Every text the console shows, in English and Russian, in one place.
+"""The console's texts, English and Russian, from its gettext catalogue (`gateway.i18n`).
 
-Templates call `t("key", n=3)`; a key missing from a language falls back to English, and a
-key missing from English shows as itself, so a typo is visible rather than blank.
+The catalogue is `gateway/console/locale/<language>/LC_MESSAGES/console.po`. Templates look
+texts up by key (`t("nav.parked")`, `tn("replayed", count, n=count)`); the keys are listed
+here with `N_` so the catalogue test's extractor sees them, and a console test checks that
+every key a template uses is listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from gateway.i18n import N_, Catalogue
 
+CATALOGUE = Catalogue.of_package("gateway.console", domain="console")
 LANGUAGES = ("en", "ru")
-DEFAULT = "en"
 
-EN: dict[str, str] = {
-    "title": "WhatsChat Gateway console",
-    "skip": "Skip to content",
-    "nav": "Sections",
-    "nav.overview": "Overview",
-    "nav.routes": "Routes",
-    "nav.parked": "Parked messages",
-    "nav.trace": "Trace a message",
-    "nav.plugins": "Plugins",
-    "language": "Language",
-    "signin.title": "Sign in",
-    "signin.token": "Admin token",
-    "signin.help": "The admin.token from .secrets.toml (or GATEWAY_ADMIN__TOKEN).",
-    "signin.submit": "Sign in",
-    "signin.wrong": "That is not the admin token.",
-    "signin.disabled": (
-        "The console is closed: set admin.token in .secrets.toml "
-        "or the GATEWAY_ADMIN__TOKEN environment variable, then restart the gateway."
-    ),
-    "signout": "Sign out",
-    "signedout": "You are signed out.",
-    "expired": "Your session ended; sign in again.",
-    "forbidden": "Refused: this form did not come from the console page (CSRF check failed).",
-    "instances": "Instances",
-    "instance": "Instance",
-    "kind": "Kind",
-    "provider": "Provider",
-    "state": "State",
-    "phone": "Phone number",
-    "qr": "QR code",
-    "qr.alt": "QR code to scan with WhatsApp on the phone of {name}",
-    "last_error": "Last error",
-    "webhook": "Webhook URL",
-    "none": "none",
-    "queue": "Queue",
-    "destination": "Destination",
-    "depth": "Waiting",
-    "parked": "Parked",
-    "oldest": "Oldest waiting",
-    "seconds": "{n} s",
-    "queue.empty": "Nothing is waiting.",
-    "chart": "Traffic and queue, last {hours} hours",
-    "chart.received": "received",
-    "chart.delivered": "delivered",
-    "chart.parked": "parked",
-    "chart.depth": "waiting",
-    "routes": "Routes",
-    "route": "Route",
-    "channel": "Channel",
-    "crm": "CRM",
-    "target": "Target",
-    "direction": "Direction",
-    "origin": "From",
-    "origin.settings": "settings.toml",
-    "origin.store": "linked at run time",
-    "unlink": "Unlink",
-    "unlink.settings": "edit settings.toml to change",
-    "link": "Link a route",
-    "link.name": "Route name",
-    "link.target": "Target (for Bitrix24: member_id/line id)",
-    "link.submit": "Link",
-    "linked": "Route {name} linked.",
-    "unlinked": "Route {name} unlinked.",
-    "routes.none": "No routes yet.",
-    "parked.none": "No parked messages.",
-    "job": "Job",
-    "reason": "Reason",
-    "conversation": "Conversation",
-    "parked_at": "Parked at",
-    "attempts": "Attempts",
-    "select": "Select job {id}",
-    "replay": "Replay",
-    "replay.selected": "Replay selected",
-    "replay.conversation": "Replay this conversation",
-    "replay.window": "Replay by time window",
-    "replay.since": "Parked since",
-    "replay.until": "Parked until",
-    "replayed": "Replayed {n} message(s).",
-    "replayed_as": "replayed job {old} as job {new}",
-    "replay_of": "replays job {id}",
-    "error.job": "Job {id} is not parked (any more).",
-    "error.selection": "Select at least one message.",
-    "error.window": "Give a start or an end of the window, as a date and time.",
-    "error.route": "Could not link the route: {problem}",
-    "trace": "Trace a message",
-    "trace.query": "Phone number or message id",
-    "trace.submit": "Trace",
-    "trace.none": "Nothing found for {query}.",
-    "trace.received": "webhook received",
-    "trace.job": "job {id} ({kind}) to {destination}",
-    "time": "Time",
-    "step": "Step",
-    "detail": "Detail",
-    "plugins": "Plugins",
-    "plugin": "Plugin",
-    "module": "Module",
-    "loaded": "Loaded",
-    "providers": "Providers",
-    "error": "Error",
-    "yes": "yes",
-    "no": "no",
-    "refresh": "Refresh",
-}
-
-RU: dict[str, str] = {
-    "title": "Консоль WhatsChat Gateway",
-    "skip": "Перейти к содержимому",
-    "nav": "Разделы",
-    "nav.overview": "Обзор",
-    "nav.routes": "Маршруты",
-    "nav.parked": "Отложенные сообщения",
-    "nav.trace": "Путь сообщения",
-    "nav.plugins": "Плагины",
-    "language": "Язык",
-    "signin.title": "Вход",
-    "signin.token": "Токен администратора",
-    "signin.help": "admin.token из .secrets.toml (или GATEWAY_ADMIN__TOKEN).",
-    "signin.submit": "Войти",
-    "signin.wrong": "Это не токен администратора.",
-    "signin.disabled": (
-        "Консоль закрыта: задайте admin.token в .secrets.toml "
-        "или в переменной окружения GATEWAY_ADMIN__TOKEN и перезапустите шлюз."
-    ),
-    "signout": "Выйти",
-    "signedout": "Вы вышли.",
-    "expired": "Сеанс завершён, войдите снова.",
-    "forbidden": "Отказано: форма отправлена не со страницы консоли (проверка CSRF не пройдена).",
-    "instances": "Подключения",
-    "instance": "Подключение",
-    "kind": "Тип",
-    "provider": "Провайдер",
-    "state": "Состояние",
-    "phone": "Номер телефона",
-    "qr": "QR-код",
-    "qr.alt": "QR-код для сканирования в WhatsApp на телефоне {name}",
-    "last_error": "Последняя ошибка",
-    "webhook": "Адрес вебхука",
-    "none": "нет",
-    "queue": "Очередь",
-    "destination": "Получатель",
-    "depth": "Ожидают",
-    "parked": "Отложено",
-    "oldest": "Ждёт дольше всех",
-    "seconds": "{n} с",
-    "queue.empty": "Очередь пуста.",
-    "chart": "Трафик и очередь за последние {hours} ч",
-    "chart.received": "получено",
-    "chart.delivered": "доставлено",
-    "chart.parked": "отложено",
-    "chart.depth": "в очереди",
-    "routes": "Маршруты",
-    "route": "Маршрут",
-    "channel": "Канал",
-    "crm": "CRM",
-    "target": "Назначение",
-    "direction": "Направление",
-    "origin": "Источник",
-    "origin.settings": "settings.toml",
-    "origin.store": "связан во время работы",
-    "unlink": "Отвязать",
-    "unlink.settings": "меняется в settings.toml",
-    "link": "Связать маршрут",
-    "link.name": "Имя маршрута",
-    "link.target": "Назначение (для Битрикс24: member_id/id линии)",
-    "link.submit": "Связать",
-    "linked": "Маршрут {name} связан.",
-    "unlinked": "Маршрут {name} отвязан.",
-    "routes.none": "Маршрутов пока нет.",
-    "parked.none": "Отложенных сообщений нет.",
-    "job": "Задание",
-    "reason": "Причина",
-    "conversation": "Диалог",
-    "parked_at": "Отложено в",
-    "attempts": "Попыток",
-    "select": "Выбрать задание {id}",
-    "replay": "Повторить",
-    "replay.selected": "Повторить выбранные",
-    "replay.conversation": "Повторить весь диалог",
-    "replay.window": "Повторить за период",
-    "replay.since": "Отложено с",
-    "replay.until": "Отложено по",
-    "replayed": "Повторено сообщений: {n}.",
-    "replayed_as": "задание {old} повторено как задание {new}",
-    "replay_of": "повтор задания {id}",
-    "error.job": "Задание {id} не отложено (уже).",
-    "error.selection": "Выберите хотя бы одно сообщение.",
-    "error.window": "Укажите начало или конец периода (дату и время).",
-    "error.route": "Не удалось связать маршрут: {problem}",
-    "trace": "Путь сообщения",
-    "trace.query": "Номер телефона или id сообщения",
-    "trace.submit": "Найти",
-    "trace.none": "Ничего не найдено по запросу {query}.",
-    "trace.received": "вебхук получен",
-    "trace.job": "задание {id} ({kind}) для {destination}",
-    "time": "Время",
-    "step": "Шаг",
-    "detail": "Подробности",
-    "plugins": "Плагины",
-    "plugin": "Плагин",
-    "module": "Модуль",
-    "loaded": "Загружен",
-    "providers": "Провайдеры",
-    "error": "Ошибка",
-    "yes": "да",
-    "no": "нет",
-    "refresh": "Обновить",
-}
-
-CATALOGUE: Mapping[str, Mapping[str, str]] = {"en": EN, "ru": RU}
+#: Every key the templates use (plural keys are looked up with `tn`).
+KEYS = (
+    *(N_("title"), N_("skip"), N_("nav"), N_("nav.overview"), N_("nav.routes")),
+    *(N_("nav.parked"), N_("nav.trace"), N_("nav.plugins"), N_("language")),
+    *(N_("signin.title"), N_("signin.token"), N_("signin.help"), N_("signin.submit")),
+    *(N_("signin.wrong"), N_("signin.disabled"), N_("signout"), N_("signedout")),
+    *(N_("expired"), N_("forbidden"), N_("instances"), N_("instance"), N_("kind")),
+    *(N_("provider"), N_("state"), N_("phone"), N_("qr"), N_("qr.alt"), N_("last_error")),
+    *(N_("queue"), N_("destination"), N_("depth"), N_("parked"), N_("oldest")),
+    *(N_("seconds"), N_("queue.empty"), N_("chart"), N_("chart.received")),
+    *(N_("chart.delivered"), N_("chart.parked"), N_("chart.depth"), N_("routes")),
+    *(N_("route"), N_("channel"), N_("crm"), N_("target"), N_("direction"), N_("origin")),
+    *(N_("origin.settings"), N_("origin.store"), N_("unlink"), N_("unlink.settings")),
+    *(N_("link"), N_("link.name"), N_("link.target"), N_("link.submit"), N_("linked")),
+    *(N_("unlinked"), N_("routes.none"), N_("parked.none"), N_("job"), N_("reason")),
+    *(N_("conversation"), N_("parked_at"), N_("attempts"), N_("select"), N_("replay")),
+    *(N_("replay.selected"), N_("replay.conversation"), N_("replay.window")),
+    *(N_("replay.since"), N_("replay.until"), N_("replayed"), N_("replayed_as")),
+    *(N_("replay_of"), N_("error.job"), N_("error.selection"), N_("error.window")),
+    *(N_("error.route"), N_("trace"), N_("trace.query"), N_("trace.submit")),
+    *(N_("trace.none"), N_("trace.received"), N_("trace.job"), N_("time"), N_("step")),
+    *(N_("detail"), N_("plugins"), N_("plugin"), N_("module"), N_("loaded")),
+    *(N_("providers"), N_("error"), N_("yes"), N_("no")),
+)
 
 
 def translate(language: str, key: str, **values: object) -> str:
-    text = CATALOGUE.get(language, EN).get(key) or EN.get(key) or key
-    return text.format(**values) if values else text
+    return CATALOGUE.translator(language).gettext(key, **values)
+
+
+def translate_plural(language: str, key: str, count: int, **values: object) -> str:
+    return CATALOGUE.translator(language).ngettext(key, count, **values)
 
 
 def pick_language(chosen: str | None, accept_language: str) -> str:
     """The console language: an explicit choice, else the browser's first supported one."""
     if chosen in LANGUAGES:
         return str(chosen)
-    for part in accept_language.split(","):
-        code = part.split(";")[0].strip().lower()[:2]
-        if code in LANGUAGES:
-            return code
-    return DEFAULT
+    preferences = [part.split(";")[0].strip() for part in accept_language.split(",")]
+    return CATALOGUE.choose(*preferences)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.console import session as sessions
-from gateway.console.texts import pick_language, translate
+from gateway.console.texts import pick_language, translate, translate_plural
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -67,6 +67,9 @@ class View:
     def t(self, key: str, **values: object) -> str:
         return translate(self.language, key, **values)
 
+    def tn(self, key: str, count: int, **values: object) -> str:
+        return translate_plural(self.language, key, count, **values)
+
     @property
     def now(self) -> float:
         return self.gateway.clock()
@@ -79,6 +82,7 @@ class View:
     def render(self, template: str, status: int = 200, **context: Any) -> Response:
         page = _templates.get_template(template).render(
             t=self.t,
+            tn=self.tn,
             lang=self.language,
             csrf=self.csrf,
             csrf_field=sessions.CSRF_FIELD,

@@ -123,3 +123,23 @@ async def test_customer_text_is_escaped_and_russian_is_spoken(tmp_path: Path) ->
         assert evil not in page.text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
         assert "gateway_console_lang=ru" in page.headers["set-cookie"]
+
+
+def test_every_text_a_template_uses_is_in_the_catalogue() -> None:
+    import re
+    from importlib import resources
+
+    from gateway.console.texts import CATALOGUE, KEYS
+
+    templates = resources.files("gateway.console").joinpath("templates")
+    used = {
+        key
+        for page in templates.iterdir()
+        if page.name.endswith(".html")
+        for key in re.findall(r"\btn?\(\s*[\"']([a-z_.]+)[\"']", page.read_text("utf-8"))
+    }
+    used = {key for key in used if not key.endswith(".")}  # "origin." ~ name: both listed
+    nav = {"nav.overview", "nav.routes", "nav.parked", "nav.trace", "nav.plugins"}
+    assert used | nav <= set(KEYS)
+    for language in ("en", "ru"):
+        assert set(KEYS) <= set(CATALOGUE.message_ids(language)), language

@@ -38,7 +38,11 @@ def settings(tmp_path: Path) -> dict[str, Any]:
         "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 2, "jitter": 0.0},
         "workers": {"poll_interval": 0.05},
         "channels": {
-            "wa": {"provider": "test-channel", "base_url": "http://channel.test", "token": "wa-token"}
+            "wa": {
+                "provider": "test-channel",
+                "base_url": "http://channel.test",
+                "token": "wa-token",
+            }
         },
         "crms": {
             "crm": {"provider": "test-crm", "base_url": "http://crm.test", "token": "crm-token"}
@@ -61,8 +65,13 @@ async def test_sign_in_see_the_parked_message_replay_it_and_sign_out(
     crm.fail_next(2, status=502)
     apps = {"channel.test": channel.app, "crm.test": crm.app}
     async with running_gateway(settings(tmp_path), apps=apps, serve_http=True) as h:
-        message = {"id": "m-1", "chat": "79990001122", "from": "79990001122", "name": "Ann",
-                   "text": "<b>where is my order?</b>"}
+        message = {
+            "id": "m-1",
+            "chat": "79990001122",
+            "from": "79990001122",
+            "name": "Ann",
+            "text": "<b>where is my order?</b>",
+        }
         await h.client.post("/webhooks/wa", json={"messages": [message]}, headers=CHANNEL_AUTH)
         await h.observer.wait_for("dead_lettered")
 
@@ -89,7 +98,7 @@ async def test_sign_in_see_the_parked_message_replay_it_and_sign_out(
         await snap(page, "parked", tmp_path)
 
         await page.get_by_role("button", name="Replay 1", exact=True).click()
-        await page.get_by_role("status").get_by_text("Replayed 1 message(s).").wait_for()
+        await page.get_by_role("status").get_by_text("Replayed 1 message.").wait_for()
         await crm.wait_count(1)
         assert crm.texts() == ["<b>where is my order?</b>"]
         await snap(page, "replayed", tmp_path)
