@@ -55,6 +55,8 @@ class Job:
     last_error: str | None = None
     sending_since: float | None = None
     dead_at: float | None = None
+    #: The parked job this one replays (a replay makes a new job at its lane's tail).
+    replay_of: int | None = None
 
 
 # What the store announces to `subscribe` callbacks when shared state changed (see
@@ -136,6 +138,55 @@ class Finished:
     followups: Sequence[NewJob] = ()
 
 
+JobStepKind = Literal["delivered", "retried", "parked", "replayed"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobStep:
+    """One recorded outcome in a job's life, kept after the job is gone (`job_history`).
+
+    `attempt` counts the attempts so far (this one included); `started_at` is when the
+    attempt began (its claim); for "replayed", `detail` is the id of the new job.
+    `message` is the source message id the job carries, when its payload names one.
+    """
+
+    job_id: int
+    step: JobStepKind
+    at: float
+    attempt: int
+    kind: str
+    route: str
+    source: str
+    destination: str
+    lane: str
+    created_at: float
+    started_at: float | None = None
+    detail: str | None = None
+    message: str | None = None
+    replay_of: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An accepted webhook event, as `find_events` lists it (without its payload)."""
+
+    id: int
+    instance: str
+    dedupe_key: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Traffic in one time bucket, and the jobs waiting at its end (`activity`)."""
+
+    start: float
+    received: int
+    delivered: int
+    parked: int
+    waiting: int
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationStats:
     destination: str
@@ -186,7 +237,8 @@ class Store(ABC):
 
     @abstractmethod
     async def prune_events(self, before: float) -> int:
-        """Forget events received before `before` (their dedupe keys go with them)."""
+        """Forget events received before `before` (their dedupe keys go with them), and the
+        job history recorded before it."""
 
     @abstractmethod
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
@@ -291,7 +343,6 @@ class Store(ABC):
     ) -> list[Job]:
         """Dead-lettered jobs, oldest first."""
 
-    @abstractmethod
     async def replay(
         self,
         *,
@@ -305,6 +356,51 @@ class Store(ABC):
 
         Filters combine; `since` and `until` bound `dead_at` inclusively; no filter: all.
         """
+        pairs = await self.replay_jobs(
+            job_ids=job_ids, lane=lane, since=since, until=until, now=now
+        )
+        return len(pairs)
+
+    @abstractmethod
+    async def replay_jobs(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        lane: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        now: float,
+    ) -> list[tuple[int, int]]:
+        """`replay`, answering (parked job id, new job id) for each job it replayed.
+
+        The new job records `replay_of`; the old one's history gets a "replayed" step.
+        """
+
+    # history (the console's trace and chart) --------------------------------------------
+    @abstractmethod
+    async def job_history(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        message: str | None = None,
+        lane_part: str | None = None,
+        limit: int = 500,
+    ) -> list[JobStep]:
+        """Recorded steps of the given jobs, of jobs carrying source message `message`, or
+        of jobs whose lane contains `lane_part` (a phone number); oldest first."""
+
+    @abstractmethod
+    async def find_jobs(self, text: str, limit: int = 100) -> list[Job]:
+        """Jobs still stored (ready or parked) whose lane or payload contains `text`."""
+
+    @abstractmethod
+    async def find_events(self, text: str, since: float, limit: int = 50) -> list[StoredEvent]:
+        """Events received since `since` whose dedupe key or payload contains `text`."""
+
+    @abstractmethod
+    async def activity(self, since: float, width: float, count: int) -> list[Activity]:
+        """`count` buckets of `width` seconds from `since`: events received, jobs delivered
+        and parked in each, and jobs waiting (ready) at each bucket's end."""
 
     @abstractmethod
     async def stats(self, now: float) -> list[DestinationStats]:

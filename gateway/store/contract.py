@@ -32,6 +32,7 @@ from gateway.store.base import (
     Store,
     StoredRoute,
 )
+from gateway.store.contract_history import HistoryContract
 from gateway.store.contract_shared import SharedStateContract
 
 NOW = 1_700_000_000.0
@@ -71,7 +72,7 @@ def ids(jobs: list[Job]) -> list[int]:
     return [j.id for j in jobs]
 
 
-class StoreContract(SharedStateContract):
+class StoreContract(SharedStateContract, HistoryContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture

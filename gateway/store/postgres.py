@@ -37,10 +37,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import StoreError
 from gateway.models import JSON
+from gateway.store import postgres_history as history
 from gateway.store import postgres_queue as q
 from gateway.store import postgres_shared as shared
 from gateway.store.base import (
     STATE_CHANGED,
+    Activity,
     DestinationStats,
     Finished,
     HeldMessage,
@@ -48,8 +50,10 @@ from gateway.store.base import (
     IdMapping,
     IngestItem,
     Job,
+    JobStep,
     NewJob,
     Store,
+    StoredEvent,
     StoredRoute,
 )
 from gateway.store.postgres_notify import Notifier
@@ -194,6 +198,7 @@ class PostgresStore(Store):
 
     async def prune_events(self, before: float) -> int:
         async def run(conn: Any) -> int:
+            await conn.execute("DELETE FROM job_log WHERE at < %s", (before,))
             cursor = await conn.execute("DELETE FROM events WHERE received_at < %s", (before,))
             return int(cursor.rowcount)
 
@@ -232,12 +237,19 @@ class PostgresStore(Store):
         possibly_sent_since: float | None = None,
     ) -> None:
         since = possibly_sent_since
-        await self._run(
-            lambda c: q.retry(c, job_id, owner, available_at, error, since), transaction=True
-        )
+
+        async def run(c: q.Conn) -> None:
+            await history.log_outcome(c, job_id, "retried", now, error)
+            await q.retry(c, job_id, owner, available_at, error, since)
+
+        await self._run(run, transaction=True)
 
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
-        await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now), transaction=True)
+        async def run(c: q.Conn) -> None:
+            await history.log_outcome(c, job_id, "parked", now, reason)
+            await q.dead_letter(c, job_id, owner, reason, now)
+
+        await self._run(run, transaction=True)
 
     async def renew(self, owner: str, lanes: Sequence[str], until: float) -> None:
         names = list(lanes)
@@ -295,7 +307,7 @@ class PostgresStore(Store):
     ) -> list[Job]:
         return await self._run(lambda c: q.dead_letters(c, limit, destination, lane))
 
-    async def replay(
+    async def replay_jobs(
         self,
         *,
         job_ids: Sequence[int] = (),
@@ -303,13 +315,33 @@ class PostgresStore(Store):
         since: float | None = None,
         until: float | None = None,
         now: float,
-    ) -> int:
+    ) -> list[tuple[int, int]]:
         ids = list(job_ids)
-        count, destinations = await self._run(
+        pairs, destinations = await self._run(
             lambda c: q.replay(c, ids, lane, since, until, now), transaction=True
         )
         self._announce(destinations)
-        return count
+        return pairs
+
+    async def job_history(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        message: str | None = None,
+        lane_part: str | None = None,
+        limit: int = 500,
+    ) -> list[JobStep]:
+        ids = list(job_ids)
+        return await self._run(lambda c: history.job_history(c, ids, message, lane_part, limit))
+
+    async def find_jobs(self, text: str, limit: int = 100) -> list[Job]:
+        return await self._run(lambda c: history.find_jobs(c, text, limit))
+
+    async def find_events(self, text: str, since: float, limit: int = 50) -> list[StoredEvent]:
+        return await self._run(lambda c: history.find_events(c, text, since, limit))
+
+    async def activity(self, since: float, width: float, count: int) -> list[Activity]:
+        return await self._run(lambda c: history.activity(c, since, width, count))
 
     async def stats(self, now: float) -> list[DestinationStats]:
         return await self._run(q.stats)

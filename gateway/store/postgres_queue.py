@@ -37,7 +37,7 @@ MappingRow: TypeAlias = tuple[str, str, str, str, str, str | None, bytes]
 
 COLUMNS = (
     "id, kind, route, source, destination, lane, payload, state, attempts,"
-    " created_at, available_at, last_error, sending_since, dead_at"
+    " created_at, available_at, last_error, sending_since, dead_at, replay_of"
 )
 _FREE = "lease_owner = NULL, lease_until = NULL, claimed_through = NULL"
 _JOB_ARRAYS = (
@@ -289,6 +289,14 @@ async def finish(
     lanes = {row[0] for row in await cursor.fetchall()}
     followup_lanes = {job[4] for _, _, followups in finished for job in followups}
     locked = await lock_lanes(conn, sorted(lanes | followup_lanes))
+    await conn.execute(
+        "INSERT INTO job_log (job_id, step, at, attempt, kind, route, source, destination,"
+        " lane, created_at, started_at, message, replay_of) SELECT id, 'delivered', %s,"
+        " attempts, kind, route, source, destination, lane, created_at, sending_since,"
+        " convert_from(payload, 'UTF8')::jsonb #>> '{event,native_id}', replay_of"
+        " FROM jobs WHERE id = ANY(%s::bigint[])",
+        (now, ids),
+    )
     cursor = await conn.execute(
         "DELETE FROM jobs WHERE id = ANY(%s::bigint[]) RETURNING id, lane", (ids,)
     )
@@ -373,36 +381,44 @@ async def replay(
     since: float | None,
     until: float | None,
     now: float,
-) -> tuple[int, set[str]]:
-    """Returns how many jobs were replayed, and their destinations."""
+) -> tuple[list[tuple[int, int]], set[str]]:
+    """Returns (old id, new id) of each job replayed, and their destinations."""
     filters = ["state = 'dead'"]
-    params: list[Any] = [now]
-    for clause, value in (
-        ("lane = %s", lane),
-        ("dead_at >= %s", since),
-        ("dead_at <= %s", until),
-        ("id = ANY(%s::bigint[])", list(job_ids) or None),
+    params: dict[str, Any] = {"now": now}
+    for name, clause, value in (
+        ("lane", "lane = %(lane)s", lane),
+        ("since", "dead_at >= %(since)s", since),
+        ("until", "dead_at <= %(until)s", until),
+        ("ids", "id = ANY(%(ids)s::bigint[])", list(job_ids) or None),
     ):
         if value is not None:
             filters.append(clause)
-            params.append(value)
+            params[name] = value
     # A replayed job gets a new id at the tail of its lane: a worker may hold the lane's
     # lease right now, and its lease covers the ids it was handed, so an old id slipped
-    # back in ahead of them would stall the lane until the lease expired.
+    # back in ahead of them would stall the lane until the lease expired. The new job
+    # names the old one (`replay_of`), and the old one's history records the replay.
     columns = "kind, route, source, destination, lane, payload, created_at, last_error"
     cursor = await conn.execute(
-        f"WITH gone AS (DELETE FROM jobs WHERE {' AND '.join(filters[0:])}"  # noqa: S608
-        f" RETURNING id, {columns})"
-        f" INSERT INTO jobs ({columns}, state, attempts, available_at)"
-        f" SELECT {columns}, 'ready', 0, %s FROM gone ORDER BY id"
-        " RETURNING lane, destination",
-        [*params[1:], params[0]],
+        f"WITH gone AS (DELETE FROM jobs WHERE {' AND '.join(filters)}"  # noqa: S608
+        f" RETURNING id, {columns}, attempts, sending_since, replay_of),"
+        f" new AS (INSERT INTO jobs ({columns}, state, attempts, available_at, replay_of)"
+        f" SELECT {columns}, 'ready', 0, %(now)s, id FROM gone ORDER BY id"
+        " RETURNING id, replay_of, lane, destination),"
+        " logged AS (INSERT INTO job_log (job_id, step, at, attempt, kind, route, source,"
+        " destination, lane, created_at, started_at, detail, message, replay_of)"
+        " SELECT g.id, 'replayed', %(now)s, g.attempts, g.kind, g.route, g.source,"
+        " g.destination, g.lane, g.created_at, g.sending_since, new.id::text,"
+        " convert_from(g.payload, 'UTF8')::jsonb #>> '{event,native_id}', g.replay_of"
+        " FROM gone g JOIN new ON new.replay_of = g.id)"
+        " SELECT replay_of, id, lane, destination FROM new ORDER BY id",
+        params,
     )
     rows = await cursor.fetchall()
-    lanes = sorted({row[0] for row in rows})
+    lanes = sorted({row[2] for row in rows})
     locked = await lock_lanes(conn, lanes)
     await refresh_lanes(conn, lanes, locked)
-    return len(rows), {row[1] for row in rows}
+    return [(row[0], row[1]) for row in rows], {row[3] for row in rows}
 
 
 async def dead_letters(

@@ -26,4 +26,5 @@ def job_from_row(row: Sequence[Any]) -> Job:
         last_error=row[11],
         sending_since=row[12],
         dead_at=row[13],
+        replay_of=row[14] if len(row) > 14 else None,
     )

@@ -30,10 +30,12 @@ import orjson
 
 from gateway.errors import StoreError
 from gateway.models import JSON
+from gateway.store import sqlite_history as history
 from gateway.store import sqlite_queue as q
 from gateway.store import sqlite_shared as shared
 from gateway.store.base import (
     STATE_CHANGED,
+    Activity,
     DestinationStats,
     Finished,
     HeldMessage,
@@ -41,8 +43,10 @@ from gateway.store.base import (
     IdMapping,
     IngestItem,
     Job,
+    JobStep,
     NewJob,
     Store,
+    StoredEvent,
     StoredRoute,
 )
 from gateway.store.sqlite_schema import MEMORY, connect, current_version
@@ -127,9 +131,7 @@ class SQLiteStore(Store):
         return ids
 
     async def prune_events(self, before: float) -> int:
-        return await self._run(
-            lambda c: c.execute("DELETE FROM events WHERE received_at < ?", (before,)).rowcount
-        )
+        return await self._run(lambda c: _prune(c, before))
 
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         rows = [_job_row(job) for job in jobs]
@@ -159,10 +161,19 @@ class SQLiteStore(Store):
         possibly_sent_since: float | None = None,
     ) -> None:
         since = possibly_sent_since
-        await self._run(lambda c: q.retry(c, job_id, owner, available_at, error, since))
+
+        def run(c: sqlite3.Connection) -> None:
+            history.log_outcome(c, job_id, "retried", now, error)
+            q.retry(c, job_id, owner, available_at, error, since)
+
+        await self._run(run)
 
     async def dead_letter(self, job_id: int, owner: str, reason: str, now: float) -> None:
-        await self._run(lambda c: q.dead_letter(c, job_id, owner, reason, now))
+        def run(c: sqlite3.Connection) -> None:
+            history.log_outcome(c, job_id, "parked", now, reason)
+            q.dead_letter(c, job_id, owner, reason, now)
+
+        await self._run(run)
 
     async def renew(self, owner: str, lanes: Sequence[str], until: float) -> None:
         names = list(lanes)
@@ -222,7 +233,7 @@ class SQLiteStore(Store):
     ) -> list[Job]:
         return await self._run(lambda c: q.dead_letters(c, limit, destination, lane))
 
-    async def replay(
+    async def replay_jobs(
         self,
         *,
         job_ids: Sequence[int] = (),
@@ -230,9 +241,29 @@ class SQLiteStore(Store):
         since: float | None = None,
         until: float | None = None,
         now: float,
-    ) -> int:
+    ) -> list[tuple[int, int]]:
         ids = list(job_ids)
         return await self._run(lambda c: q.replay(c, ids, lane, since, until, now))
+
+    async def job_history(
+        self,
+        *,
+        job_ids: Sequence[int] = (),
+        message: str | None = None,
+        lane_part: str | None = None,
+        limit: int = 500,
+    ) -> list[JobStep]:
+        ids = list(job_ids)
+        return await self._run(lambda c: history.job_history(c, ids, message, lane_part, limit))
+
+    async def find_jobs(self, text: str, limit: int = 100) -> list[Job]:
+        return await self._run(lambda c: history.find_jobs(c, text, limit))
+
+    async def find_events(self, text: str, since: float, limit: int = 50) -> list[StoredEvent]:
+        return await self._run(lambda c: history.find_events(c, text, since, limit))
+
+    async def activity(self, since: float, width: float, count: int) -> list[Activity]:
+        return await self._run(lambda c: history.activity(c, since, width, count))
 
     async def stats(self, now: float) -> list[DestinationStats]:
         return await self._run(q.stats)
@@ -364,6 +395,11 @@ class SQLiteStore(Store):
         if count:
             self._announce_state()
         return count
+
+
+def _prune(connection: sqlite3.Connection, before: float) -> int:
+    connection.execute("DELETE FROM job_log WHERE at < ?", (before,))
+    return connection.execute("DELETE FROM events WHERE received_at < ?", (before,)).rowcount
 
 
 def _execute(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], int]:

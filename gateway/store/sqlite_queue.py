@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 from gateway.store import sqlite_shared as shared
 from gateway.store.base import DestinationStats, Job
 from gateway.store.rows import job_from_row
+from gateway.store.sqlite_history import log_step
 
 # (kind, route, source, destination, lane, payload as JSON bytes)
 JobRow: TypeAlias = tuple[str, str, str, str, str, bytes]
@@ -36,7 +37,7 @@ MappingRow: TypeAlias = tuple[str, str, str, str, str, str | None, bytes]
 
 _COLUMNS = (
     "id, kind, route, source, destination, lane, payload, state, attempts,"
-    " created_at, available_at, last_error, sending_since, dead_at"
+    " created_at, available_at, last_error, sending_since, dead_at, replay_of"
 )
 _LANE = 5
 _SELECT_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = ?"  # noqa: S608 (constant columns)
@@ -145,6 +146,7 @@ def finish(
         if row is None:
             # Someone whose lease outlived ours finished it already, with its follow-ups.
             continue
+        log_step(connection, job_id, "delivered", now, None)
         connection.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         connection.executemany(
             "INSERT INTO id_map (route, source, source_id, destination, destination_id,"
@@ -264,7 +266,7 @@ def replay(
     since: float | None,
     until: float | None,
     now: float,
-) -> int:
+) -> list[tuple[int, int]]:
     filters = ["state = 'dead'"]
     params: list[Any] = []
     for clause, value in (("lane = ?", lane), ("dead_at >= ?", since), ("dead_at <= ?", until)):
@@ -283,16 +285,21 @@ def replay(
     # A replayed job gets a new id at the tail of its lane: a worker may hold the lane's
     # lease right now, and its lease covers the ids it was handed, so an old id slipped
     # back in ahead of them would stall the lane until the lease expired.
+    pairs: list[tuple[int, int]] = []
     for job_id, _ in sorted(rows):
-        connection.execute(
-            f"INSERT INTO jobs ({_REPLAYED}, state, attempts, available_at)"  # noqa: S608
-            f" SELECT {_REPLAYED}, 'ready', 0, ? FROM jobs WHERE id = ?",
+        cursor = connection.execute(
+            f"INSERT INTO jobs ({_REPLAYED}, state, attempts, available_at, replay_of)"  # noqa: S608
+            f" SELECT {_REPLAYED}, 'ready', 0, ?, id FROM jobs WHERE id = ?",
             (now, job_id),
         )
+        new_id = cursor.lastrowid
+        assert new_id is not None
+        log_step(connection, job_id, "replayed", now, str(new_id))
         connection.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        pairs.append((job_id, new_id))
     for replayed_lane in {lane for _, lane in rows}:
         refresh_lane(connection, replayed_lane)
-    return len(rows)
+    return pairs
 
 
 def dead_letters(
