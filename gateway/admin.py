@@ -35,7 +35,7 @@ _REJECTED = "gateway_admin_rejected_total"
 _SUMMARY_FIELDS = ("kind", "conversation_id", "native_id", "target", "status", "instance")
 _JOB_FIELDS = (
     *("id", "kind", "route", "source", "destination", "lane"),
-    *("attempts", "last_error", "dead_at", "created_at"),
+    *("attempts", "last_error", "dead_at", "created_at", "replay_of"),
 )
 _JOB_DETAIL_FIELDS = ("state", "available_at", "sending_since")
 
@@ -135,15 +135,15 @@ def admin_routes(gateway: AdminBackend) -> Mount:
             return error_response(404, f"no job {job_id}")
         if found.state != "dead":
             return error_response(409, f"job {job_id} is not dead-lettered", state=found.state)
-        count = await gateway.store.replay(job_ids=[job_id], now=gateway.clock())
+        pairs = await gateway.store.replay_jobs(job_ids=[job_id], now=gateway.clock())
         gateway.wake(found.destination)
-        return JSONResponse({"replayed": count})
+        return JSONResponse(replayed_view(pairs))
 
     async def replay_many(request: Request) -> Response:
         selector = _replay_selector(await _json_body(request))
-        count = await gateway.store.replay(now=gateway.clock(), **selector)
+        pairs = await gateway.store.replay_jobs(now=gateway.clock(), **selector)
         gateway.wake(None)
-        return JSONResponse({"replayed": count})
+        return JSONResponse(replayed_view(pairs))
 
     return Mount(
         "/admin",
@@ -188,6 +188,11 @@ def job_view(job: Job, *, full: bool = False) -> dict[str, Any]:
     view: dict[str, Any] = {name: getattr(job, name) for name in names}
     view["payload_summary"] = summarize_payload(job.payload)
     return view
+
+
+def replayed_view(pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    """What a replay did: how many, and each parked job's new id (a replay makes a job)."""
+    return {"replayed": len(pairs), "jobs": [{"job": old, "new_job": new} for old, new in pairs]}
 
 
 def summarize_payload(payload: Any) -> dict[str, Any]:

@@ -282,6 +282,10 @@ def _when(timestamp: float | None) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+#: The dead-letter table cuts reasons here; `--wide` shows them whole.
+REASON_WIDTH = 80
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings)
     jobs: list[Job] = asyncio.run(
@@ -299,19 +303,21 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     if not jobs:
         print("no dead letters")
         return EXIT_OK
+    if args.wide:
+        for job in jobs:
+            _print_dead_letter(job, redactor)
+        print(f"{len(jobs)} dead letter(s); `gateway replay --job ID` makes them ready again")
+        return EXIT_OK
     header = ("ID", "DEAD SINCE (UTC)", "ATTEMPTS", "DESTINATION", "ROUTE", "LANE", "ERROR")
-    rows = [header] + [
-        (
-            str(job.id),
-            _when(job.dead_at),
-            str(job.attempts),
-            job.destination,
-            job.route,
-            job.lane,
-            redactor.redact(" ".join((job.last_error or "-").split()))[:80],
-        )
-        for job in jobs
-    ]
+    cut = False
+    rows: list[tuple[str, ...]] = [header]
+    for job in jobs:
+        reason = redactor.redact(" ".join((job.last_error or "-").split()))
+        cut = cut or len(reason) > REASON_WIDTH
+        shown = reason if len(reason) <= REASON_WIDTH else reason[: REASON_WIDTH - 1] + "…"
+        replayed = f" (replays {job.replay_of})" if job.replay_of else ""
+        row = (str(job.id) + replayed, _when(job.dead_at), str(job.attempts), job.destination)
+        rows.append((*row, job.route, job.lane, shown))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         print(
@@ -319,16 +325,33 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             + "  "
             + row[-1]
         )
+    if cut:
+        print("(reasons cut at 80 characters: `gateway dead-letters --wide` shows them whole)")
     print(f"{len(jobs)} dead letter(s); `gateway replay --job ID` makes them ready again")
     return EXIT_OK
 
 
+def _print_dead_letter(job: Job, redactor: Redactor) -> None:
+    """One dead letter as a block, every field whole (`gateway dead-letters --wide`)."""
+    print(f"job {job.id}" + (f" (replays job {job.replay_of})" if job.replay_of else ""))
+    for label, value in (
+        ("dead since", _when(job.dead_at) + " UTC"),
+        ("attempts", str(job.attempts)),
+        ("destination", job.destination),
+        ("route", job.route),
+        ("lane", job.lane),
+        ("reason", redactor.redact(job.last_error or "-")),
+    ):
+        print(f"  {label + ':':<13}{value}")
+    print()
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings)
-    count: int = asyncio.run(
+    pairs: list[tuple[int, int]] = asyncio.run(
         _using_store(
             settings.store_url,
-            lambda s: s.replay(
+            lambda s: s.replay_jobs(
                 job_ids=args.job or (),
                 lane=args.lane,
                 since=args.since,
@@ -338,9 +361,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        print(json.dumps({"replayed": count}))
-    else:
-        print(f"replayed {count} dead letter(s); the gateway delivers them when it runs")
+        jobs = [{"job": old, "new_job": new} for old, new in pairs]
+        print(json.dumps({"replayed": len(pairs), "jobs": jobs}))
+        return EXIT_OK
+    for old, new in pairs:
+        print(f"replayed job {old} as job {new}")
+    print(f"replayed {len(pairs)} dead letter(s); the gateway delivers them when it runs")
     return EXIT_OK
 
 
@@ -405,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--lane", help="only jobs of this lane (one conversation)")
     dead.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
     dead.add_argument("--json", action="store_true", help="print JSON")
+    dead.add_argument("--wide", action="store_true", help="every field whole, reasons uncut")
     replay = command("replay", cmd_replay, "make dead letters ready again")
     with_settings(replay)
     which = replay.add_mutually_exclusive_group(required=True)

@@ -287,12 +287,14 @@ async def test_replay_one(client: httpx.AsyncClient, store: Store, gateway: Fake
     job_id = await make_dead(store, lane="wa:a", destination="wa", dead_at=NOW - 100)
     response = await client.post(f"/admin/dead-letters/{job_id}/replay", headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"replayed": 1}
+    [pair] = response.json()["jobs"]
+    assert response.json()["replayed"] == 1 and pair["job"] == job_id
     assert gateway.woken == ["wa"]
-    # The job went back to the tail of its lane under a new id.
+    # The job went back to the tail of its lane under a new id, which names the old one.
     assert await store.get_job(job_id) is None
     [job] = await store.claim("wa", "w", 10, 60.0, NOW)
     assert (job.state, job.attempts, job.lane) == ("ready", 0, "wa:a")
+    assert (job.id, job.replay_of) == (pair["new_job"], job_id)
 
     again = await client.post(f"/admin/dead-letters/{job_id}/replay", headers=AUTH)
     assert again.status_code == 404
@@ -310,7 +312,8 @@ async def test_replay_by_job_ids(
     b = await make_dead(store, lane="crm:b", dead_at=NOW - 200)
     c = await make_dead(store, lane="crm:c", dead_at=NOW - 100)
     response = await client.post("/admin/replay", headers=AUTH, json={"job_ids": [a, c, a]})
-    assert response.json() == {"replayed": 2}
+    assert response.json()["replayed"] == 2
+    assert [p["job"] for p in response.json()["jobs"]] == [a, c]
     assert gateway.woken == [None]
     remaining = await store.dead_letters()
     assert [j.id for j in remaining] == [b]
@@ -320,7 +323,7 @@ async def test_replay_by_lane(client: httpx.AsyncClient, store: Store) -> None:
     await make_dead(store, lane="crm:a", dead_at=NOW - 300)
     b = await make_dead(store, lane="crm:b", dead_at=NOW - 200)
     response = await client.post("/admin/replay", headers=AUTH, json={"lane": "crm:a"})
-    assert response.json() == {"replayed": 1}
+    assert response.json()["replayed"] == 1
     assert [j.id for j in await store.dead_letters()] == [b]
 
 
@@ -341,7 +344,7 @@ async def test_replay_by_time(
     ids = [await make_dead(store, lane=f"crm:{i}", dead_at=NOW - 300 + 100 * i) for i in range(3)]
     response = await client.post("/admin/replay", headers=AUTH, json=selector)
     assert response.status_code == 200, response.text
-    assert response.json() == {"replayed": 3 - len(left)}
+    assert response.json()["replayed"] == 3 - len(left)
     assert [j.id for j in await store.dead_letters()] == [ids[i] for i in left]
 
 

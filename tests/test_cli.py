@@ -347,9 +347,9 @@ class FakeStore:
         self.calls.append(("dead_letters", kwargs))
         return self.jobs
 
-    async def replay(self, **kwargs: Any) -> int:
+    async def replay_jobs(self, **kwargs: Any) -> list[tuple[int, int]]:
         self.calls.append(("replay", kwargs))
-        return 2
+        return [(5, 7), (6, 8)]
 
 
 def dead_job(job_id: int, error: str) -> Job:
@@ -392,11 +392,26 @@ def test_dead_letters_prints_a_table_or_json_without_secrets(
     assert job["id"] == 5 and job["payload"] == {"text": "hi"} and ADMIN not in job["last_error"]
 
 
+def test_long_reasons_are_cut_in_the_table_and_whole_with_wide(
+    good: str, store: FakeStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reason = "PermanentError: " + "the portal refused the message because " * 5 + "END"
+    store.jobs[:] = [dead_job(5, reason)]
+    assert cli.main(["dead-letters", "--settings", good]) == 0
+    out = capsys.readouterr().out
+    assert "END" not in out and "…" in out and "--wide" in out
+    assert cli.main(["dead-letters", "--settings", good, "--wide"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("job 5\n") and f"  reason:      {reason}\n" in out
+
+
 def test_replay_passes_the_selection_to_the_store(
     good: str, store: FakeStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["replay", "--settings", good, "--job", "5", "6"]) == 0
-    assert "replayed 2 dead letter(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "replayed job 5 as job 7\nreplayed job 6 as job 8\n" in out
+    assert "replayed 2 dead letter(s)" in out
     argv = [
         "replay",
         "--settings",
@@ -407,7 +422,10 @@ def test_replay_passes_the_selection_to_the_store(
         "2025-01-31T12:00+02:00",
     ]
     assert cli.main([*argv, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"replayed": 2}
+    assert json.loads(capsys.readouterr().out) == {
+        "replayed": 2,
+        "jobs": [{"job": 5, "new_job": 7}, {"job": 6, "new_job": 8}],
+    }
     (_, first), (_, second) = store.calls
     assert first["job_ids"] == [5, 6] and first["lane"] is None
     # A time without an offset is UTC; one with an offset keeps it.
