@@ -222,6 +222,7 @@ async def test_dead_letters_list_without_payloads(client: httpx.AsyncClient, sto
         "last_error": "PermanentError: 470 window closed",
         "dead_at": NOW - 100,
         "created_at": NOW - 105,
+        "replay_of": None,
     }
     summary = item["payload_summary"]
     assert summary["kind"] == "message"
