@@ -316,8 +316,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         cut = cut or len(reason) > REASON_WIDTH
         shown = reason if len(reason) <= REASON_WIDTH else reason[: REASON_WIDTH - 1] + "…"
         replayed = f" (replays {job.replay_of})" if job.replay_of else ""
-        row = (str(job.id) + replayed, _when(job.dead_at), str(job.attempts), job.destination)
-        rows.append((*row, job.route, job.lane, shown))
+        first = (str(job.id) + replayed, _when(job.dead_at), str(job.attempts))
+        rows.append((*first, job.destination, job.route, job.lane, shown))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         print(

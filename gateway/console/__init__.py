@@ -42,6 +42,7 @@ def console_routes(gateway: Gateway) -> Mount:
             action("/routes/unlink", actions.unlink),
             page("/parked", pages.parked),
             action("/parked/replay", actions.replay),
+            page("/trace", pages.trace),
             page("/plugins", pages.plugins),
             Mount("/static", StaticFiles(packages=[("gateway.console", "static")]), name="static"),
         ],

@@ -99,17 +99,10 @@ async def replay(view: View) -> Response:
         if since is None and until is None:
             return view.redirect("/parked", problem="window")
         selector = {"since": since, "until": until}
-    result = await store.replay(now=view.now, **selector)
+    pairs = await store.replay_jobs(now=view.now, **selector)
     view.gateway.wake(None)
-    return view.redirect("/parked", notice="replayed", **_replayed(result))
-
-
-def _replayed(result: Any) -> dict[str, str]:
-    """Redirect parameters for what a replay did: a count, or old -> new job ids."""
-    if isinstance(result, int):
-        return {"n": str(result)}
-    pairs = list(result.items()) if isinstance(result, dict) else list(result)
-    return {"n": str(len(pairs)), "as": ",".join(f"{old}:{new}" for old, new in pairs[:50])}
+    shown = ",".join(f"{old}:{new}" for old, new in pairs[:50])
+    return view.redirect("/parked", notice="replayed", n=len(pairs), **{"as": shown})
 
 
 def _text(form: FormData, name: str) -> str:

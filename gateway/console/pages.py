@@ -7,6 +7,8 @@ from typing import Any
 from starlette.responses import Response
 
 from gateway.admin import summarize_payload
+from gateway.console import chart as charts
+from gateway.console.trace import trace as trace_of
 from gateway.console.web import View
 from gateway.models import AccountStatus
 from gateway.store.base import Job
@@ -26,12 +28,23 @@ async def signin(view: View) -> Response:
 
 
 async def overview(view: View) -> Response:
+    width = charts.HOURS * 3600 / charts.BUCKETS
+    # Buckets end at the next whole bucket, so a reload keeps them in place.
+    end = (view.now // width + 1) * width
+    buckets = await view.gateway.store.activity(end - width * charts.BUCKETS, width, charts.BUCKETS)
     return view.render(
         "overview.html",
         instances=await instances(view),
         queue=await queue(view),
-        notice=view.request.query_params.get("notice"),
+        chart=charts.render(buckets, view.t),
+        legend=charts.legend(),
     )
+
+
+async def trace(view: View) -> Response:
+    query = view.request.query_params.get("q", "").strip()[:200]
+    found = await trace_of(view.gateway.store, query, view.now) if query else None
+    return view.render("trace.html", query=query, trace=found)
 
 
 async def instances(view: View) -> list[dict[str, Any]]:

@@ -35,15 +35,20 @@ KEYS = (
     *(N_("error.route"), N_("trace"), N_("trace.query"), N_("trace.submit")),
     *(N_("trace.none"), N_("trace.received"), N_("trace.job"), N_("time"), N_("step")),
     *(N_("detail"), N_("plugins"), N_("plugin"), N_("module"), N_("loaded")),
-    *(N_("providers"), N_("error"), N_("yes"), N_("no")),
+    *(N_("providers"), N_("error"), N_("yes"), N_("no"), N_("chart.table")),
+    *(N_("trace.help"), N_("trace.event"), N_("trace.queued"), N_("trace.attempt")),
+    # Looked up by name in trace.py: trace.<step>, trace.state.<state>.
+    *(N_("trace.state.waiting"), N_("trace.state.parked"), N_("trace.state.delivered")),
+    *(N_("trace.state.replayed"), N_("trace.delivered"), N_("trace.delivered.bare")),
+    *(N_("trace.retried"), N_("trace.parked"), N_("trace.replayed")),
 )
 
 
-def translate(language: str, key: str, **values: object) -> str:
+def translate(language: str, key: str, /, **values: object) -> str:
     return CATALOGUE.translator(language).gettext(key, **values)
 
 
-def translate_plural(language: str, key: str, count: int, **values: object) -> str:
+def translate_plural(language: str, key: str, count: int, /, **values: object) -> str:
     return CATALOGUE.translator(language).ngettext(key, count, **values)
 
 

@@ -64,10 +64,10 @@ class View:
     language: str
     session: sessions.Session | None
 
-    def t(self, key: str, **values: object) -> str:
+    def t(self, key: str, /, **values: object) -> str:
         return translate(self.language, key, **values)
 
-    def tn(self, key: str, count: int, **values: object) -> str:
+    def tn(self, key: str, count: int, /, **values: object) -> str:
         return translate_plural(self.language, key, count, **values)
 
     @property

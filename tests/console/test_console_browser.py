@@ -103,6 +103,29 @@ async def test_sign_in_see_the_parked_message_replay_it_and_sign_out(
         assert crm.texts() == ["<b>where is my order?</b>"]
         await snap(page, "replayed", tmp_path)
 
+        # Trace it: from the replay notice to the new job, then by the customer's number.
+        await page.get_by_role("link", name="replayed job 1 as job 2").click()
+        await page.get_by_role("heading", name="Trace a message", exact=True).wait_for()
+        new_job = page.locator("section.trace-job", has_text="job 2 (send) to crm")
+        await new_job.get_by_text("delivered; id at the destination:").wait_for()
+        await page.get_by_label("Phone number or message id").fill("+7 999 000-11-22")
+        await page.get_by_role("button", name="Trace").click()
+        await page.get_by_text("webhook of wa received").wait_for()
+        old_job = page.locator("section.trace-job", has_text="job 1 (send) to crm")
+        for step in (
+            "queued",
+            "attempt 1 started",
+            "attempt failed, will retry: 502",
+            "parked: gave up after 2 attempts",
+            "replayed as job 2",
+        ):
+            await old_job.get_by_text(step).first.wait_for()
+        await new_job.get_by_text("replays job 1").wait_for()
+        await snap(page, "trace", tmp_path)
+        await page.get_by_role("link", name="Overview").click()
+        await page.get_by_role("img", name="Traffic and queue, last 6 hours").wait_for()
+        await snap(page, "overview", tmp_path)
+
         await page.get_by_role("button", name="Sign out").click()
         await page.get_by_text("You are signed out.").wait_for()
         await page.goto(f"{h.url}/console/parked")
