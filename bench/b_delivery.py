@@ -1,6 +1,6 @@
 """Benchmark 3: delivery into a Bitrix24 portal that enforces its leaky bucket.
 
-The fake portal (`gateway_bitrix24.fake.FakePortal`, 2 requests/s, 50 deep) runs in its own
+The fake portal (`gateway_fakes.bitrix24.FakePortal`, 2 requests/s, 50 deep) runs in its own
 process; `gateway run` has the Bitrix24 app installed on it and a line linked to a test
 channel, with the plugin's default batching (`max_batch = 100` messages per delivery round,
 `messages_per_command = 10`: one `batch` of up to 10 `send.messages` commands of 10). 10,000

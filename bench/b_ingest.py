@@ -125,8 +125,8 @@ def chatapi(quick: bool = False) -> dict[str, Any]:
 
 def bitrix24_event_template(line: int = 1) -> str:
     """ONIMCONNECTORMESSAGEADD as the fake portal encodes it, with @ID@/@CHAT@ holes."""
-    from gateway_bitrix24.fake import FakePortal
-    from gateway_bitrix24.fake.events import connector_data, event_form
+    from gateway_fakes.bitrix24 import FakePortal
+    from gateway_fakes.bitrix24.events import connector_data, event_form
 
     portal = FakePortal(application_token=c.B24_APP_TOKEN, member_id=c.B24_MEMBER)
     item = {

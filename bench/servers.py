@@ -7,7 +7,7 @@
   before the answer (`--db FILE`): the least a gateway that commits before its 2xx must do.
 * `crm`: the `test-crm` provider's protocol (`gateway.testing.providers`), recording when
   each item arrived, so latency is measured where the message lands.
-* `portal`: `gateway_bitrix24.fake.FakePortal` with the connector active on line 1 and its
+* `portal`: `gateway_fakes.bitrix24.FakePortal` with the connector active on line 1 and its
   leaky bucket (`--rate`, `--burst`; `--rate 0` for none), with a stats endpoint.
 
 Each answers `GET /_ready` once it is serving.
@@ -147,8 +147,8 @@ def crm_app() -> Starlette:
 
 
 def portal_app(port: int, rate: float, burst: int) -> Starlette:
-    from gateway_bitrix24.fake import FakePortal
-    from gateway_bitrix24.fake.state import Connector
+    from gateway_fakes.bitrix24 import FakePortal
+    from gateway_fakes.bitrix24.state import Connector
 
     address = f"127.0.0.1:{port}"
     portal = FakePortal(

@@ -234,17 +234,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    # The demo prints its own trace; a parked message is part of the story, not an alarm.
-    configure_logging("ERROR", "text")
-    run_demo = importlib.import_module("gateway.demo").run_demo
-    try:
-        code: int = asyncio.run(run_demo(once=args.once))
-    except KeyboardInterrupt:
-        return EXIT_OK
-    return code
-
-
 def cmd_plugins(args: argparse.Namespace) -> int:
     host = load_plugins()
     rows = []
@@ -391,7 +380,7 @@ def _instant(text: str) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
     try:
         version = importlib.metadata.version("whatschat-gateway")
     except importlib.metadata.PackageNotFoundError:
@@ -403,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     settings_help = "settings file (default ./settings.toml; .secrets.toml is read beside it)"
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.set_defaults(handler=handler, parser=sub)
         return sub
@@ -440,15 +431,36 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--since", type=_instant, metavar="ISO", help="dead since (UTC if naive)")
     replay.add_argument("--until", type=_instant, metavar="ISO", help="...and until (with --since)")
     replay.add_argument("--json", action="store_true", help="print JSON")
-    demo = command(
-        "demo", cmd_demo, "play a WhatsApp <-> Bitrix24 conversation against bundled fakes"
-    )
-    demo.add_argument("--once", action="store_true", help="exit when the conversation is over")
+    if plugin_commands:
+        _add_plugin_commands(command)
     return parser
 
 
+BUILT_IN_COMMANDS = frozenset({"run", "check", "plugins", "dead-letters", "replay"})
+
+
+def _add_plugin_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Let every plugin add its sub-commands (`cli_commands`); a failing one is only logged."""
+    host = PluginHost()
+    host.load_entry_points(strict=False)
+    for impl in host.hook.cli_commands.get_hookimpls():
+        try:
+            impl.function(command=command)
+        except Exception as exc:
+            log.error(
+                "plugin %r: cli_commands failed: %s: %s", impl.plugin_name, type(exc).__name__, exc
+            )
+
+
+def _needs_plugin_commands(argv: Sequence[str]) -> bool:
+    """False when argv names a built-in command: its run loads plugins itself, once."""
+    words = [a for a in argv if not a.startswith("-")]
+    return not words or words[0] not in BUILT_IN_COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(plugin_commands=_needs_plugin_commands(words))
     try:
         args = parser.parse_args(argv)
         if args.command is None:

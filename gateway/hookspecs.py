@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from starlette.routing import BaseRoute
 
     from gateway.models import Message
@@ -51,3 +53,8 @@ def filter_message(message: Message, route: Route, source: str) -> Message | boo
 @hookspec
 def observe(observation: Observation) -> None:
     """Receive every pipeline observation (accepted, delivered, retried, dead-lettered, state)."""
+
+
+@hookspec
+def cli_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `gateway` sub-commands: `command(name, handler, help)` returns the sub-parser."""

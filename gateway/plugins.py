@@ -4,10 +4,15 @@ Built-in providers are loaded exactly like third-party ones, from the `gateway.p
 entry-point group. A plugin that fails to import is reported by name and skipped, unless
 `GATEWAY_PLUGINS_STRICT=1` (for plugin authors) makes it fatal. `GATEWAY_PLUGINS` set to a
 comma-separated list of plugin names loads only those.
+
+`GATEWAY_TEST_PLUGINS`, for tests only, names extra plugin modules (comma-separated, e.g.
+`gateway.testing.providers`) to load beside the entry points: that is how a `gateway run`
+started by a test as a child process gets the test providers, which no entry point offers.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -24,6 +29,7 @@ from gateway.providers import Provider
 log = logging.getLogger("gateway.plugins")
 
 ENTRY_POINT_GROUP = "gateway.plugins"
+TEST_PLUGINS_VARIABLE = "GATEWAY_TEST_PLUGINS"
 
 
 @dataclass(slots=True)
@@ -71,6 +77,21 @@ class PluginHost:
                 self._fail(ep.name, ep.value, exc, strict)
                 continue
             self.add(module, name=ep.name, strict=strict)
+        self.load_test_plugins(strict=strict)
+
+    def load_test_plugins(self, *, strict: bool = True) -> None:
+        """Load the modules `GATEWAY_TEST_PLUGINS` names (tests only), each named by its path."""
+        raw = os.environ.get(TEST_PLUGINS_VARIABLE, "")
+        for path in (p.strip() for p in raw.split(",")):
+            if not path:
+                continue
+            try:
+                module = importlib.import_module(path)
+            except Exception as exc:
+                self._fail(path, path, exc, strict)
+                continue
+            if not self.pm.is_registered(module):
+                self.add(module, name=path, strict=strict)
 
     def add(self, plugin: ModuleType | object, *, name: str, strict: bool = True) -> bool:
         """Register one plugin (a module or an object with hookimpls); False if refused.

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_bitrix24.fake import FakePortal
-from gateway_bitrix24.fake.browser import form_fields
-from gateway_bitrix24.fake.formdata import php_form_encode
+from gateway_fakes.bitrix24 import FakePortal
+from gateway_fakes.bitrix24.browser import form_fields
+from gateway_fakes.bitrix24.formdata import php_form_encode
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_chatapi.fake import FakeChatApi
 from gateway_chatapi.provider import ChatApiChannel
+from gateway_fakes.chatapi import FakeChatApi
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from gateway_cloudapi.errors import WINDOW_TEXT
-from gateway_cloudapi.fake import MAGIC_WINDOW_CLOSED, FakeClock, FakeCloudApi, signature
+from gateway_fakes.cloudapi import MAGIC_WINDOW_CLOSED, FakeClock, FakeCloudApi, signature
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_bitrix24.fake import FakePortal
-from gateway_bitrix24.fake.browser import form_fields
-from gateway_cloudapi.fake import FakeCloudApi
+from gateway_fakes.bitrix24 import FakePortal
+from gateway_fakes.bitrix24.browser import form_fields
+from gateway_fakes.cloudapi import FakeCloudApi
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 

@@ -6,8 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-
-from gateway.demo import run_demo
+from gateway_fakes.demo import run_demo
 
 pytestmark = pytest.mark.anyio
 

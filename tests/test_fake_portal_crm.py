@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_bitrix24.fake import FakePortal
-from gateway_bitrix24.fake.crm import RobotRun, SmsMessage
+from gateway_fakes.bitrix24 import FakePortal
+from gateway_fakes.bitrix24.crm import RobotRun, SmsMessage
 
 pytestmark = pytest.mark.anyio
 

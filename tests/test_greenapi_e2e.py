@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_greenapi.fake import FakeGreenApi, Magic, magic_phone
+from gateway_fakes.greenapi import FakeGreenApi, Magic, magic_phone
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 

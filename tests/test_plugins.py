@@ -22,7 +22,7 @@ from gateway.testing import Recorder, running_gateway
 
 pytestmark = pytest.mark.anyio
 
-BUILT_INS = {"bitrix24", "chatapi", "greenapi", "cloudapi", "testing"}
+BUILT_INS = {"bitrix24", "chatapi", "greenapi", "cloudapi", "fakes"}
 
 
 def install_fake_distribution(
@@ -64,7 +64,18 @@ def test_built_in_plugins_load_through_entry_points() -> None:
     providers = host.collect_providers()
     loaded = {r.name for r in host.reports if r.loaded}
     assert loaded >= BUILT_INS
-    assert {"test-channel", "test-crm"} <= set(providers)
+    assert {"bitrix24", "chatapi", "greenapi", "cloudapi"} <= set(providers)
+    # The test providers are no production entry point: `gateway plugins` does not offer them.
+    assert not {"test-channel", "test-crm"} & set(providers)
+
+
+def test_test_plugins_load_only_when_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_TEST_PLUGINS", "gateway.testing.providers")
+    monkeypatch.setenv("GATEWAY_PLUGINS", "chatapi")
+    host = PluginHost()
+    host.load_entry_points()
+    assert [r.name for r in host.reports] == ["chatapi", "gateway.testing.providers"]
+    assert {"chatapi", "test-channel", "test-crm"} == set(host.collect_providers())
 
 
 def test_a_broken_plugin_is_reported_by_name_and_others_load(
@@ -93,10 +104,11 @@ def test_strict_mode_makes_a_broken_plugin_fatal(
 
 
 def test_the_allowlist_limits_what_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_PLUGINS", "testing")
+    monkeypatch.delenv("GATEWAY_TEST_PLUGINS", raising=False)
+    monkeypatch.setenv("GATEWAY_PLUGINS", "chatapi")
     host = PluginHost()
     host.load_entry_points()
-    assert [r.name for r in host.reports] == ["testing"]
+    assert [r.name for r in host.reports] == ["chatapi"]
 
 
 def test_a_misspelled_hook_is_caught_and_blamed_on_its_plugin() -> None:
@@ -211,3 +223,43 @@ async def test_filter_and_observe_hooks(tmp_path: Path) -> None:
     assert crm.texts() == ["SHOUT", "plain"]
     assert len(h.observer.of_type("accepted")) == 3
     assert {o.instance for o in observed} == {"crm"}
+
+
+HELLO_PLUGIN = """
+from gateway.hookspecs import hookimpl
+
+def hello(args):
+    print(f"hello {args.name}")
+    return 3
+
+@hookimpl
+def cli_commands(command):
+    command("hello", hello, "say hello").add_argument("--name", default="world")
+"""
+
+BROKEN_COMMANDS = """
+from gateway.hookspecs import hookimpl
+
+@hookimpl
+def cli_commands(command):
+    raise RuntimeError("no commands today")
+"""
+
+
+def test_plugins_add_cli_commands_and_a_failing_one_is_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gateway import cli
+
+    install_fake_distribution(tmp_path, monkeypatch, hello=HELLO_PLUGIN, grumpy=BROKEN_COMMANDS)
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(["hello", "--name", "plugin"]) == 3
+    assert "hello plugin" in capsys.readouterr().out
+    assert "'grumpy'" in caplog.text and "no commands today" in caplog.text
+    # The fakes contribute `gateway demo`; the built-in commands stay as they were.
+    assert cli.main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "demo" in help_text and "hello" in help_text and "dead-letters" in help_text

@@ -64,7 +64,13 @@ class GatewayProcess:
         self.settings = settings
         self.args = list(args)
         self.port = port
-        self.env = {**os.environ, "GATEWAY_LOG_FORMAT": "json", **(env or {})}
+        self.env = {
+            **os.environ,
+            "GATEWAY_LOG_FORMAT": "json",
+            # The test providers are no entry point: name them for the child's plugin host.
+            "GATEWAY_TEST_PLUGINS": "gateway.testing.providers",
+            **(env or {}),
+        }
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process: subprocess.Popen[str] | None = None

@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 import uvicorn
-from gateway_bitrix24.fake import FakePortal
-from gateway_cloudapi.fake import FakeCloudApi
+from gateway_fakes.bitrix24 import FakePortal
+from gateway_fakes.cloudapi import FakeCloudApi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import create_app

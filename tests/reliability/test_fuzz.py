@@ -19,10 +19,10 @@ from typing import Any
 import anyio.from_thread
 import anyio.to_thread
 import pytest
-from gateway_bitrix24.fake import FakePortal
-from gateway_chatapi.fake import FakeChatApi
-from gateway_cloudapi.fake import FakeCloudApi
-from gateway_greenapi.fake import FakeGreenApi
+from gateway_fakes.bitrix24 import FakePortal
+from gateway_fakes.chatapi import FakeChatApi
+from gateway_fakes.cloudapi import FakeCloudApi
+from gateway_fakes.greenapi import FakeGreenApi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_chatapi.fake import FakeChatApi
 from gateway_chatapi.provider import ChatApiChannel
-from gateway_greenapi.fake import FakeGreenApi
+from gateway_fakes.chatapi import FakeChatApi
+from gateway_fakes.greenapi import FakeGreenApi
 
 from gateway.testing import Recorder, running_gateway
 from gateway.testing.stack import LINE, in_process, served_stack

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_bitrix24.fake import FakePortal
+from gateway_fakes.bitrix24 import FakePortal
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 

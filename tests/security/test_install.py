@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from gateway_bitrix24.fake.events import event_form
+from gateway_fakes.bitrix24.events import event_form
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,42 @@
+"""Fake provider servers, written from the providers' public docs, for tests, the demo and authors.
+
+Subpackages, independent of each other: `bitrix24` (a portal with Open Lines and OAuth),
+`chatapi`, `greenapi` and `cloudapi` (WhatsApp providers). Each is an in-process Starlette
+app that also runs standalone (`python -m gateway_fakes.chatapi --port 8020`). Machinery the
+fakes share lives in `gateway.testing`.
+
+Loaded as the `fakes` plugin, this package contributes `gateway demo` (`demo.py`). It stays
+light to import: the plugin host loads it on every CLI start that needs plugin commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from gateway.hookspecs import hookimpl
+
+DEMO_HELP = "play a WhatsApp <-> Bitrix24 conversation against bundled fakes"
+
+
+@hookimpl
+def cli_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Contribute `gateway demo [--once]`."""
+    demo = command("demo", cmd_demo, DEMO_HELP)
+    demo.add_argument("--once", action="store_true", help="exit when the conversation is over")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when the conversation played through."""
+    import asyncio
+
+    from gateway.logs import configure_logging
+    from gateway_fakes.demo import run_demo
+
+    # The demo prints its own trace; a parked message is part of the story, not an alarm.
+    configure_logging("ERROR", "text")
+    try:
+        code: int = asyncio.run(run_demo(once=args.once))
+    except KeyboardInterrupt:
+        return 0
+    return code
