@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.admin import admin_routes
 from gateway.console import console_routes
 from gateway.errors import BadRequest, WebhookError
+from gateway.hookcall import call_each, succeeded
 from gateway.http_errors import error_response, exception_handlers, refusal_response
 from gateway.metrics import CONTENT_TYPE, record_queue_stats
 from gateway.observe import Observation
@@ -54,7 +55,6 @@ def create_app(gateway: Gateway) -> Starlette:
                 headers={k.lower(): v for k, v in request.headers.items()},
                 query=dict(request.query_params),
                 body=body,
-                client_host=request.client.host if request.client else None,
             )
             result = await provider.handle_webhook(inbound)
         except WebhookError as exc:
@@ -103,12 +103,8 @@ def create_app(gateway: Gateway) -> Starlette:
         admin_routes(gateway),
         console_routes(gateway),
     ]
-    for impl in gateway.host.hook.http_routes.get_hookimpls():
-        try:
-            extra = impl.function(gateway=gateway)
-            routes.extend(cast("list[BaseRoute] | None", extra) or [])
-        except Exception:
-            log.exception("http_routes hook of plugin %s failed", impl.plugin_name)
+    for extra in succeeded(call_each(gateway.host.hook.http_routes, gateway=gateway)):
+        routes.extend(cast("list[BaseRoute] | None", extra) or [])
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
 
 

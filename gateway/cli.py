@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 import uvicorn
 
 from gateway.errors import ConfigError, ConfigProblem, PluginError, StoreError
+from gateway.hookcall import call_each
 from gateway.logs import Redactor, configure_logging
 from gateway.plugins import PluginHost
 from gateway.settings import (
@@ -443,13 +444,7 @@ def _add_plugin_commands(command: Callable[..., argparse.ArgumentParser]) -> Non
     """Let every plugin add its sub-commands (`cli_commands`); a failing one is only logged."""
     host = PluginHost()
     host.load_entry_points(strict=False)
-    for impl in host.hook.cli_commands.get_hookimpls():
-        try:
-            impl.function(command=command)
-        except Exception as exc:
-            log.error(
-                "plugin %r: cli_commands failed: %s: %s", impl.plugin_name, type(exc).__name__, exc
-            )
+    call_each(host.hook.cli_commands, command=command)
 
 
 def _needs_plugin_commands(argv: Sequence[str]) -> bool:

@@ -125,7 +125,6 @@ class WebhookRequest:
     headers: Mapping[str, str]
     query: Mapping[str, str]
     body: bytes
-    client_host: str | None = None
 
 
 @dataclass(slots=True)

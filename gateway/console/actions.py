@@ -48,7 +48,7 @@ async def link(view: View) -> Response:
     problem = None
     if not ROUTE_NAME.fullmatch(name):
         problem = "name: letters, digits, '.', '_' or '-', at most 64"
-    elif name in gateway.route_map():
+    elif name in gateway.route_table.mapping():
         problem = f"a route named {name} exists"
     elif direction not in DIRECTIONS:
         problem = f"direction: one of {', '.join(DIRECTIONS)}"
@@ -66,7 +66,7 @@ async def link(view: View) -> Response:
 async def unlink(view: View) -> Response:
     form = await view.request.form()
     name = _text(form, "name")
-    route = view.gateway.route_map().get(name)
+    route = view.gateway.route_table.mapping().get(name)
     if route is None or route.origin != "store":
         return view.redirect("/routes", problem=f"no route {name} linked at run time", name=name)
     await view.gateway.remove_route(name)

@@ -90,7 +90,7 @@ async def test_posts_need_the_csrf_token_and_sign_out_kills_the_cookie(tmp_path:
         assert cross.status_code == 403
         linked = await h.client.post("/console/routes/link", data={**link, "csrf": token})
         assert linked.headers["location"] == "/console/routes?notice=linked&name=extra"
-        assert "extra" in h.gateway.route_map()
+        assert "extra" in h.gateway.route_table.mapping()
         stolen = dict(h.client.cookies)
         await h.client.post("/console/signout", data={"csrf": token})
         h.client.cookies.clear()

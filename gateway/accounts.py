@@ -1,0 +1,77 @@
+"""Account states: the last known state of every instance, shared through the store.
+
+Every process reads the states in the store (`gateway status` too): a change is written
+there and announced (`bump("accounts")`), and shown here at once (metrics, an
+`account_state` observation when the status changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from gateway.metrics import Metrics, record_account_state
+from gateway.models import JSON, AccountState, AccountStatus
+from gateway.notify import Notifier
+from gateway.observe import Observation
+from gateway.store.base import Store
+
+# Where account states live in the store: every process reads them there.
+ACCOUNTS = "accounts"
+
+
+class AccountStates:
+    """The account state of each instance, as this process last saw or heard it."""
+
+    def __init__(self, store: Store, metrics: Metrics, notifier: Notifier) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._notifier = notifier
+        self._states: dict[str, AccountState] = {}
+
+    def last(self, instance: str) -> AccountState | None:
+        """The last state `instance` reported or was asked for; None if never."""
+        return self._states.get(instance)
+
+    async def set(self, instance: str, state: AccountState) -> None:
+        """Record `instance`'s state here and, when it changed, in the store for all."""
+        previous = self._states.get(instance)
+        self.show(instance, state)
+        if previous != state:
+            await self._store.kv_put(ACCOUNTS, instance, state_json(state))
+            await self._store.bump([ACCOUNTS])
+
+    def show(self, instance: str, state: AccountState) -> None:
+        """Take `state` as current here (metrics; an observation when the status changed)."""
+        previous = self._states.get(instance)
+        self._states[instance] = state
+        record_account_state(self._metrics, instance, state.status)
+        if previous is None or previous.status != state.status:
+            self._notifier.notify(
+                Observation(
+                    "account_state",
+                    instance,
+                    detail={"state": state.status.value, "detail": state.detail or ""},
+                )
+            )
+
+    async def load(self, instances: Collection[str]) -> None:
+        """Show the states other processes wrote for `instances`."""
+        for instance, value in await self._store.kv_items(ACCOUNTS):
+            state = state_from_json(value)
+            if instance in instances and state is not None:
+                self.show(instance, state)
+
+
+def state_json(state: AccountState) -> JSON:
+    return {"status": state.status.value, "detail": state.detail}
+
+
+def state_from_json(value: JSON) -> AccountState | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        status = AccountStatus(str(value.get("status")))
+    except ValueError:
+        return None
+    detail = value.get("detail")
+    return AccountState(status, detail if isinstance(detail, str) else None)

@@ -1,0 +1,73 @@
+"""The shared services a gateway builds from its settings: HTTP client, fetcher, media store."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.fetch import GuardedFetcher
+from gateway.media import MediaStore
+from gateway.settings import GatewaySettings
+
+
+def http_client() -> httpx.AsyncClient:
+    """The one outbound HTTP client every provider shares."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    )
+
+
+def guarded_fetcher(
+    settings: GatewaySettings, http: httpx.AsyncClient, resolver: Callable[[str], Any] | None
+) -> GuardedFetcher:
+    fetch = settings.fetch
+    return GuardedFetcher(
+        http,
+        allow_private=fetch.allow_private,
+        allowed_hosts=fetch.allowed_hosts,
+        timeout=fetch.timeout,
+        max_bytes=fetch.max_bytes,
+        resolver=resolver,
+    )
+
+
+def media_store(settings: GatewaySettings, clock: Callable[[], float]) -> MediaStore:
+    media = settings.media
+    return MediaStore(
+        Path(media.directory),
+        settings.public_url,
+        secret=media_secret(Path(media.directory)),
+        max_total_bytes=media.max_total_bytes,
+        max_file_bytes=media.max_file_bytes,
+        ttl_seconds=media.ttl_seconds,
+        clock=clock,
+    )
+
+
+def media_secret(directory: Path) -> bytes:
+    """The key that names media files; kept beside them so links survive a restart."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        # Processes sharing the folder (`--workers N`) start together: each writes a key of
+        # its own aside, the first link wins, and all read that one, never a half-written file.
+        draft = directory / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
+        with open(draft, "xb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(secrets.token_bytes(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+        return path.read_bytes()
