@@ -73,6 +73,35 @@ def _print_setup_instructions(settings: GatewaySettings, host: PluginHost) -> No
                 print(f"  {step}")
 
 
+def _store_exists(url: str) -> bool:
+    """Whether `gateway check` may open the store: a SQLite file is never created by it."""
+    path = url.partition("://")[2][1:] if url.startswith("sqlite:") else None
+    return path is None or (path != ":memory:" and os.path.isfile(path))
+
+
+async def _warnings(settings: GatewaySettings, host: PluginHost, stored: bool) -> list[str]:
+    """Each provider's `check_warnings`, with the store open when it already exists (what
+    is installed counts too); a store that cannot be read leaves the settings alone."""
+    store: Store | None = None
+    url = settings.store_url
+    if stored:
+        candidate = open_store(url)
+        try:
+            await asyncio.wait_for(candidate.open(), 10.0)
+            store = candidate
+        except Exception as exc:  # check still reports the settings
+            log.debug("store not read by check: %s", exc)
+    gateway = importlib.import_module("gateway.runtime").Gateway(settings, host, store=store)
+    try:
+        found = []
+        for provider in gateway.instances.values():
+            found += await provider.check_warnings(stored=store is not None)
+        return found
+    finally:
+        if store is not None:
+            await store.close()
+
+
 def _validated(
     path: str | None, overrides: dict[str, Any] | None = None
 ) -> tuple[GatewaySettings, PluginHost, list[ConfigProblem]]:
@@ -231,6 +260,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  failed: {report.error}")
     for hint in _hints(settings, host):
         print(f"note: {hint}")
+    stored = _store_exists(settings.store_url)
+    for warning in asyncio.run(_warnings(settings, host, stored)):
+        print(f"warning: {warning}")
     print("OK: the gateway can start with these settings")
     return EXIT_OK
 

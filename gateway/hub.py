@@ -34,8 +34,10 @@ class GatewayHub:
         store: Store,
         ingest: Ingest,
         on_route_added: Callable[[], None] = lambda: None,
+        portals: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._public_url = public_url.rstrip("/")
+        self._portals = dict(portals or {})
         self._instances = instances
         self._kinds = kinds
         self._routes = routes
@@ -50,6 +52,9 @@ class GatewayHub:
 
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
         return [name for name, k in self._kinds.items() if kind is None or k == kind]
+
+    def channel_portals(self, channel: str) -> frozenset[str]:
+        return self._portals.get(channel, frozenset())
 
     async def account_state(self, instance: str) -> AccountState:
         """Ask the provider; when it cannot say, the last state it reported."""

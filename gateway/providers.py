@@ -279,6 +279,11 @@ class Hub(Protocol):
 
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]: ...
 
+    def channel_portals(self, channel: str) -> frozenset[str]:
+        """`[channels.NAME] portals`: the CRM tenants (for Bitrix24 member_ids or domains)
+        that may see and link `channel`; empty when the channel is unassigned (any)."""
+        ...
+
     async def account_state(self, instance: str) -> AccountState: ...
 
     async def routes(self) -> list[Route]: ...
@@ -396,6 +401,11 @@ class Provider:
 
     def setup_instructions(self) -> list[str]:
         """Steps a person must take by hand (e.g. a callback URL to paste); `gateway check`."""
+        return []
+
+    async def check_warnings(self, *, stored: bool) -> list[str]:
+        """Risky but valid settings `gateway check` should point out (e.g. tenant isolation);
+        with `stored`, the instance's state (`context.state`) may be read too."""
         return []
 
 

@@ -118,6 +118,7 @@ class Gateway:
             store=self.store,
             ingest=self.ingest,
             on_route_added=self.unrouted.poke,
+            portals={name: channel_portals(c.options) for name, c in settings.channels.items()},
         )
         providers = host.providers or host.collect_providers()
         instances, kinds = build_instances(settings, providers, self._context)
@@ -271,3 +272,9 @@ class Gateway:
 
     async def plugins_info(self) -> list[dict[str, Any]]:
         return views.plugins_info(self.host)
+
+
+def channel_portals(options: Mapping[str, Any]) -> frozenset[str]:
+    """`[channels.NAME] portals`: the tenants that may see the channel (empty: any)."""
+    portals = options.get("portals")
+    return frozenset(str(p) for p in portals) if isinstance(portals, list) else frozenset()

@@ -30,6 +30,16 @@ def validate_instances(
 
     for name in sorted(settings.channels.keys() & settings.crms.keys()):
         add(f"crms.{name}", f"{name!r} is also a channel", "rename one: names share /webhooks/")
+    for inst in settings.channels.values():
+        portals = inst.options.get("portals")
+        if portals is not None and (
+            not isinstance(portals, list) or not all(isinstance(p, str) and p for p in portals)
+        ):
+            add(
+                f"channels.{inst.name}.portals",
+                f"must be a list of CRM tenants, got {portals!r}",
+                'e.g. portals = ["acme.bitrix24.com"] (Bitrix24: member_ids or domains)',
+            )
     for inst in (*settings.channels.values(), *settings.crms.values()):
         if inst.provider:  # a missing one was reported when the settings were read
             for key, message, fix in _instance(inst, providers):

@@ -100,6 +100,9 @@ class RecordingHub:
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
         return []
 
+    def channel_portals(self, channel: str) -> frozenset[str]:
+        return frozenset()
+
     async def account_state(self, instance: str) -> AccountState:
         return AccountState(AccountStatus.UNKNOWN)
 

@@ -177,6 +177,9 @@ class SyncingHub:
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
         return self.hub.instance_names(kind)
 
+    def channel_portals(self, channel: str) -> frozenset[str]:
+        return self.hub.channel_portals(channel)
+
     async def account_state(self, instance: str) -> AccountState:
         return await self.hub.account_state(instance)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import DeliveryError, TemporaryError
+from gateway.models import AccountState
 from gateway.providers import Hub, ProviderState, Route, WebhookResult
 
 from .forms import as_dict, as_int, as_str
@@ -202,10 +203,15 @@ class SettingsPage:
             notice, error = await self._unlink(record, line, auth_id, t)
         return await self._line(record, line, auth_id, t, notice, error)
 
+    def _may_link(self, channel: str, record: PortalRecord) -> bool:
+        """Whether `[channels.NAME] portals` lets this portal see and link `channel`."""
+        portals = self.hub.channel_portals(channel)
+        return not portals or bool({record.member_id, record.domain} & portals)
+
     async def _link(
         self, record: PortalRecord, line: int, channel: str, auth_id: str, t: Translator
     ) -> tuple[str | None, str | None]:
-        if channel not in self.hub.instance_names("channel"):
+        if channel not in self.hub.instance_names("channel") or not self._may_link(channel, record):
             return None, t.gettext("link.no_such_channel", channel=channel)
         target = target_of(record.member_id, line)
         routes = await self.hub.routes()
@@ -274,6 +280,8 @@ class SettingsPage:
         routes = await self.hub.routes()
         channels = []
         for name in self.hub.instance_names("channel"):
+            if not self._may_link(name, record):
+                continue  # another tenant's number: not even its name is shown
             view = ChannelView(name, await self.hub.account_state(name))
             for route in routes:
                 if route.channel != name:
@@ -283,6 +291,16 @@ class SettingsPage:
                     view.fixed = route.origin == "settings"
                 else:
                     view.linked_elsewhere = self._where(route, record.member_id, t)
+            if view.linked_elsewhere and not view.linked_here:
+                parsed = [
+                    parse_target(r.target)
+                    for r in routes
+                    if r.channel == name and r.crm == self.instance
+                ]
+                if not any(p is not None and p[0] == record.member_id for p in parsed):
+                    continue  # linked on another portal or CRM: none of this one's business
+                # linked to another line here: named, but its state and QR stay there
+                view.state = AccountState(view.state.status)
             channels.append(view)
         parked = self.store.parked(record.member_id, line)
         view_ = LineView(

@@ -233,6 +233,7 @@ class Bitrix24Provider(CRMProvider):
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.load()
+        await self._warn_if_shared()
         self.startup = asyncio.create_task(
             self._activate_settings_routes(), name=f"{self.instance}:lines"
         )
@@ -249,6 +250,56 @@ class Bitrix24Provider(CRMProvider):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+
+    # tenant isolation -----------------------------------------------------------------
+    def _unassigned(self) -> list[str]:
+        hub = self.context.hub
+        return [c for c in hub.instance_names("channel") if not hub.channel_portals(c)]
+
+    async def check_warnings(self, *, stored: bool) -> list[str]:
+        """Channels without `portals` while more than one portal may install or has."""
+        unassigned = self._unassigned()
+        if not unassigned:
+            return []
+        names = ", ".join(unassigned)
+        fix = (
+            'set portals = ["<member_id or domain>"] under each [channels.NAME], or '
+            f"allowed_portals = [one portal] under [crms.{self.instance}]"
+        )
+        found = []
+        allowed = self.installer.allowed
+        if len(allowed) != 1:
+            who = (
+                "any portal that installs the app"
+                if not allowed
+                else f"each of the {len(allowed)} allowed_portals"
+            )
+            found.append(
+                f"crms.{self.instance}: {who} may see and link the channels without "
+                f"`portals` ({names}); {fix}"
+            )
+        if stored:
+            portals = await self.store.all()
+            if len(portals) > 1:
+                found.append(
+                    f"crms.{self.instance}: installed on {len(portals)} portals "
+                    f"({', '.join(sorted(r.domain for r in portals))}), and each may see and "
+                    f"link the channels without `portals` ({names}); {fix}"
+                )
+        return found
+
+    async def _warn_if_shared(self) -> None:
+        """Logged at start and after each install: unassigned channels, several portals."""
+        unassigned = self._unassigned()
+        portals = await self.store.all()
+        if unassigned and len(portals) > 1:
+            log.warning(
+                "%s is installed on %d portals and channels %s have no `portals`: each "
+                "portal may see and link them; assign them with [channels.NAME] portals",
+                self.instance,
+                len(portals),
+                ", ".join(unassigned),
+            )
 
     async def _activate_settings_routes(self) -> None:
         """Lines of routes written in settings.toml are switched on at every start, and
@@ -333,7 +384,9 @@ class Bitrix24Provider(CRMProvider):
         if subpath == "placement":
             return await self.settings_page.handle(form, request.query.get("LANG"))
         if subpath == "install" and "event" not in form:
-            return await self.installer.from_page(form, request.query.get("LANG"))
+            answer = await self.installer.from_page(form, request.query.get("LANG"))
+            await self._warn_if_shared()
+            return answer
         if subpath in ("sms", "robot"):
             # Sent through the queue server like events, with the same `auth` block.
             call = ev.PortalEvent(subpath.upper(), None, lower_keys(as_dict(form.get("auth"))))
@@ -344,7 +397,9 @@ class Bitrix24Provider(CRMProvider):
             raise BadRequest(str(exc)) from None
         if event.name in (ev.APP_INSTALL, ev.APP_UPDATE):
             # Both carry a new application_token: confirmed as an install, never trusted.
-            return await self.installer.from_event(event)
+            installed = await self.installer.from_event(event)
+            await self._warn_if_shared()
+            return installed
         record = await self._verify(event)
         return await self._dispatch(event, record)
 
