@@ -4,6 +4,15 @@ WhatsApp marks `*bold*`, `_italic_`, `~strike~`, ```` ```mono``` ```` and `> quo
 Bitrix24 chats use BB-codes (`[b]`, `[i]`, `[s]`, `[code]`, `>>` quote lines, `[br]`,
 `[url=...]`, mentions and commands, see the `imbot.v2` "Text Formatting" docs). Each way
 converts what the other side can show and keeps the words of everything else.
+
+Customer text is inert: before WhatsApp's marks are converted, every `[` the customer typed
+is followed by a zero-width space (U+200B), and so is the first `>` of a line typed as `>>`.
+Bitrix24's parsers (the portal's `CTextParser` and the chat's JavaScript one) match tags by
+patterns that want the tag name right after the bracket (`[URL=`, `[SEND=`, `[USER=`...):
+with the invisible space there nothing matches, so `[url=javascript:...]`, `[send]`/`[put]`
+buttons, mentions and formatting show as the characters typed. HTML entities (`&#91;`)
+are no escape there (the chat shows them literally) and a look-alike bracket would change
+what the operator reads; the zero-width space changes nothing visible.
 """
 
 from __future__ import annotations
@@ -28,8 +37,20 @@ _WA_MARKS = (("*", "b"), ("_", "i"), ("~", "s"))
 _WA_PATTERNS = [(_emphasis(mark), tag) for mark, tag in _WA_MARKS]
 
 
+ZERO_WIDTH_SPACE = "\u200b"
+_QUOTE_TYPED = re.compile(r"^>>", re.M)
+
+
+def inert(text: str) -> str:
+    """`text` with every BB-code tag and quote mark it contains made literal."""
+    text = text.replace("[", "[" + ZERO_WIDTH_SPACE)
+    return _QUOTE_TYPED.sub(">" + ZERO_WIDTH_SPACE + ">", text)
+
+
 def whatsapp_to_bbcode(text: str) -> str:
-    """Customer text as Bitrix24 shows it: WhatsApp marks become BB-codes."""
+    """Customer text as Bitrix24 shows it: WhatsApp marks become BB-codes, and nothing
+    the customer typed acts as markup (`inert`)."""
+    text = inert(text)
     out: list[str] = []
     position = 0
     for fence in _FENCE.finditer(text):

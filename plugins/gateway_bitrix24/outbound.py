@@ -33,12 +33,12 @@ from gateway.media import MediaStore
 from gateway.models import Attachment, Edit, Message
 from gateway.providers import Outcome, Outgoing, Sent
 
-from .formatting import normalize_phone, quote_bbcode, sanitize_name, whatsapp_to_bbcode
+from .formatting import inert, normalize_phone, quote_bbcode, sanitize_name, whatsapp_to_bbcode
 from .forms import as_dict, as_items, as_str
 from .packing import Command, Item, pack
 from .records import PortalStore, parse_target
 from .rest import BLOCKED_PROBE_AFTER, DEFAULT_TIMEOUT, FILES_TIMEOUT, RestClient
-from .texts import LazyTranslator, PortalLanguages, Translator
+from .texts import LazyTranslator, PortalLanguages, Translator, looks_like_gateway_text
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -226,7 +226,8 @@ class Outbox:
         for contact in msg.contacts:
             phones = ", ".join(contact.phones)
             label = (await texts.get()).gettext("chat.contact")
-            parts.append(f"[b]{label}[/b] {contact.name}" + (f" {phones}" if phones else ""))
+            card = inert(f"{contact.name}" + (f" {phones}" if phones else ""))
+            parts.append(f"[b]{label}[/b] {card}")
         files = []
         for attachment in msg.attachments:
             entry, note = await self._file(attachment, texts)
@@ -237,6 +238,10 @@ class Outbox:
             if attachment.caption and attachment.caption != msg.text:
                 parts.append(whatsapp_to_bbcode(attachment.caption))
         text = "\n".join(p for p in parts if p)
+        if text and not msg.is_note and looks_like_gateway_text(text):
+            # The gateway's notices must stay unforgeable: a customer's look-alike is labelled.
+            label = (await texts.get()).gettext("chat.customer_text")
+            text = f"[i]{label}[/i]\n{text}"
         if not text and not files:
             text = (await texts.get()).gettext("chat.empty_message")
         message: dict[str, Any] = {
@@ -397,12 +402,12 @@ def _not_attempted(cause: DeliveryError) -> DeliveryError:
 def _location(msg: Message, t: Translator) -> str:
     location = msg.location
     assert location is not None
-    label = ", ".join(p for p in (location.name, location.address) if p)
+    label = inert(", ".join(p for p in (location.name, location.address) if p))
     link = f"https://maps.google.com/?q={location.latitude},{location.longitude}"
     title = "[b]" + t.gettext("chat.location") + "[/b]"
     return f"{title} {label}\n{link}" if label else f"{title} {link}"
 
 
 def _missing(attachment: Attachment, reason: str, t: Translator) -> str:
-    name = attachment.filename or attachment.kind
+    name = inert(attachment.filename or attachment.kind)  # the customer named the file
     return "[i]" + t.gettext("chat.file_not_passed", name=name, reason=reason[:160]) + "[/i]"

@@ -10,6 +10,8 @@ Anything the catalogue lacks: English.
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 
 from gateway.errors import DeliveryError
 from gateway.i18n import N_, Catalogue, Translator, normalize_language
@@ -85,3 +87,33 @@ class LazyTranslator:
         if self._translator is None:
             self._translator = await self._languages.translator(self._member_id)
         return self._translator
+
+
+#: Titles that start texts the gateway itself posts in an open-line chat.
+_GATEWAY_KEYS = (N_("notice.not_delivered"), N_("chat.gateway_note"))
+_NOT_SHOWN = re.compile(r"\[/?(?:b|i|s|u|code)\]|^>>|[*_~\s]", re.I | re.M)
+
+
+def _visible(text: str) -> str:
+    """What a chat shows first: no tags, marks, spaces or invisible characters, folded."""
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return _NOT_SHOWN.sub("", text).replace("\u26a0", "").casefold()
+
+
+GATEWAY_TITLES = tuple(
+    sorted(
+        {
+            _visible(CATALOGUE.translator(language).gettext(key))
+            for language in CATALOGUE.languages
+            for key in _GATEWAY_KEYS
+        }
+    )
+)
+
+
+def looks_like_gateway_text(text: str) -> bool:
+    """Whether customer text would start like a notice of the gateway (a warning sign, or a
+    notice title in any language, whatever the formatting): such text gets a label."""
+    bare = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    bare = _NOT_SHOWN.sub("", bare)
+    return bare.startswith("\u26a0") or _visible(text).startswith(GATEWAY_TITLES)
