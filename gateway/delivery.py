@@ -246,12 +246,14 @@ class Deliverer:
             else:
                 live.append((job, route))
         results.unsent.update(job.id for job, _ in live)
-        blocked: set[str] = set()
+        # Per lane, the lowest id waiting for a retry: what comes after it in the lane waits
+        # too; what comes before it (an ack claimed ahead of a held send) still goes.
+        blocked: dict[str, int] = {}
         landed: dict[str, set[str]] = {}
         if suspects:
             landed = await self._reconcile(provider, suspects, results, blocked)
             decided = results.decided()
-            live = [(j, r) for j, r in live if j.id not in decided and j.lane not in blocked]
+            live = [(j, r) for j, r in live if j.id not in decided and _free(j, blocked)]
         live, cut = defer_references(live, landed)
         if cut:
             # Unmarked before the sends, not after: were the process to die during the call,
@@ -269,11 +271,11 @@ class Deliverer:
         )
         try:
             for kind in ("send", "ack", "status"):
-                batch = [(j, r) for j, r in live if j.kind == kind and j.lane not in blocked]
+                batch = [(j, r) for j, r in live if j.kind == kind and _free(j, blocked)]
                 if batch:
                     await self._deliver_kind(provider, kind, batch, results)
-                    blocked.update(job.lane for job, _, _ in results.retries)
-                    blocked.update(job.lane for job, _, _, _ in results.holds)
+                    for job in [j for j, _, _ in results.retries] + [j for j, *_ in results.holds]:
+                        _block(blocked, job)
         finally:
             timer.cancel()
             for keeper in keepers:
@@ -286,7 +288,7 @@ class Deliverer:
         provider: Provider,
         suspects: list[tuple[Job, Route]],
         results: Results,
-        blocked: set[str],
+        blocked: dict[str, int],
     ) -> dict[str, set[str]]:
         """Ask the destination whether sends an earlier attempt may have made landed.
 
@@ -307,7 +309,7 @@ class Deliverer:
                 results.holds.append(
                     (job, since + settle, "waiting to ask whether it landed", since)
                 )
-                blocked.add(job.lane)
+                _block(blocked, job)
                 continue
             try:
                 item = await self.items.prepare("send", job, route)
@@ -317,7 +319,7 @@ class Deliverer:
                 else:
                     at = now + self.retry_policy.delay(job.attempts + 1, exc.retry_after)
                     results.holds.append((job, at, str(exc), since))
-                    blocked.add(job.lane)
+                    _block(blocked, job)
                 continue
             assert isinstance(item, Outgoing)
             asking.append((job, route, item))
@@ -359,7 +361,7 @@ class Deliverer:
             if isinstance(answer, TemporaryError) and attempts < self.retry_policy.max_attempts:
                 at = now + self.retry_policy.delay(attempts, answer.retry_after)
                 results.holds.append((job, at, f"asking whether it landed: {answer}", since))
-                blocked.add(job.lane)
+                _block(blocked, job)
             else:
                 reason = UNANSWERED_REASON.format(destination=job.destination, detail=answer)
                 results.dead.append((job, reason))
@@ -570,6 +572,15 @@ class Deliverer:
         for finished in results.finished:
             for followup in finished.followups:
                 self.wake(followup.destination)
+
+
+def _free(job: Job, blocked: Mapping[str, int]) -> bool:
+    """Whether no job ahead of `job` in its lane waits for a retry."""
+    return job.id < blocked.get(job.lane, job.id + 1)
+
+
+def _block(blocked: dict[str, int], job: Job) -> None:
+    blocked[job.lane] = min(job.id, blocked.get(job.lane, job.id))
 
 
 def _message_id(job: Job) -> str | None:

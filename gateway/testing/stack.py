@@ -205,6 +205,9 @@ def stack_settings(stack: Stack, wa_base: str, **overrides: Any) -> dict[str, An
                 "rate": 200.0,
                 "burst": 1000,
                 "need_signature": False,
+                # The fake portal finishes every request it received at once, even when the
+                # gateway died waiting for the answer: a chat can be read back right away.
+                "reconcile_after": 1.0,
             }
         },
     }

@@ -8,8 +8,8 @@ Within a request all items of a chat are in one command, requests go one after a
 a line whose command failed gets nothing more in this round, so a chat's messages never
 overtake each other.
 
-Bitrix24 does not deduplicate `message.id`: a send is never repeated after a timeout (that
-is an `AmbiguousError`, which the pipeline parks instead of retrying).
+Bitrix24 does not deduplicate `message.id`: a send is never repeated blindly after a timeout
+(that is an `AmbiguousError`; the pipeline then reads the chat back, see `landed.py`).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from gateway.providers import (
     Capabilities,
     CRMProvider,
     InstanceContext,
+    Landing,
     Outcome,
     Outgoing,
     StatusNotice,
@@ -42,6 +43,7 @@ from .acks import Acknowledger, is_own_note
 from .crm import Crm, SyncingHub
 from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
+from .landed import Landings
 from .limits import Limits
 from .oauth import OAuthClient, Tokens
 from .outbound import Outbox
@@ -85,6 +87,10 @@ class Bitrix24Provider(CRMProvider):
         # Messages per delivery round: 10 commands of 10 in one `batch`. More would make
         # requests that risk the 60 s limit and the `operating` budget (docs/bitrix24.md).
         "max_batch": 100,
+        # Seconds after a send of unknown outcome began before the chat is read to see whether
+        # it landed: a request may run at the portal for up to 60 s (files are downloaded
+        # while it answers), and one still running could land after a "not there".
+        "reconcile_after": 75.0,
         "messages_per_command": 10,
         "allowed_portals": [],
     }
@@ -108,7 +114,14 @@ class Bitrix24Provider(CRMProvider):
             problems.append(
                 ("connector_id", "must be 1-40 of a-z, 0-9 and _", 'e.g. connector_id = "acme_wa"')
             )
-        for key, low in (("rate", 0.1), ("burst", 1), ("max_batch", 1), ("idle_refresh_days", 1)):
+        numbers = (
+            ("rate", 0.1),
+            ("burst", 1),
+            ("max_batch", 1),
+            ("idle_refresh_days", 1),
+            ("reconcile_after", 0),
+        )
+        for key, low in numbers:
             value = config.get(key, cls.optional_settings[key])
             if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
                 problems.append(
@@ -154,6 +167,8 @@ class Bitrix24Provider(CRMProvider):
             max_text_length=20000,
             max_file_size=100 * 1024 * 1024,
             max_batch=int(config["max_batch"]),
+            finds_sent=True,
+            settle_seconds=float(config["reconcile_after"]),
             idempotent_sends=False,
             wants_acks=True,
             wants_statuses=True,
@@ -192,6 +207,7 @@ class Bitrix24Provider(CRMProvider):
             on_change=self.publish_state,
         )
         self.languages = PortalLanguages(self.rest, self.store)
+        self.landings = Landings(self.rest, context.state)
         self.outbox = Outbox(
             self.rest,
             self.store,
@@ -493,10 +509,15 @@ class Bitrix24Provider(CRMProvider):
     async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
         parked_before = len(self.store.parked_lines())
         outcomes = await self.outbox.send(batch)
+        await self.landings.remember(batch, outcomes)
         if len(self.store.parked_lines()) != parked_before:
             await self.publish_state()
         await self.crm.delivered(batch, outcomes)
         return outcomes
+
+    async def find_sent(self, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+        """Read the chats back: see `landed.py`."""
+        return await self.landings.find(batch)
 
     async def acknowledge(self, acks: Sequence[Ack]) -> Sequence[Outcome]:
         return await self.crm.acknowledge(acks, self.acks.acknowledge)

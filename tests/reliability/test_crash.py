@@ -130,6 +130,43 @@ async def test_crash_short(tmp_path: Path) -> None:
     tally.assert_clean()
 
 
+async def test_kill_during_delivery_parks_nothing_that_never_arrived(tmp_path: Path) -> None:
+    """200 customer messages, one SIGKILL while a delivery request is in flight at the portal
+    (processed there, its answer held): the sends of unknown outcome are read back from the
+    chats; what landed is recorded, what did not is sent again, nothing waits for a person."""
+    tally = Tally("kill-during-delivery")
+    async with served_stack(tmp_path) as stack:
+        settings = tmp_path / "settings.toml"
+        settings.write_text(to_toml(stack.settings))
+        process = GatewayProcess(settings, stack.port)
+        await process.start()
+        try:
+            chats = stack.customers(10)
+            await stack.customers_write(tally, 0, chats)
+            # Every chat has had a message delivered: the portal's chat ids are known.
+            await stack.pulse.until(lambda: len(stack.at_portal()) == len(chats), 30)
+            stack.portal.faults.fail_next(kind="timeout", delay=3.0)
+            for round_ in range(1, 20):
+                await stack.customers_write(tally, round_, chats)
+            await stack.pulse.until(lambda: len(stack.at_portal()) > len(chats), 30)
+            process.kill()  # the request is processed at the portal; its answer never comes
+            await process.start()
+            await stack.pulse.until(lambda: tally.accepted <= stack.arrived(), 60)
+            await stack.pulse.until(lambda: stack.ready_jobs() == 0, 60)
+        finally:
+            process.stop()
+        stack.count_arrivals(tally)
+        parked = stack.parked_keys()
+        reads = [c for c in stack.portal.calls if c.method == "imopenlines.session.history.get"]
+    never_arrived = [key for key in parked if key not in stack.arrived()]
+    print(tally.summary(), {"parked": len(parked), "parked_never_arrived": len(never_arrived)})
+    assert len(tally.accepted) == 200
+    assert never_arrived == []
+    assert parked == {}
+    assert reads, "the chats were read back"
+    tally.assert_clean()
+
+
 @pytest.mark.chaos
 @pytest.mark.parametrize("messages", [5000])
 async def test_crash_chaos(tmp_path: Path, messages: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -163,6 +164,100 @@ async def config_delete(portal: FakePortal, params: dict[str, Any], ctx: CallCon
     return True
 
 
+async def session_history(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    """`imopenlines.session.history.get`: a session's messages with their params (the
+    external id of a connector message as `connectorMid`), shaped as the API reference
+    shows it. By `SESSION_ID` (no chat membership needed), else the chat's last session."""
+    p = upper_keys(params)
+    session_id, chat_id = php_int(p.get("SESSION_ID")), php_int(p.get("CHAT_ID"))
+    if not session_id and not chat_id:
+        raise RestError(400, "MISSING_REQUIRED_PARAM", "Session ID or Chat ID must be provided")
+    chats = portal.state.chats.values()
+    if session_id:
+        chat = next((c for c in chats if any(s.id == session_id for s in c.sessions)), None)
+    else:
+        chat = next((c for c in chats if c.bitrix_chat_id == chat_id), None)
+        if chat is not None and chat.sessions:
+            session_id = max(s.id for s in chat.sessions)
+    if chat is None:
+        raise RestError(
+            400,
+            "ACCESS_DENIED",
+            "You cannot open this conversation as you do not have sufficient rights",
+        )
+    if not session_id:
+        raise RestError(
+            400, "INVALID_SESSION_ID", "Unable to determine session ID from provided parameters"
+        )
+    room = chat.bitrix_chat_id
+    found = [
+        m
+        for m in portal.state.messages
+        if m.bitrix_chat_id == room and m.session_id == session_id and not m.deleted
+    ]
+    messages: dict[str, Any] = {}
+    users: dict[str, Any] = {}
+    for m in sorted(found, key=lambda m: -m.im_message_id):
+        message_params: dict[str, Any] = {}
+        if m.external_ids:
+            message_params["connectorMid"] = list(m.external_ids)
+        messages[str(m.im_message_id)] = {
+            "id": str(m.im_message_id),
+            "chatid": str(room),
+            "senderid": str(m.author_id),
+            "recipientid": f"chat{room}",
+            "date": _iso(m.date or portal.now()),
+            "text": m.text,
+            "textlegacy": m.text,
+            # PHP sends an empty array as `[]`.
+            "params": message_params or [],
+        }
+        name = " ".join(str(m.user.get(k) or "") for k in ("name", "last_name")).strip()
+        users[str(m.author_id)] = {
+            "id": str(m.author_id),
+            "name": name or f"User {m.author_id}",
+            "connector": m.author == "client",
+            "type": "user",
+        }
+    current = chat.sessions[-1].id if chat.sessions else 0
+    return {
+        "chatId": room,
+        "canJoin": "Y",
+        "canVoteHead": "N",
+        "sessionId": session_id,
+        "sessionVoteHead": 0,
+        "sessionCommentHead": None,
+        "userId": f"chat{room}",
+        "message": messages or [],
+        "usersMessage": {f"chat{room}": list(messages)},
+        "users": users or [],
+        "openlines": {"canvoteashead": {str(chat.line): False}},
+        "userInGroup": [],
+        "woUserInGroup": [],
+        "chat": {
+            str(room): {
+                "id": str(room),
+                "name": chat.name or "",
+                "owner": "0",
+                "entityType": "LINES",
+                "entityId": f"{chat.connector}|{chat.line}|{chat.external_id}|{chat.user_id}",
+                "entityData1": f"Y|LEAD|0|N|N|{current}|0|0|0|0",
+                "entityData2": "",
+                "entityData3": "",
+                "messageCount": len([m for m in portal.state.messages if m.bitrix_chat_id == room]),
+                "type": "lines",
+            }
+        },
+        "userBlockChat": [],
+        "userInChat": {str(room): [chat.user_id]},
+        "files": [],
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(int(timestamp), tz=UTC).isoformat()
+
+
 async def placement_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
     require_app(ctx)
     # imconnector.register binds SETTING_CONNECTOR itself; those bindings are listed too.
@@ -219,6 +314,7 @@ METHODS: dict[str, Handler] = {
     "imopenlines.config.add": config_add,
     "imopenlines.config.update": config_update,
     "imopenlines.config.delete": config_delete,
+    "imopenlines.session.history.get": session_history,
     "placement.get": placement_get,
     "placement.bind": placement_bind,
     "placement.unbind": placement_unbind,
