@@ -6,8 +6,10 @@ services: Meta re-posts a webhook until it gets a 2xx; the driver re-emits a por
 that got no 2xx (Bitrix24 itself would not, so a real operator would press "resend").
 
 Counted at the fakes: nothing accepted is lost, nothing arrives twice, order per
-conversation holds. Sends that were in flight at a kill are parked as dead letters (the
-destinations cannot dedupe); those that did not land are replayed through the admin API.
+conversation holds. Sends to the portal that were in flight at a kill are read back from
+their chats (delivered if they landed, sent again if not); replies in flight to the Cloud
+API, which cannot be asked, are parked as dead letters, and those that did not land are
+replayed through the admin API.
 """
 
 from __future__ import annotations
