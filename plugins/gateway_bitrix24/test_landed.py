@@ -63,9 +63,7 @@ async def test_a_message_that_opened_a_new_session_is_found_there(tmp_path: Path
         stray = outgoing(s, chat, 1)
         await s.provider.outbox.send([stray])
         assert [type(a) for a in await s.provider.find_sent([stray])] == [Sent]
-        assert [type(a) for a in await s.provider.find_sent([outgoing(s, chat, 2)])] == [
-            NotLanded
-        ]
+        assert [type(a) for a in await s.provider.find_sent([outgoing(s, chat, 2)])] == [NotLanded]
 
 
 async def test_a_chat_never_reached_cannot_be_asked_and_edits_may_be_repeated(
