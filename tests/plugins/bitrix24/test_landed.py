@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gateway_bitrix24.landed import HISTORY
 
 from gateway.errors import PermanentError
 from gateway.models import Edit, Message, Sender
 from gateway.providers import NotLanded, Outgoing, Route, Sent
-from gateway_bitrix24.landed import HISTORY
-from gateway_bitrix24.test_provider import Setup, running
+from tests.plugins.bitrix24.support import Setup, running
 
 pytestmark = pytest.mark.anyio
 
