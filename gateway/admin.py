@@ -1,4 +1,5 @@
-"""The admin API under `/admin`: instances, routes, plugins, the queue and dead letters.
+"""The admin API under `/admin`: instances, routes, plugins, the queue, dead letters,
+unrouted (held) messages and the status summary.
 
 Every call needs `Authorization: Bearer <admin.token>`. Without a configured token the API is
 closed (403) rather than open, since it can replay jobs and shows customers' conversations.
@@ -21,7 +22,7 @@ from starlette.routing import Mount, Route
 
 from gateway.http_errors import error_response
 from gateway.metrics import Metrics
-from gateway.store.base import Job, Store
+from gateway.store.base import HeldMessage, Job, Store
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -60,6 +61,10 @@ class AdminBackend(Protocol):
     async def routes_info(self) -> list[dict[str, Any]]: ...
 
     async def plugins_info(self) -> list[dict[str, Any]]: ...
+
+    async def status_info(self) -> dict[str, Any]:
+        """What needs a person (`gateway status`)."""
+        ...
 
     def wake(self, destination: str | None = None) -> None:
         """Have the deliverer look for work now (after a replay)."""
@@ -145,6 +150,32 @@ def admin_routes(gateway: AdminBackend) -> Mount:
         gateway.wake(None)
         return JSONResponse(replayed_view(pairs))
 
+    async def unrouted(request: Request) -> Response:
+        query = request.query_params
+        limit = _int_param(query.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        after = _int_param(query.get("after"), "after", 0, 0, 2**62)
+        dead = query.get("dead", "") in ("1", "true", "yes")
+        messages = await gateway.store.held(
+            limit=limit, instance=query.get("instance") or None, dead=dead, after=after
+        )
+        counts = [asdict(s) for s in await gateway.store.held_stats()]
+        return JSONResponse({"counts": counts, "messages": [held_view(m) for m in messages]})
+
+    async def unrouted_replay(request: Request) -> Response:
+        body = await _json_body(request)
+        ids = body.get("ids", []) if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids
+        ):
+            raise _Invalid("ids", "ids must be a list of held message ids (or leave it out: all)")
+        if len(ids) > MAX_JOB_IDS:
+            raise _Invalid("ids", f"at most {MAX_JOB_IDS} ids at once")
+        count = await gateway.store.replay_held(ids=ids, now=gateway.clock())
+        return JSONResponse({"held_again": count})
+
+    async def status(_request: Request) -> Response:
+        return JSONResponse(await gateway.status_info())
+
     return Mount(
         "/admin",
         routes=[
@@ -156,6 +187,9 @@ def admin_routes(gateway: AdminBackend) -> Mount:
             Route("/jobs/{job_id}", guarded(job), methods=["GET"]),
             Route("/dead-letters/{job_id}/replay", guarded(replay_one), methods=["POST"]),
             Route("/replay", guarded(replay_many), methods=["POST"]),
+            Route("/unrouted", guarded(unrouted), methods=["GET"]),
+            Route("/unrouted/replay", guarded(unrouted_replay), methods=["POST"]),
+            Route("/status", guarded(status), methods=["GET"]),
         ],
         name="admin",
     )
@@ -193,6 +227,16 @@ def job_view(job: Job, *, full: bool = False) -> dict[str, Any]:
 def replayed_view(pairs: list[tuple[int, int]]) -> dict[str, Any]:
     """What a replay did: how many, and each parked job's new id (a replay makes a job)."""
     return {"replayed": len(pairs), "jobs": [{"job": old, "new_job": new} for old, new in pairs]}
+
+
+def held_view(message: HeldMessage) -> dict[str, Any]:
+    """A held message as the admin API shows it; the event only as `payload_summary`."""
+    view: dict[str, Any] = {
+        name: getattr(message, name)
+        for name in ("id", "instance", "target", "conversation", "held_at", "reason", "dead_at")
+    }
+    view["payload_summary"] = summarize_payload(message.event)
+    return view
 
 
 def summarize_payload(payload: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from gateway.console import console_routes
 from gateway.errors import BadRequest, WebhookError
 from gateway.hookcall import call_each, succeeded
 from gateway.http_errors import error_response, exception_handlers, refusal_response
-from gateway.metrics import CONTENT_TYPE, record_queue_stats
+from gateway.metrics import CONTENT_TYPE, record_queue_stats, record_unrouted
 from gateway.observe import Observation
 from gateway.providers import WebhookRequest
 from gateway.runtime import Gateway
@@ -91,6 +91,7 @@ def create_app(gateway: Gateway) -> Starlette:
     async def metrics(_request: Request) -> Response:
         now = gateway.clock()
         record_queue_stats(gateway.metrics, await gateway.store.stats(now), now)
+        record_unrouted(gateway.metrics, await gateway.store.held_stats())
         return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     routes: list[BaseRoute] = [

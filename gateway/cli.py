@@ -27,6 +27,7 @@ from gateway.errors import ConfigError, ConfigProblem, PluginError, StoreError
 from gateway.hookcall import call_each
 from gateway.logs import Redactor, configure_logging
 from gateway.plugins import PluginHost
+from gateway.providers import Route
 from gateway.settings import (
     GatewaySettings,
     check_settings,
@@ -368,6 +369,35 @@ def _print_dead_letter(job: Job, redactor: Redactor) -> None:
     print()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """What needs a person; exit 1 when something does (for monitoring), 0 otherwise."""
+    from gateway.status import gather, render
+
+    settings, host, problems = _validated(args.settings)
+    if problems:
+        return _refuse(problems, "the status cannot be read", secret_values(settings, {}))
+    providers = host.providers or host.collect_providers()
+
+    async def read(store: Store) -> Any:
+        routes = [Route(r.name, r.channel, r.crm, r.target, r.direction) for r in settings.routes]
+        names = {r.name for r in routes}
+        for stored in await store.load_routes():
+            if stored.name not in names:
+                direction: Any = stored.direction
+                routes.append(
+                    Route(stored.name, stored.channel, stored.crm, stored.target, direction)
+                )
+        return await gather(settings, store, providers, routes, time.time())
+
+    report = asyncio.run(_using_store(settings.store_url, read))
+    redactor = Redactor(secret_values(settings, providers))
+    if args.json:
+        print(json.dumps(redactor.scrub(report.to_json()), indent=2))
+    else:
+        print(redactor.redact(render(report)))
+    return EXIT_FAILED if report.needs_attention else EXIT_OK
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings)
     pairs: list[tuple[int, int]] = asyncio.run(
@@ -456,6 +486,14 @@ def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
     dead.add_argument("--json", action="store_true", help="print JSON")
     dead.add_argument("--wide", action="store_true", help="every field whole, reasons uncut")
+    status = command(
+        "status",
+        cmd_status,
+        "what needs a person: unrouted messages, parked jobs, instances not connected, "
+        "portals not installed (exit 1 if anything)",
+    )
+    with_settings(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
     replay = command("replay", cmd_replay, "make dead letters ready again")
     with_settings(replay)
     which = replay.add_mutually_exclusive_group(required=True)

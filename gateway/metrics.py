@@ -14,7 +14,7 @@ from itertools import pairwise
 from typing import Literal
 
 from gateway.models import AccountStatus
-from gateway.store.base import DestinationStats
+from gateway.store.base import DestinationStats, HeldStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -268,6 +268,11 @@ def standard_metrics() -> Metrics:
     m.gauge("gateway_queue_oldest_age_seconds", "Age of the oldest ready job.", ["destination"])
     m.histogram("gateway_delivery_latency_seconds", "Enqueue-to-delivery time.", ["destination"])
     m.gauge("gateway_account_state", "1 for each account's current state.", ["instance", "state"])
+    m.gauge(
+        "gateway_unrouted_messages",
+        "Accepted messages no route carries: held (waiting for one) or dead (held too long).",
+        ["instance", "state"],
+    )
     m.counter("gateway_admin_rejected_total", "Admin API requests refused (no or wrong token).")
     return m
 
@@ -282,6 +287,19 @@ def record_account_state(metrics: Metrics, instance: str, state: AccountStatus |
             instance=instance,
             state=status.value,
         )
+
+
+def record_unrouted(metrics: Metrics, stats: Iterable[HeldStats]) -> None:
+    """Refresh `gateway_unrouted_messages` from `Store.held_stats`; emptied ones read 0."""
+    totals: dict[tuple[str, str], float] = {}
+    for instance, state in list(metrics._family("gateway_unrouted_messages").series):
+        totals[(instance, state)] = 0.0
+    for item in stats:
+        for state, count in (("held", item.held), ("dead", item.dead)):
+            key = (item.instance, state)
+            totals[key] = totals.get(key, 0.0) + count
+    for (instance, state), total in totals.items():
+        metrics.set("gateway_unrouted_messages", total, instance=instance, state=state)
 
 
 def record_queue_stats(metrics: Metrics, stats: Iterable[DestinationStats], now: float) -> None:

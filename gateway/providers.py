@@ -358,6 +358,14 @@ class Provider:
         """(what is wrong, how to fix) when `target` cannot address anything of this provider."""
         return None
 
+    @classmethod
+    async def stored_problems(
+        cls, instance: str, state: ProviderState, routes: Sequence[Route]
+    ) -> list[str]:
+        """What needs a person in this instance's stored state (`gateway status`), read
+        without a running instance: e.g. a route to a portal that is not installed."""
+        return []
+
     async def start(self) -> None:
         """Open connections, point the provider's webhook at the gateway; may raise."""
 

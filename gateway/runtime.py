@@ -270,6 +270,14 @@ class Gateway:
     async def routes_info(self) -> list[dict[str, Any]]:
         return views.routes_info(self.route_table)
 
+    async def status_info(self) -> dict[str, Any]:
+        from gateway.status import gather
+
+        providers = self.host.providers or self.host.collect_providers()
+        routes = list(self._routes.values())
+        report = await gather(self.settings, self.store, providers, routes, self.clock())
+        return report.to_json()
+
     async def plugins_info(self) -> list[dict[str, Any]]:
         return views.plugins_info(self.host)
 

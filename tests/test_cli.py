@@ -462,3 +462,39 @@ def test_run_with_workers_refuses_a_sqlite_store_naming_file_key_and_fix(
     assert cli.main(["run", "--settings", str(path), "--workers", "2"]) == 2
     err = capsys.readouterr().err
     assert "settings.toml" in err and "[store] url" in err and "postgresql://" in err
+
+
+def test_status_prints_what_needs_a_person(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from gateway.store import open_store
+    from gateway.store.base import IngestItem
+
+    db = tmp_path / "gw.db"
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        f'public_url = "http://gw.test"\n[store]\nurl = "sqlite:///{db}"\n'
+        f'[media]\ndirectory = "{tmp_path / "media"}"\n'
+        '[channels.wa]\nprovider = "fakechat"\nbase_url = "https://api.example.com"\ntoken = "t"\n'
+    )
+    assert cli.main(["status", "--settings", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "Instances not connected" in out and "wa: unknown" in out
+
+    async def hold() -> None:
+        store = open_store(f"sqlite:///{db}")
+        await store.open()
+        item = IngestItem("wa", "k1", {"event": {}, "target": None}, hold=True, conversation="c")
+        await store.ingest([item], 1_800_000_000.0)
+        await store.kv_put("accounts", "wa", {"status": "connected", "detail": None})
+        await store.close()
+
+    asyncio.run(hold())
+    assert cli.main(["status", "--settings", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "Unrouted messages" in out and "wa: 1 held" in out
+    assert "not connected" not in out
+    assert cli.main(["status", "--settings", str(path), "--json"]) == 1
+    assert '"held": 1' in capsys.readouterr().out

@@ -90,3 +90,46 @@ async def test_held_too_long_becomes_a_dead_letter_that_can_be_held_again(
         assert await h.gateway.store.replay_held(now=now[0]) == 1
         await crm.wait_count(1)
         assert crm.texts() == ["m1"]
+
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+async def test_held_messages_show_in_admin_metrics_and_status(tmp_path: Path) -> None:
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    async with running_gateway(unlinked(tmp_path), apps=apps(channel, crm)) as h:
+        await post(h, "m1")
+        await post(h, "m2", chat="c2")
+        listing = (await h.client.get("/admin/unrouted", headers=ADMIN)).json()
+        assert [c["held"] for c in listing["counts"]] == [2]
+        assert [m["conversation"] for m in listing["messages"]] == ["c1", "c2"]
+        metrics = (await h.client.get("/metrics")).text
+        assert 'gateway_unrouted_messages{instance="wa",state="held"} 2' in metrics
+        status = (await h.client.get("/admin/status", headers=ADMIN)).json()
+        assert status["needs_attention"] is True
+        assert status["unrouted"][0]["held"] == 2
+        bad = await h.client.post("/admin/unrouted/replay", json={"ids": ["x"]}, headers=ADMIN)
+        assert bad.status_code == 422 and "ids" in bad.text
+        await h.gateway.add_route(LINK)
+        await crm.wait_count(2)
+        metrics = (await h.client.get("/metrics")).text
+        assert 'gateway_unrouted_messages{instance="wa",state="held"} 0' in metrics
+
+
+async def test_admin_replays_unrouted_dead_letters(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    async with running_gateway(
+        unlinked(tmp_path), apps=apps(channel, crm), clock=lambda: now[0]
+    ) as h:
+        await post(h, "m1")
+        now[0] += 8 * 86400
+        await h.gateway.housekeep()
+        dead = (await h.client.get("/admin/unrouted?dead=1", headers=ADMIN)).json()
+        assert [m["reason"] for m in dead["messages"]] == [
+            "no route carried it for 7 days (held since it arrived, then parked)"
+        ]
+        await h.gateway.add_route(LINK)
+        replayed = await h.client.post("/admin/unrouted/replay", json={}, headers=ADMIN)
+        assert replayed.json() == {"held_again": 1}
+        await crm.wait_count(1)

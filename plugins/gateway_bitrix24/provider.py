@@ -33,6 +33,8 @@ from gateway.providers import (
     Landing,
     Outcome,
     Outgoing,
+    ProviderState,
+    Route,
     StatusNotice,
     WebhookRequest,
     WebhookResult,
@@ -151,6 +153,28 @@ class Bitrix24Provider(CRMProvider):
                 )
             )
         return problems
+
+    @classmethod
+    async def stored_problems(
+        cls, instance: str, state: ProviderState, routes: Sequence[Route]
+    ) -> list[str]:
+        portals = await PortalStore(state).all()
+        installed = {record.member_id: record for record in portals}
+        found = [
+            record.problem_detail or f"{record.domain}: {record.problem}"
+            for record in portals
+            if record.problem
+        ]
+        for route in routes:
+            target = parse_target(route.target) if route.crm == instance else None
+            if target is not None and target[0] not in installed:
+                found.append(
+                    f"route {route.name}: the app is not installed on portal {target[0]}"
+                    " (install it from its card in Bitrix24)"
+                )
+        if not portals:
+            found.append("not installed on any Bitrix24 portal yet")
+        return found
 
     def __init__(self, context: InstanceContext) -> None:
         super().__init__(context)
