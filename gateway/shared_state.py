@@ -76,6 +76,10 @@ class SharedState:
         current = await self.store.versions()
         changed = sorted(s for s, v in current.items() if self.known.get(s) != v)
         self.known = current
+        # One line per change of routes, installs, tokens, states (held messages have theirs).
+        noted = [f"[{scope}@{current[scope]}]" for scope in changed if scope != "held"]
+        if noted:
+            log.info("shared state changed: %s", " ".join(noted))
         for scope in changed:
             try:
                 await self.handler(scope)

@@ -185,6 +185,7 @@ STANDARD = {
     "gateway_queue_oldest_age_seconds": ("gauge", ("destination",)),
     "gateway_delivery_latency_seconds": ("histogram", ("destination",)),
     "gateway_account_state": ("gauge", ("instance", "state")),
+    "gateway_unrouted_messages": ("gauge", ("instance", "state")),
     "gateway_admin_rejected_total": ("counter", ()),
 }
 
