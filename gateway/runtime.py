@@ -274,7 +274,7 @@ class Gateway:
         from gateway.status import gather
 
         providers = self.host.providers or self.host.collect_providers()
-        routes = list(self._routes.values())
+        routes = self.route_table.all()
         report = await gather(self.settings, self.store, providers, routes, self.clock())
         return report.to_json()
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.instances import InstanceState
 from gateway.models import AccountStatus
 from gateway.providers import Provider, Route
 from gateway.settings import GatewaySettings
@@ -67,9 +68,6 @@ async def gather(
     routes: Sequence[Route],
     now: float,
 ) -> StatusReport:
-    # Imported here: the runtime module imports this one's neighbours at start-up.
-    from gateway.runtime import InstanceState
-
     unrouted = [s for s in await store.held_stats() if s.held or s.dead]
     parked = [s for s in await store.stats(now) if s.dead]
     states = dict(await store.kv_items(ACCOUNTS))

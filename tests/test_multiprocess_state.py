@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_bitrix24.fake import FakePortal
+from gateway_fakes.bitrix24 import FakePortal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.store import open_store
