@@ -114,11 +114,14 @@ def settings(
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, cloud: FakeCloudApi | None = None) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, cloud: FakeCloudApi | None = None, language: str = "en"
+) -> AsyncIterator[World]:
     recorder = Recorder(name="wa")
     to_gateway = ToGateway()
     async with httpx.AsyncClient(transport=to_gateway, timeout=30.0) as portal_http:
         portal = FakePortal(http=portal_http, installed=False)
+        portal.app_record.language_id = language
         apps = {
             "acme.bitrix24.com": portal.app,
             "oauth.bitrix.info": portal.oauth_app,
@@ -366,3 +369,17 @@ async def test_a_failed_status_call_is_retried_without_a_second_mirror(tmp_path:
         assert sms.statuses == ["sent"]
         assert [c.status for c in portal.calls_to(status)] == [500, 200]
         assert len(portal.messages(line=1, chat_id="79001234567")) == 1
+
+
+async def test_a_russian_portal_is_told_in_russian(tmp_path: Path) -> None:
+    async with world(tmp_path, language="ru") as w:
+        robot = w.portal.crm.robots[SEND_ROBOT]
+        assert robot["NAME"]["ru"] == "Отправить сообщение WhatsApp"
+        _, response = await w.portal.send_sms(SENDER, "позвоните в офис", "hello")
+        assert response.status_code == 422
+        [notice] = w.portal.crm.notifications
+        assert notice["MESSAGE"].startswith("Сообщение WhatsApp на номер")
+        sms, _ = await w.portal.send_sms(SENDER, "79001234567", "Заказ готов")
+        await w.until(lambda: sms.status == "sent")
+        [mirrored] = w.portal.messages(line=1, chat_id="79001234567")
+        assert mirrored.text.startswith("[i]Отправлено из CRM через WhatsApp[/i]")

@@ -32,6 +32,7 @@ from .messageservice import SmsProvider
 from .records import PortalRecord, PortalStore, parse_target
 from .rest import RestClient
 from .robots import Robots
+from .texts import PortalLanguages
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -47,13 +48,14 @@ class Crm:
         state: ProviderState,
         rest: RestClient,
         store: PortalStore,
+        languages: PortalLanguages,
     ) -> None:
         self.instance = instance
         self.hub = hub
         self.setup = CrmSetup(
             rest, connector_id, hub.webhook_url(instance, "sms"), hub.webhook_url(instance, "robot")
         )
-        self.reports = CrmReporter(rest, store, connector_id)
+        self.reports = CrmReporter(rest, store, connector_id, languages=languages)
         self.sms = SmsProvider(instance, hub, self.setup, self.reports)
         self.robots = Robots(instance, connector_id, hub, state, rest, self.reports)
         #: What each portal's robots offer now, so a changed template list re-registers them.

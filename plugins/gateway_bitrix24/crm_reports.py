@@ -29,15 +29,16 @@ from gateway.errors import DeliveryError, PermanentError
 from gateway.models import DeliveryStatus, Message
 from gateway.providers import Ack, Outcome, StatusNotice
 
+from .acks import NOT_DELIVERED
 from .crm_texts import text
 from .forms import as_dict, as_int, as_items, as_str
 from .records import PortalStore
 from .rest import RestClient
+from .texts import PortalLanguages
 
 log = logging.getLogger("gateway.bitrix24")
 
 CRM_KEY = "b24crm"
-NOTE_PREFIX = "[b]⚠ Not delivered to WhatsApp[/b]"
 _STATUS_NAMES = {
     DeliveryStatus.SENT: "sent",
     DeliveryStatus.DELIVERED: "delivered",
@@ -96,11 +97,14 @@ class CrmReporter:
         store: PortalStore,
         connector_id: str,
         clock: Callable[[], float] = time.time,
+        languages: PortalLanguages | None = None,
     ) -> None:
         self.rest = rest
         self.store = store
         self.connector_id = connector_id
         self.clock = clock
+        #: Texts the gateway writes on its own go out in the portal's language.
+        self.languages = languages or PortalLanguages(rest, store)
 
     # pipeline hooks ----------------------------------------------------------------------
     async def acknowledge(self, acks: Sequence[Ack]) -> list[Outcome]:
@@ -164,7 +168,8 @@ class CrmReporter:
                 "CRM message to %s (portal %s) not sent: %s", origin.phone, origin.member_id, failed
             )
             if origin.user_id:
-                message = text("notify.failed", phone=origin.phone, reason=failed[:400])
+                language = await self.languages.of(origin.member_id)
+                message = text("notify.failed", language, phone=origin.phone, reason=failed[:400])
                 commands["notify"] = (
                     "im.notify.system.add",
                     {"USER_ID": origin.user_id, "MESSAGE": message},
@@ -182,11 +187,12 @@ class CrmReporter:
         )
 
     async def _mirror(self, origin: CrmOrigin, sent_id: str) -> tuple[str, dict[str, Any]]:
+        language = await self.languages.of(origin.member_id)
         user = await self.store.user_of(origin.member_id, origin.line, origin.chat_id)
         message: dict[str, Any] = {
             "id": sent_id or f"crm-{origin.message_id or int(self.clock() * 1000)}",
             "date": int(self.clock()),
-            "text": f"{text('mirror.sent')}\n{origin.text}",
+            "text": f"{text('mirror.sent', language)}\n{origin.text}",
         }
         if origin.user_id:
             message["user_id"] = origin.user_id
@@ -198,6 +204,7 @@ class CrmReporter:
         return self._messages(origin, item)
 
     async def _note(self, origin: CrmOrigin, reason: str) -> tuple[str, dict[str, Any]]:
+        title = (await self.languages.translator(origin.member_id)).gettext(NOT_DELIVERED)
         user = await self.store.user_of(origin.member_id, origin.line, origin.chat_id)
         stamp = int(self.clock() * 1000)
         item = {
@@ -205,7 +212,7 @@ class CrmReporter:
             "message": {
                 "id": f"gw-failed-crm-{origin.message_id or stamp}-{stamp}",
                 "date": int(self.clock()),
-                "text": f"{NOTE_PREFIX}: {reason[:400]}\n>>{origin.text[:200]}",
+                "text": f"[b]{title}[/b]: {reason[:400]}\n>>{origin.text[:200]}",
             },
             "chat": {"id": origin.chat_id},
         }

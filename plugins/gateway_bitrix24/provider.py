@@ -220,7 +220,11 @@ class Bitrix24Provider(CRMProvider):
             events_url=hub.webhook_url(self.instance, "events"),
             need_signature=bool(config["need_signature"]),
         )
-        self.crm = Crm(self.instance, self.connector_id, hub, context.state, self.rest, self.store)
+        self.languages = PortalLanguages(self.rest, self.store)
+        self.crm = Crm(
+            self.instance, self.connector_id, hub, context.state, self.rest, self.store,
+            self.languages,
+        )  # fmt: skip
         self.setup = PortalSetup(self.rest, self.spec, crm_sync=self.crm.sync)
         self.installer = Installer(
             self.oauth,
@@ -231,7 +235,6 @@ class Bitrix24Provider(CRMProvider):
             allowed_portals=frozenset(str(p) for p in config["allowed_portals"]),
             on_change=self.publish_state,
         )
-        self.languages = PortalLanguages(self.rest, self.store)
         self.landings = Landings(self.rest, context.state)
         self.outbox = Outbox(
             self.rest,
