@@ -144,7 +144,9 @@ async def world(
             linked = await h.client.post(
                 "/webhooks/b24/placement", data=form_fields(page.text, "link", "wa")
             )
-            assert "Linked wa to this open line." in linked.text, linked.text
+            assert linked.status_code == 200, linked.text
+            routes = [r for r in await h.gateway.routes() if r.crm == "b24"]
+            assert [r.channel for r in routes] == ["wa"], linked.text
             yield w
 
 
