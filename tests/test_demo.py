@@ -26,6 +26,12 @@ async def test_the_demo_plays_the_whole_conversation(tmp_path: Path) -> None:
         "Great, thanks!",
         "⚠ Not delivered to WhatsApp",
         "Parked as a dead letter, visible and replayable: 1 job(s)",
+        "9. A manager writes first from a CRM card",
+        "Bitrix24 ─▶ gateway  POST /webhooks/b24/sms  → HTTP 200",
+        'WhatsApp got it as the template "order_update"',
+        "messageservice.message.status.update  → ok",
+        "The operator sees it in the open line:",
+        'Her answer lands in the same chat: "Thank you, I\'ll be home."',
         "/readyz",
     ]:
         assert expected in trace, f"{expected!r} missing from:\n{trace}"

@@ -5,7 +5,8 @@ number and the fake portal beside it. The gateway's calls to the providers' real
 (graph.facebook.com, acme.bitrix24.com, oauth.bitrix.info) are routed to the fakes by the
 test kit's network; the fakes call the gateway over real HTTP, as the real services would.
 The script installs the app, links an open line from its settings page, plays a short
-conversation both ways and prints what crossed the gateway.
+conversation both ways, writes first from a CRM card (the SMS provider) and prints what
+crossed the gateway.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from gateway.app import create_app
 from gateway.testing import GatewayHarness, Observer, build_gateway
 
 CUSTOMER = "79991234567"
-UNLUCKY = "15550131047"  # the fake Cloud API answers 131047 (24-hour window closed)
+UNLUCKY = "15550131026"  # the fake Cloud API answers 131026 (no WhatsApp on this number)
+NEW_CUSTOMER_TYPED = "8 (916) 555-01-23"  # as a manager types it in a CRM card
+NEW_CUSTOMER = "79165550123"
 LINE = 1
 STEP_TIMEOUT = 20.0
 
@@ -199,6 +202,8 @@ def _settings(directory: Path, public_url: str, portal: Any, whatsapp: Any) -> d
                 "access_token": whatsapp.access_token,
                 "app_secret": whatsapp.app_secret,
                 "verify_token": "demo-verify-token",
+                # What opens a conversation outside the 24-hour window (step 9).
+                "template_name": "order_update",
             }
         },
         "crms": {
@@ -292,6 +297,32 @@ async def _play(h: GatewayHarness, portal: Any, whatsapp: Any, trace: Trace, pub
     )
     parked = dead.json().get("dead_letters", [])
     trace.say(f"Parked as a dead letter, visible and replayable: {len(parked)} job(s)")
+
+    trace.step("9. A manager writes first from a CRM card")
+    trace.say(f'In a contact card: "Send SMS" through "WhatsApp (wa)" to {NEW_CUSTOMER_TYPED}')
+    sms, response = await portal.send_sms(
+        "whatschat.wa", NEW_CUSTOMER_TYPED, "Hello Maria, your order 1043 has shipped."
+    )
+    trace.say(f"Bitrix24 ─▶ gateway  POST /webhooks/b24/sms  → HTTP {response.status_code}")
+    await _until(observer, lambda: sms.status is not None)
+    trace.flush()
+    first = whatsapp.sent[-1]
+    how = (
+        f'the template "{first.request["template"]["name"]}"'
+        if first.type == "template"
+        else "text"
+    )
+    trace.say(f"No 24-hour window with a new customer: WhatsApp got it as {how}.")
+    trace.say(f"The CRM card shows the message {sms.status}.")
+    mirrored = portal.messages(line=LINE, chat_id=NEW_CUSTOMER)
+    trace.say(f'The operator sees it in the open line: "{_short(mirrored[-1].text, 90)}"')
+    whatsapp.customer_writes(NEW_CUSTOMER, "Thank you, I'll be home.", name="Maria")
+    await _deliver(whatsapp, trace)
+    await _until(observer, lambda: len(portal.messages(line=LINE, chat_id=NEW_CUSTOMER)) >= 2)
+    trace.flush()
+    answer = portal.messages(line=LINE, chat_id=NEW_CUSTOMER)[-1]
+    trace.say(f'Her answer lands in the same chat: "{_short(answer.text, 90)}"')
+    trace.say(f"The CRM card shows the message {sms.status} (statuses: {', '.join(sms.statuses)}).")
 
 
 async def _deliver(whatsapp: Any, trace: Trace) -> None:
