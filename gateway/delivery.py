@@ -23,7 +23,14 @@ from gateway.errors import (
 from gateway.items import Items, defer_references
 from gateway.models import Message
 from gateway.observe import Observation
-from gateway.outcomes import AMBIGUOUS_REASON, UNANSWERED_REASON, Results, RetryPolicy
+from gateway.outcomes import (
+    AMBIGUOUS_REASON,
+    UNANSWERED_REASON,
+    Held,
+    Results,
+    RetryPolicy,
+    reorder_wait,
+)
 from gateway.planning import ack_job
 from gateway.providers import (
     Landing,
@@ -58,6 +65,7 @@ class Deliverer:
         clock: Callable[[], float],
         notify: Callable[[Observation], None],
         owner: str,
+        reorder_window: float = 0.0,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -66,6 +74,7 @@ class Deliverer:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
+        self.reorder_window = reorder_window
         self.clock = clock
         self.notify = notify
         self.owner = owner
@@ -243,17 +252,18 @@ class Deliverer:
                     results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
                     unknown = AmbiguousError("delivery outcome unknown")
                     self._failure_ack(job, route, unknown, results)
+            elif (wait := reorder_wait(job, self.reorder_window, self.clock())) is not None:
+                # Young enough that an older message may still be on its way: it waits.
+                results.retries.append((job, wait, "waiting for older messages"))
             else:
                 live.append((job, route))
         results.unsent.update(job.id for job, _ in live)
-        # Per lane, the lowest id waiting for a retry: what comes after it in the lane waits
-        # too; what comes before it (an ack claimed ahead of a held send) still goes.
-        blocked: dict[str, int] = {}
+        blocked = Held(jobs)
         landed: dict[str, set[str]] = {}
         if suspects:
             landed = await self._reconcile(provider, suspects, results, blocked)
             decided = results.decided()
-            live = [(j, r) for j, r in live if j.id not in decided and _free(j, blocked)]
+            live = [(j, r) for j, r in live if j.id not in decided and blocked.free(j)]
         live, cut = defer_references(live, landed)
         if cut:
             # Unmarked before the sends, not after: were the process to die during the call,
@@ -271,11 +281,11 @@ class Deliverer:
         )
         try:
             for kind in ("send", "ack", "status"):
-                batch = [(j, r) for j, r in live if j.kind == kind and _free(j, blocked)]
+                batch = [(j, r) for j, r in live if j.kind == kind and blocked.free(j)]
                 if batch:
                     await self._deliver_kind(provider, kind, batch, results)
                     for job in [j for j, _, _ in results.retries] + [j for j, *_ in results.holds]:
-                        _block(blocked, job)
+                        blocked.add(job)
         finally:
             timer.cancel()
             for keeper in keepers:
@@ -288,7 +298,7 @@ class Deliverer:
         provider: Provider,
         suspects: list[tuple[Job, Route]],
         results: Results,
-        blocked: dict[str, int],
+        blocked: Held,
     ) -> dict[str, set[str]]:
         """Ask the destination whether sends an earlier attempt may have made landed.
 
@@ -309,7 +319,7 @@ class Deliverer:
                 results.holds.append(
                     (job, since + settle, "waiting to ask whether it landed", since)
                 )
-                _block(blocked, job)
+                blocked.add(job)
                 continue
             try:
                 item = await self.items.prepare("send", job, route)
@@ -319,7 +329,7 @@ class Deliverer:
                 else:
                     at = now + self.retry_policy.delay(job.attempts + 1, exc.retry_after)
                     results.holds.append((job, at, str(exc), since))
-                    _block(blocked, job)
+                    blocked.add(job)
                 continue
             assert isinstance(item, Outgoing)
             asking.append((job, route, item))
@@ -361,7 +371,7 @@ class Deliverer:
             if isinstance(answer, TemporaryError) and attempts < self.retry_policy.max_attempts:
                 at = now + self.retry_policy.delay(attempts, answer.retry_after)
                 results.holds.append((job, at, f"asking whether it landed: {answer}", since))
-                _block(blocked, job)
+                blocked.add(job)
             else:
                 reason = UNANSWERED_REASON.format(destination=job.destination, detail=answer)
                 results.dead.append((job, reason))
@@ -572,15 +582,6 @@ class Deliverer:
         for finished in results.finished:
             for followup in finished.followups:
                 self.wake(followup.destination)
-
-
-def _free(job: Job, blocked: Mapping[str, int]) -> bool:
-    """Whether no job ahead of `job` in its lane waits for a retry."""
-    return job.id < blocked.get(job.lane, job.id + 1)
-
-
-def _block(blocked: dict[str, int], job: Job) -> None:
-    blocked[job.lane] = min(job.id, blocked.get(job.lane, job.id))
 
 
 def _message_id(job: Job) -> str | None:

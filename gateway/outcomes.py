@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.store.base import Finished, Job, NewJob
@@ -57,3 +58,34 @@ class Results:
         ids.update(job.id for job, _, _ in self.retries)
         ids.update(job.id for job, _, _, _ in self.holds)
         return ids
+
+
+class Held:
+    """Per lane, the first job (in the order claimed, which is the lane's order) waiting for a
+    retry: what comes after it waits too; what comes before it (an ack claimed ahead of a
+    held send) still goes."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.rank = {job.id: n for n, job in enumerate(jobs)}
+        self.lanes: dict[str, int] = {}
+
+    def add(self, job: Job) -> None:
+        rank = self.rank[job.id]
+        self.lanes[job.lane] = min(rank, self.lanes.get(job.lane, rank))
+
+    def free(self, job: Job) -> bool:
+        return self.rank[job.id] < self.lanes.get(job.lane, len(self.rank))
+
+
+def reorder_wait(job: Job, window: float, now: float) -> float | None:
+    """Until when a first attempt at a message waits (`workers.reorder_window`): until
+    `window` after the customer wrote it, and at most `window` after it arrived, so an older
+    message still on its way can overtake it. None: it goes now."""
+    if window <= 0 or job.kind != "send" or job.attempts or job.sending_since is not None:
+        return None
+    event = job.payload.get("event", {}) if isinstance(job.payload, dict) else {}
+    written = event.get("timestamp") if event.get("kind") == "message" else None
+    if isinstance(written, bool) or not isinstance(written, int | float):
+        return None
+    until = min(float(written), job.created_at) + window
+    return until if until > now else None

@@ -155,6 +155,7 @@ class Gateway:
             concurrency=workers.concurrency,
             lease_seconds=workers.lease_seconds,
             poll_interval=workers.poll_interval,
+            reorder_window=workers.reorder_window,
             clock=self.clock,
             notify=self.notify,
             owner=self.owner,

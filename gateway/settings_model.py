@@ -60,6 +60,7 @@ class WorkerSettings:
     concurrency: int = 8
     lease_seconds: float = 60.0
     poll_interval: float = 5.0
+    reorder_window: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,3 +233,29 @@ async def test_outside_the_window_is_refused_visibly_and_dead_lettered(tmp_path:
     letters = dead.json()["dead_letters"]
     assert sorted(d["destination"] for d in letters) == ["wa", "wa"]
     assert all(d["attempts"] == 1 for d in letters)
+
+
+async def test_webhooks_redelivered_after_an_outage_reach_the_crm_in_the_customers_order(
+    tmp_path: Path,
+) -> None:
+    """Meta could not deliver two messages (the gateway was down) and redelivers them after
+    two newer ones of the same chat were accepted; none had reached the CRM yet (its
+    delivery was stopped). The CRM gets all four in the order the customer wrote them."""
+    async with cloud_gateway(tmp_path) as (h, fake, crm):
+        deliverer = h.gateway.deliverer
+        assert deliverer is not None
+        await deliverer.stop()
+        fake.customer_writes(CUSTOMER, "first")
+        fake.customer_writes(CUSTOMER, "second")
+        unreached, fake.pending = fake.pending, []  # the webhook never got through
+        assert isinstance(fake.clock, FakeClock)
+        fake.clock.advance(60)
+        fake.customer_writes(CUSTOMER, "third")
+        fake.customer_writes(CUSTOMER, "fourth")
+        await deliver(fake)
+        fake.pending = unreached  # Meta's retry, after the newer ones
+        await deliver(fake)
+        await deliverer.start()
+        deliverer.wake()
+        await crm.wait_count(4)
+        assert crm.texts() == ["first", "second", "third", "fourth"]

@@ -33,6 +33,7 @@ from gateway.store.base import (
     StoredRoute,
 )
 from gateway.store.contract_history import HistoryContract
+from gateway.store.contract_order import OrderContract
 from gateway.store.contract_shared import SharedStateContract
 
 NOW = 1_700_000_000.0
@@ -72,7 +73,7 @@ def ids(jobs: list[Job]) -> list[int]:
     return [j.id for j in jobs]
 
 
-class StoreContract(SharedStateContract, HistoryContract):
+class StoreContract(SharedStateContract, HistoryContract, OrderContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture

@@ -58,6 +58,7 @@ from gateway.store.base import (
 )
 from gateway.store.postgres_notify import Notifier
 from gateway.store.postgres_schema import advisory_key, channel, current_version, migrate
+from gateway.store.rows import sort_time
 
 T = TypeVar("T")
 log = logging.getLogger("gateway.store")
@@ -190,7 +191,9 @@ class PostgresStore(Store):
             )
             for i in items
         ]
-        ids, held = await self._run(lambda c: q.ingest(c, rows, now))
+        ids, held, late = await self._run(lambda c: q.ingest(c, rows, now))
+        if late:
+            await self._run(lambda c: q.place_late(c, late), transaction=True)
         self._announce(j.destination for i, n in zip(items, ids, strict=True) if n for j in i.jobs)
         if held:
             self._announce_state()
@@ -206,7 +209,7 @@ class PostgresStore(Store):
 
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         rows = [_job_row(job) for job in jobs]
-        ids = await self._run(lambda c: q.insert_jobs(c, rows, now))
+        ids = await self._run(lambda c: q.insert_jobs(c, rows, now), transaction=True)
         self._announce(job.destination for job in jobs)
         return ids
 
@@ -559,7 +562,8 @@ def _successor(prefix: str) -> str | None:
 
 
 def _job_row(job: NewJob) -> q.JobRow:
-    return (job.kind, job.route, job.source, job.destination, job.lane, orjson.dumps(job.payload))
+    payload = orjson.dumps(job.payload)
+    return (job.kind, job.route, job.source, job.destination, job.lane, payload, sort_time(job))
 
 
 def _mapping_row(m: IdMapping) -> q.MappingRow:

@@ -2,7 +2,10 @@
 
 Same model as `sqlite_queue`: a `lanes` row exists exactly while its lane has ready jobs,
 caches the head (lowest ready id) with the head's `available_at`, and carries the lease.
-What changes with several processes:
+Jobs go out in the order of their key, `COALESCE(position, id)`: a customer message that
+arrives after newer waiting messages of its conversation is placed ahead of them by the
+provider's timestamp (`place_late`, see `sqlite_queue`). What changes with several
+processes:
 
 * `claim` is one statement: it locks due, unleased lanes with `FOR UPDATE SKIP LOCKED` (two
   claimers never wait for, nor share, a lane), reads each lane's prefix, leases the lanes
@@ -30,8 +33,10 @@ from gateway.store.base import BEHIND_HELD, NO_ROUTE, DestinationStats, Job
 from gateway.store.rows import job_from_row
 
 Conn: TypeAlias = psycopg.AsyncConnection[tuple[Any, ...]]
-# (kind, route, source, destination, lane, payload as JSON bytes)
-JobRow: TypeAlias = tuple[str, str, str, str, str, bytes]
+# (kind, route, source, destination, lane, payload as JSON bytes, provider timestamp)
+JobRow: TypeAlias = tuple[str, str, str, str, str, bytes, float | None]
+#: A job's place in its lane (the same expression as the index `jobs_ready_by_lane`).
+KEY = "COALESCE(position, id)"
 # (route, source, source_id, destination, destination_id, conversation_id, extra as JSON bytes)
 MappingRow: TypeAlias = tuple[str, str, str, str, str, str | None, bytes]
 
@@ -42,7 +47,7 @@ COLUMNS = (
 _FREE = "lease_owner = NULL, lease_until = NULL, claimed_through = NULL"
 _JOB_ARRAYS = (
     "%(kind)s::text[], %(route)s::text[], %(source)s::text[], %(destination)s::text[],"
-    " %(lane)s::text[], %(payload)s::bytea[]"
+    " %(lane)s::text[], %(payload)s::bytea[], %(sort_time)s::float8[]"
 )
 # New jobs have the highest ids, so an existing lane keeps its head; the row is locked all
 # the same (ON CONFLICT ... WHERE locks rows it does not update), which is the point.
@@ -54,14 +59,17 @@ _UPSERT_HEADS = (
 )
 _INSERT_NEW = (
     "INSERT INTO jobs (kind, route, source, destination, lane, payload, created_at,"
-    " available_at) SELECT kind, route, source, destination, lane, payload, %(now)s, %(now)s"
+    " available_at, sort_time) SELECT kind, route, source, destination, lane, payload,"
+    " %(now)s, %(now)s, sort_time"
 )
 ENQUEUE = (
     f"WITH new AS ({_INSERT_NEW} FROM unnest({_JOB_ARRAYS})"  # noqa: S608 (constant SQL)
-    " WITH ORDINALITY AS j(kind, route, source, destination, lane, payload, n)"
-    " ORDER BY n RETURNING id, lane, destination),"
+    " WITH ORDINALITY AS j(kind, route, source, destination, lane, payload, sort_time, n)"
+    " ORDER BY n RETURNING id, lane, destination, sort_time),"
     f" heads AS ({_UPSERT_HEADS})"
-    " SELECT id FROM new ORDER BY id"
+    # As in INGEST: the new messages to place ahead of newer waiting ones of their lane.
+    " SELECT id, sort_time IS NOT NULL AND EXISTS (SELECT 1 FROM jobs o WHERE o.lane = new.lane"
+    " AND o.state = 'ready' AND o.sort_time > new.sort_time) FROM new ORDER BY id"
 )
 # Events first (ON CONFLICT DO NOTHING also drops a key repeated within the call: the first
 # occurrence is inserted), then held messages (no route, or behind a held message of their
@@ -89,29 +97,35 @@ INGEST = (
     " reason) SELECT instance, target, conversation, dedupe_key, event, %(now)s, reason"
     " FROM parked ORDER BY n RETURNING id),"
     f" new AS ({_INSERT_NEW} FROM unnest(%(item)s::bigint[], {_JOB_ARRAYS})"
-    " WITH ORDINALITY AS j(item, kind, route, source, destination, lane, payload, n)"
+    " WITH ORDINALITY AS j(item, kind, route, source, destination, lane, payload, sort_time,"
+    " n)"
     " JOIN firsts ON firsts.n = j.item"
     " WHERE NOT EXISTS (SELECT 1 FROM parked WHERE parked.n = j.item)"
-    " ORDER BY j.n RETURNING id, lane, destination),"
+    " ORDER BY j.n RETURNING id, lane, destination, sort_time),"
     f" heads AS ({_UPSERT_HEADS}),"
     " bumped AS (INSERT INTO state_versions (scope, version) SELECT 'held', 1"
     " WHERE EXISTS (SELECT 1 FROM parked) ON CONFLICT (scope)"
     " DO UPDATE SET version = state_versions.version + 1)"
-    " SELECT n, id, EXISTS (SELECT 1 FROM parked WHERE parked.n = firsts.n) FROM firsts"
+    " SELECT n, id, EXISTS (SELECT 1 FROM parked WHERE parked.n = firsts.n),"
+    # Messages that arrived after newer ones of their lane still waiting (as the statement
+    # found the lanes): `place_late` puts them ahead.
+    " (SELECT array_agg(new.id) FROM new WHERE new.sort_time IS NOT NULL AND EXISTS"
+    " (SELECT 1 FROM jobs o WHERE o.lane = new.lane AND o.state = 'ready'"
+    " AND o.sort_time > new.sort_time)) FROM firsts"
 )
 CLAIM = (
     "WITH picked AS (SELECT lane FROM lanes WHERE destination = %(destination)s"  # noqa: S608
     " AND available_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
     " ORDER BY head LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-    f" taken AS (SELECT j.* FROM picked CROSS JOIN LATERAL (SELECT {COLUMNS} FROM jobs"
-    " WHERE jobs.lane = picked.lane AND jobs.state = 'ready' ORDER BY jobs.id"
-    " LIMIT %(limit)s) AS j ORDER BY j.id LIMIT %(limit)s),"
+    f" taken AS (SELECT j.* FROM picked CROSS JOIN LATERAL (SELECT {COLUMNS}, {KEY} AS key"
+    f" FROM jobs WHERE jobs.lane = picked.lane AND jobs.state = 'ready' ORDER BY {KEY}"
+    " LIMIT %(limit)s) AS j ORDER BY j.key LIMIT %(limit)s),"
     " leased AS (UPDATE lanes SET lease_owner = %(owner)s, lease_until = %(until)s,"
-    " claimed_through = t.last FROM (SELECT lane, max(id) AS last FROM taken GROUP BY lane)"
+    " claimed_through = t.last FROM (SELECT lane, max(key) AS last FROM taken GROUP BY lane)"
     " AS t WHERE lanes.lane = t.lane),"
     " marked AS (UPDATE jobs SET attempts = jobs.attempts + 1, sending_since = %(now)s"
     " FROM taken WHERE jobs.id = taken.id AND jobs.state = 'ready')"
-    f" SELECT {COLUMNS} FROM taken ORDER BY id"
+    f" SELECT {COLUMNS} FROM taken ORDER BY key"
 )
 # Jobs claimed but never sent lose their claim's mark, unless their lane was claimed again
 # by someone else (then the mark is that claim's); the caller locked those lanes first.
@@ -123,28 +137,49 @@ _UNMARK = (
 )
 
 
+# The highest key a new job must stay behind: what the lane's lease handed out, and any job
+# still marked as possibly sent.
+_FLOOR = (
+    "SELECT max(k) FROM (SELECT claimed_through AS k FROM lanes"  # noqa: S608 (constant)
+    f" WHERE lane = %(lane)s AND lease_owner IS NOT NULL UNION ALL SELECT {KEY} FROM jobs"
+    " WHERE lane = %(lane)s AND state = 'ready' AND sending_since IS NOT NULL) AS f"
+)
+_HEADS = (
+    "SELECT l.lane, h.key, h.destination, h.available_at"  # noqa: S608 (constant)
+    f" FROM unnest(%s::text[]) AS l(lane) CROSS JOIN LATERAL (SELECT {KEY} AS key,"
+    f" destination, available_at FROM jobs WHERE jobs.lane = l.lane AND jobs.state = 'ready'"
+    f" ORDER BY {KEY} LIMIT 1) AS h"
+)
+
+
 def job_arrays(jobs: Sequence[JobRow]) -> dict[str, list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(6)]
+    columns: list[list[Any]] = [[] for _ in range(7)]
     for row in jobs:
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    names = ("kind", "route", "source", "destination", "lane", "payload")
+    names = ("kind", "route", "source", "destination", "lane", "payload", "sort_time")
     return dict(zip(names, columns, strict=True))
 
 
 async def insert_jobs(conn: Conn, jobs: Sequence[JobRow], now: float) -> list[int]:
+    """Enqueue `jobs`; in a transaction when they may include messages (`place_late`)."""
     if not jobs:
         return []
     cursor = await conn.execute(ENQUEUE, {**job_arrays(jobs), "now": now})
-    return [row[0] for row in await cursor.fetchall()]
+    rows = await cursor.fetchall()
+    late = [job_id for job_id, is_late in rows if is_late]
+    if late:
+        await place_late(conn, late)
+    return [row[0] for row in rows]
 
 
 async def ingest(
     conn: Conn,
     items: Sequence[tuple[str, str, bytes, Sequence[JobRow], bool, str | None, str | None]],
     now: float,
-) -> tuple[list[int | None], bool]:
-    """New event ids (None: duplicate), and whether any item was held."""
+) -> tuple[list[int | None], bool, list[int]]:
+    """New event ids (None: duplicate), whether any item was held, and the new jobs to place
+    ahead of newer ones (`place_late`)."""
     jobs: list[JobRow] = []
     owners: list[int] = []
     for n, item in enumerate(items, start=1):
@@ -165,9 +200,47 @@ async def ingest(
     }
     cursor = await conn.execute(INGEST, params)
     rows = await cursor.fetchall()
-    new = {n: event_id for n, event_id, _ in rows}
-    held = any(was_held for _, _, was_held in rows)
-    return [new.get(n) for n in range(1, len(items) + 1)], held
+    new = {n: event_id for n, event_id, _, _ in rows}
+    held = any(was_held for _, _, was_held, _ in rows)
+    late = sorted({job for *_, jobs in rows for job in jobs or ()})
+    return [new.get(n) for n in range(1, len(items) + 1)], held, late
+
+
+async def place_late(conn: Conn, ids: Sequence[int]) -> None:
+    """In the caller's transaction: put each of these messages ahead of the newer messages
+    of its lane that wait, but behind everything handed out or possibly sent."""
+    cursor = await conn.execute(
+        "SELECT id, lane, sort_time FROM jobs WHERE id = ANY(%s::bigint[]) AND state = 'ready'"
+        " AND sort_time IS NOT NULL ORDER BY id",
+        (list(ids),),
+    )
+    late = await cursor.fetchall()
+    locked = await lock_lanes(conn, [lane for _, lane, _ in late])
+    for job_id, lane, sort_time in late:
+        cursor = await conn.execute(
+            _FLOOR,
+            {"lane": lane},
+        )
+        floor = (await cursor.fetchone() or (None,))[0]
+        cursor = await conn.execute(
+            f"SELECT min({KEY}) FROM jobs WHERE lane = %(lane)s AND state = 'ready'"  # noqa: S608
+            f" AND sort_time > %(time)s AND {KEY} > %(floor)s AND id <> %(id)s",
+            {"lane": lane, "time": sort_time, "floor": floor or float("-inf"), "id": job_id},
+        )
+        found = (await cursor.fetchone() or (None,))[0]
+        if found is None:
+            continue
+        cursor = await conn.execute(
+            f"SELECT max({KEY}) FROM jobs WHERE lane = %s AND state = 'ready'"  # noqa: S608
+            f" AND {KEY} < %s",
+            (lane, found),
+        )
+        before = (await cursor.fetchone() or (None,))[0]
+        below = float(found) - 1.0 if before is None else float(before)
+        await conn.execute(
+            "UPDATE jobs SET position = %s WHERE id = %s", ((below + float(found)) / 2.0, job_id)
+        )
+    await refresh_lanes(conn, [lane for _, lane, _ in late], locked)
 
 
 async def claim(
@@ -201,9 +274,7 @@ async def refresh_lanes(conn: Conn, lanes: Sequence[str], locked: set[str]) -> N
         return
     names = sorted(set(lanes))
     cursor = await conn.execute(
-        "SELECT l.lane, h.id, h.destination, h.available_at FROM unnest(%s::text[]) AS l(lane)"
-        " CROSS JOIN LATERAL (SELECT id, destination, available_at FROM jobs"
-        " WHERE jobs.lane = l.lane AND jobs.state = 'ready' ORDER BY id LIMIT 1) AS h",
+        _HEADS,
         (names,),
     )
     heads = {row[0]: row for row in await cursor.fetchall()}
@@ -216,7 +287,7 @@ async def refresh_lanes(conn: Conn, lanes: Sequence[str], locked: set[str]) -> N
     if held:
         await conn.execute(
             "UPDATE lanes SET head = h.head, available_at = h.available_at"
-            " FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS h(lane, head, available_at)"
+            " FROM unnest(%s::text[], %s::float8[], %s::float8[]) AS h(lane, head, available_at)"
             " WHERE lanes.lane = h.lane",
             ([r[0] for r in held], [r[1] for r in held], [r[3] for r in held]),
         )
@@ -225,7 +296,7 @@ async def refresh_lanes(conn: Conn, lanes: Sequence[str], locked: set[str]) -> N
         # No row when we locked: someone may insert one meanwhile; the lower head wins.
         await conn.execute(
             "INSERT INTO lanes (lane, destination, head, available_at)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::float8[])"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[])"
             " ON CONFLICT (lane) DO UPDATE SET head = excluded.head,"
             " available_at = excluded.available_at WHERE excluded.head < lanes.head",
             (
@@ -238,7 +309,7 @@ async def refresh_lanes(conn: Conn, lanes: Sequence[str], locked: set[str]) -> N
 
 
 async def release_if_done(conn: Conn, lanes: Sequence[str], owner: str) -> None:
-    # The head is the lowest ready id: above `claimed_through`, nothing handed out is left.
+    # The head is the lowest ready key: above `claimed_through`, nothing handed out is left.
     await conn.execute(
         f"UPDATE lanes SET {_FREE} WHERE lane = ANY(%s::text[]) AND lease_owner = %s"  # noqa: S608
         " AND (claimed_through IS NULL OR head > claimed_through)",

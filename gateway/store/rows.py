@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.store.base import Job
+from gateway.store.base import Job, NewJob
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
@@ -28,3 +28,16 @@ def job_from_row(row: Sequence[Any]) -> Job:
         dead_at=row[13],
         replay_of=row[14] if len(row) > 14 else None,
     )
+
+
+def sort_time(job: NewJob) -> float | None:
+    """The provider's timestamp of a message the job sends (None for any other job): the
+    store places a message that arrives after newer waiting ones of its lane ahead of them."""
+    payload = job.payload
+    event = payload.get("event") if job.kind == "send" and isinstance(payload, dict) else None
+    if not isinstance(event, dict) or event.get("kind") != "message":
+        return None
+    timestamp = event.get("timestamp")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        return None
+    return float(timestamp)

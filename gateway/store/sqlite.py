@@ -49,6 +49,7 @@ from gateway.store.base import (
     StoredEvent,
     StoredRoute,
 )
+from gateway.store.rows import sort_time
 from gateway.store.sqlite_schema import MEMORY, connect, current_version
 from gateway.store.sqlite_thread import Writer
 
@@ -411,7 +412,8 @@ def _fetchone(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection],
 
 
 def _job_row(job: NewJob) -> q.JobRow:
-    return (job.kind, job.route, job.source, job.destination, job.lane, orjson.dumps(job.payload))
+    payload = orjson.dumps(job.payload)
+    return (job.kind, job.route, job.source, job.destination, job.lane, payload, sort_time(job))
 
 
 def _mapping_row(m: IdMapping) -> q.MappingRow:

@@ -1,7 +1,12 @@
 """The job outbox and its lanes in SQLite: plain functions run on the writer thread.
 
+A lane's jobs go out in the order of their *key*: the job id, unless the job was placed
+ahead of newer jobs (`position`): a customer message that arrives after newer messages of
+its conversation that are still waiting is put ahead of them, by the provider's timestamp
+(`sort_time`), but never ahead of a job already handed out or possibly sent.
+
 A `lanes` row exists exactly while its lane has ready jobs, and caches the head (the lowest
-ready job id) with the head's `available_at`, so a retry that pushes the head back blocks
+ready key) with the head's `available_at`, so a retry that pushes the head back blocks
 the whole lane. `claim` walks lanes in head order through `lanes_by_destination` and reads
 each leased lane's prefix through the partial index `jobs_ready_by_lane`: its cost depends
 on how many jobs it hands out, not on the size of the backlog.
@@ -30,8 +35,8 @@ from gateway.store.base import DestinationStats, Job
 from gateway.store.rows import job_from_row
 from gateway.store.sqlite_history import log_step
 
-# (kind, route, source, destination, lane, payload as JSON bytes)
-JobRow: TypeAlias = tuple[str, str, str, str, str, bytes]
+# (kind, route, source, destination, lane, payload as JSON bytes, provider timestamp)
+JobRow: TypeAlias = tuple[str, str, str, str, str, bytes, float | None]
 # (route, source, source_id, destination, destination_id, conversation_id, extra as JSON bytes)
 MappingRow: TypeAlias = tuple[str, str, str, str, str, str | None, bytes]
 
@@ -40,12 +45,22 @@ _COLUMNS = (
     " created_at, available_at, last_error, sending_since, dead_at, replay_of"
 )
 _LANE = 5
+_KEY = -1  # the key column the lane prefix selects after the job's columns
 _SELECT_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = ?"  # noqa: S608 (constant columns)
+#: A job's place in its lane (the same expression as the index `jobs_ready_by_lane`).
+KEY = "COALESCE(position, id)"
 _LANE_PREFIX = (
-    f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 (constant columns)
-    " WHERE lane = ? AND state = 'ready' ORDER BY id LIMIT ?"
+    f"SELECT {_COLUMNS}, {KEY} FROM jobs"  # noqa: S608 (constant columns)
+    f" WHERE lane = ? AND state = 'ready' ORDER BY {KEY} LIMIT ?"
 )
 _DEAD = f"SELECT {_COLUMNS} FROM jobs WHERE state = 'dead'"  # noqa: S608 (constant columns)
+# The highest key a new job must stay behind: what the lane's lease handed out, and any job
+# still marked as possibly sent.
+_FLOOR = (
+    "SELECT MAX(k) FROM (SELECT claimed_through AS k FROM lanes WHERE lane = ?"  # noqa: S608
+    f" AND lease_owner IS NOT NULL UNION ALL SELECT {KEY} FROM jobs WHERE lane = ?"
+    " AND state = 'ready' AND sending_since IS NOT NULL)"
+)
 _FREE = "lease_owner = NULL, lease_until = NULL, claimed_through = NULL"
 
 
@@ -53,23 +68,62 @@ def insert_jobs(connection: sqlite3.Connection, jobs: Sequence[JobRow], now: flo
     ids: list[int] = []
     new_lanes: dict[str, tuple[str, str, int, float]] = {}
     cursor = connection.cursor()
-    for kind, route, source, destination, lane, payload in jobs:
+    moved: set[str] = set()
+    for kind, route, source, destination, lane, payload, sort_time in jobs:
         cursor.execute(
             "INSERT INTO jobs (kind, route, source, destination, lane, payload, created_at,"
-            " available_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, route, source, destination, lane, payload, now, now),
+            " available_at, sort_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, route, source, destination, lane, payload, now, now, sort_time),
         )
         job_id = cursor.lastrowid
         assert job_id is not None
         ids.append(job_id)
         new_lanes.setdefault(lane, (lane, destination, job_id, now))
-    # New jobs have the highest ids, so a lane that already has a row keeps its head.
+        if sort_time is not None and place_by_time(connection, lane, job_id, sort_time):
+            moved.add(lane)
+    # New jobs have the highest ids, so a lane that already has a row keeps its head
+    # (unless a job was placed ahead of others: those lanes are re-derived).
     cursor.executemany(
         "INSERT INTO lanes (lane, destination, head, available_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (lane) DO NOTHING",
         new_lanes.values(),
     )
+    for lane in moved:
+        refresh_lane(connection, lane)
     return ids
+
+
+def place_by_time(connection: sqlite3.Connection, lane: str, job_id: int, sort_time: float) -> bool:
+    """Put a just-inserted message ahead of the newer messages of its lane that wait, but
+    behind everything handed out or possibly sent; True if it moved."""
+    newer = connection.execute(
+        "SELECT 1 FROM jobs WHERE lane = ? AND state = 'ready' AND sort_time > ? LIMIT 1",
+        (lane, sort_time),
+    ).fetchone()
+    if newer is None:
+        return False  # the usual case: in order, it stays at the tail
+    floor = connection.execute(
+        _FLOOR,
+        (lane, lane),
+    ).fetchone()[0]
+    low = float("-inf") if floor is None else float(floor)
+    found = connection.execute(
+        f"SELECT MIN({KEY}) FROM jobs WHERE lane = ? AND state = 'ready'"  # noqa: S608
+        f" AND sort_time > ? AND {KEY} > ? AND id <> ?",
+        (lane, sort_time, low, job_id),
+    ).fetchone()[0]
+    if found is None:
+        return False
+    before = connection.execute(
+        f"SELECT MAX({KEY}) FROM jobs WHERE lane = ? AND state = 'ready'"  # noqa: S608
+        f" AND {KEY} < ?",
+        (lane, found),
+    ).fetchone()[0]
+    below = float(found) - 1.0 if before is None else float(before)
+    connection.execute(
+        "UPDATE jobs SET position = ? WHERE id = ?", ((below + float(found)) / 2.0, job_id)
+    )
+    return True
 
 
 def ingest(
@@ -114,12 +168,13 @@ def claim(
         " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY head LIMIT ?",
         (destination, now, now, limit),
     ).fetchall()
-    # Merge the lanes' prefixes lazily in id order: reads at most limit + len(lanes) rows.
+    # Merge the lanes' prefixes lazily in key order: reads at most limit + len(lanes) rows
+    # (and a cut by key leaves each lane a prefix).
     cursors = [connection.execute(_LANE_PREFIX, (lane, limit)) for (lane,) in lanes]
-    rows = list(islice(heapq.merge(*cursors, key=itemgetter(0)), limit))
+    rows = list(islice(heapq.merge(*cursors, key=itemgetter(_KEY)), limit))
     for cursor in cursors:
         cursor.close()
-    claimed_through = {row[_LANE]: row[0] for row in rows}  # rows ascend: last id wins
+    claimed_through = {row[_LANE]: row[_KEY] for row in rows}  # rows ascend: last key wins
     # Lanes that got no job (the limit ran out first) are simply never leased.
     connection.executemany(
         "UPDATE lanes SET lease_owner = ?, lease_until = ?, claimed_through = ? WHERE lane = ?",
@@ -131,7 +186,7 @@ def claim(
         "UPDATE jobs SET attempts = attempts + 1, sending_since = ? WHERE id = ?",
         [(now, row[0]) for row in rows],
     )
-    return [job_from_row(row) for row in rows]
+    return [job_from_row(row[:_KEY]) for row in rows]
 
 
 def finish(
@@ -225,8 +280,8 @@ def release(
 def refresh_lane(connection: sqlite3.Connection, lane: str) -> None:
     """Re-derive the lane row from its jobs after its head may have changed."""
     head = connection.execute(
-        "SELECT id, destination, available_at FROM jobs WHERE lane = ? AND state = 'ready'"
-        " ORDER BY id LIMIT 1",
+        f"SELECT {KEY}, destination, available_at FROM jobs"  # noqa: S608 (constant)
+        f" WHERE lane = ? AND state = 'ready' ORDER BY {KEY} LIMIT 1",
         (lane,),
     ).fetchone()
     if head is None:
@@ -241,7 +296,7 @@ def refresh_lane(connection: sqlite3.Connection, lane: str) -> None:
 
 
 def _release_if_done(connection: sqlite3.Connection, lane: str, owner: str) -> None:
-    # The head is the lowest ready id: above `claimed_through`, nothing handed out is left.
+    # The head is the lowest ready key: above `claimed_through`, nothing handed out is left.
     connection.execute(
         f"UPDATE lanes SET {_FREE} WHERE lane = ? AND lease_owner = ?"  # noqa: S608 (constant)
         " AND (claimed_through IS NULL OR head > claimed_through)",
