@@ -17,14 +17,20 @@ ENV = "GATEWAY_TEST_POSTGRES_URL"
 EXAMPLE = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+def problem() -> str | None:
+    """Why the test server cannot be used (None when it can)."""
+    url = os.environ.get(ENV, "")
+    return f"{ENV} is not set" if not url else _unreachable(url)
+
+
 def server_url() -> str:
     """The server's URL, or skip (fail in CI) with how to get one."""
     url = os.environ.get(ENV, "")
-    problem = f"{ENV} is not set" if not url else _unreachable(url)
-    if problem is None:
+    found = problem()
+    if found is None:
         return url
     message = (
-        f"PostgreSQL not reachable ({problem}); set {ENV}={EXAMPLE} "
+        f"PostgreSQL not reachable ({found}); set {ENV}={EXAMPLE} "
         "(a server with a database you may create schemas in) to run these"
     )
     import pytest  # here: benchmarks use this module without pytest
