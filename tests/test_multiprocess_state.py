@@ -4,8 +4,10 @@ Process A serves the Bitrix24 settings page and installs; process B answers webh
 the other way round). Every change made in one process must take effect in the other:
 a link, an unlink, a reinstall with a new `application_token`, an uninstall. A process logs
 `[scope@version]` when it re-read a scope, which is what the test waits on (no sleeps).
-Needs PostgreSQL (GATEWAY_TEST_POSTGRES_URL; skipped without it, failed without it in CI).
-Two processes cannot share a SQLite store (each holds its lock), so there is no SQLite run.
+The two-process test needs PostgreSQL (GATEWAY_TEST_POSTGRES_URL; skipped without it,
+failed without it in CI). Two processes cannot share a SQLite store (each holds its lock),
+so on SQLite one real process shows what applies there: nothing is dropped before a link or
+after an unlink or an uninstall.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gateway.testing import Recorder
 from gateway.testing.postgres import postgres_schema
 from gateway.testing.process import GatewayProcess, free_port, serve
 
-pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+pytestmark = pytest.mark.anyio
 
 PUBLIC = "http://gateway.test"
 CHANNEL_AUTH = {"Authorization": "Bearer wa-token"}
@@ -174,7 +176,7 @@ burst = 1000
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path: Path, store_url: str, count: int = 2) -> AsyncIterator[Cluster]:
     router = ToProcess()
     portal = FakePortal(
         installed=False,
@@ -187,19 +189,20 @@ async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
     async with serve(watched) as portal_url, serve(channel.app) as channel_url:
         portal.domain = portal_url.removeprefix("http://")
         portal.server_endpoint = f"{portal_url}/rest/"
-        settings = write_settings(tmp_path, pg_url, channel_url, portal)
-        a, b = (
+        settings = write_settings(tmp_path, store_url, channel_url, portal)
+        processes = [
             GatewayProcess(
                 settings,
                 free_port(),
                 env={"GATEWAY_MEDIA__DIRECTORY": str(tmp_path / f"media-{name}")},
             )
-            for name in "ab"
-        )
-        store = open_store(pg_url, tool=True)
+            for name in "ab"[:count]
+        ]
+        a, b = processes[0], processes[-1]
+        store = open_store(store_url, tool=True)
         await store.open()
         try:
-            await asyncio.gather(a.start(), b.start())
+            await asyncio.gather(*(p.start() for p in processes))
             async with contextlib.AsyncExitStack() as stack:
                 clients = {
                     p.url: await stack.enter_async_context(httpx.AsyncClient(base_url=p.url))
@@ -207,8 +210,8 @@ async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
                 }
                 yield Cluster(portal, watched, channel, router, store, a, b, clients)
         finally:
-            a.stop()
-            b.stop()
+            for process in processes:
+                process.stop()
             await store.close()
             await portal.client().aclose()
 
@@ -220,6 +223,7 @@ async def install(c: Cluster, process: GatewayProcess) -> None:
     c.portal.finish_install()
 
 
+@pytest.mark.postgres
 async def test_link_unlink_reinstall_and_uninstall_reach_the_other_process(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -286,3 +290,23 @@ async def _post_all(c: Cluster, ids: list[str]) -> None:
         for msg_id in batch:
             process = c.a if int(msg_id[1:]) % 2 else c.b
             await c.customer(process, msg_id)
+
+
+async def test_one_sqlite_process_holds_what_no_route_carries(tmp_path: Path) -> None:
+    async with cluster(tmp_path, f"sqlite:///{tmp_path / 'gw.db'}", count=1) as c:
+        await install(c, c.a)
+        for n in range(3):
+            await c.customer(c.a, f"early-{n}")
+        assert len(await c.store.held(instance="wa")) == 3
+        await c.press(c.a, "link", "wa")
+        await c.customer(c.a, "linked")
+        expected = ["early-0", "early-1", "early-2", "linked"]
+        await c.watched.until(lambda: c.delivered() == expected)
+        await c.press(c.a, "unlink", "wa")
+        await c.customer(c.a, "after-unlink")
+        c.via(c.a)
+        await c.portal.uninstall()
+        await c.customer(c.a, "after-uninstall")
+        held = [m.dedupe_key.rsplit(":", 1)[-1] for m in await c.store.held(instance="wa")]
+        assert held == ["after-unlink", "after-uninstall"]
+        assert c.delivered() == expected
