@@ -1,7 +1,8 @@
 """The conformance kit: one pytest suite every channel provider runs against its own fake.
 
-Write a `ChannelSubject` that knows your fake (how a customer writes, how the fake sends its
-webhooks, what your API's error answers look like), then subclass `ChannelConformance`:
+Write a `ChannelSubject` (or `CRMSubject`) that knows your fake (how someone writes, how the
+fake sends its webhooks, what your API's error answers look like), then subclass
+`ChannelConformance` (or `CRMConformance`):
 
     class TestMyChannel(ChannelConformance):
         @pytest.fixture
@@ -9,7 +10,8 @@ webhooks, what your API's error answers look like), then subclass `ChannelConfor
             return MySubject()
 
 The suite starts a real gateway (`running_gateway`) with your provider as instance
-`subject`, a `test-crm` on the other side of route `main`, and checks that:
+`subject`, a test provider (`test-crm` or `test-channel`, instance `peer`) on the other side
+of route `main`, and checks that:
 
 * redelivering a webhook stores nothing new (dedupe keys are stable);
 * a request without the credential, or with a wrong one, is refused with a 4xx and stores
@@ -50,11 +52,21 @@ from gateway.settings import settings_from_mapping
 from gateway.settings_check import secret_values
 from gateway.testing import GatewayHarness, Recorder, running_gateway, send_shaped
 
-__all__ = ["ChannelConformance", "ChannelSubject", "WebhookCall"]
+__all__ = [
+    "CRMConformance",
+    "CRMSubject",
+    "ChannelConformance",
+    "ChannelSubject",
+    "ProviderSubject",
+    "WebhookCall",
+]
 
 INSTANCE = "subject"
-CRM_TOKEN = "conformance-crm-token"  # noqa: S105 (a test value)
-ROUTE = Route("main", INSTANCE, "crm")
+#: How many answers in a row an injected error lasts (a provider may retry in the call).
+FAULT_REPEATS = 8
+#: The test provider on the other side of the route, and its webhook token.
+PEER = "peer"
+PEER_TOKEN = "conformance-peer-token"  # noqa: S105 (a test value)
 _via_fetcher: contextvars.ContextVar[bool] = contextvars.ContextVar("via_fetcher", default=False)
 _AUTH_HEADERS = re.compile(r"authorization|.*signature.*|.*token.*|.*secret.*|x-api-key")
 
@@ -70,21 +82,28 @@ class WebhookCall:
     query: str = ""
 
 
-class ChannelSubject:
-    """What the kit needs to know about a channel provider and its fake. Override the
-    methods marked "required"; the defaults suit most providers."""
+class ProviderSubject:
+    """What the kit needs to know about a provider and its fake. Override the methods
+    marked "required"; the defaults suit most providers. Subclass `ChannelSubject` or
+    `CRMSubject`."""
 
+    kind: ClassVar[str]
     #: The provider's `name` (the value of `provider = "..."`).
     provider: ClassVar[str]
+    #: The gateway's public URL (what the provider registers as its webhook address).
+    public_url: ClassVar[str] = "http://gateway.test"
+    #: For a CRM: the route target the test channel's messages go to.
+    target: ClassVar[str | None] = None
     #: A regular expression matched against the path of the API call that sends a message.
     send_path: ClassVar[str]
     #: Path prefixes of the fake's file downloads (only the guarded fetcher may GET them).
     media_paths: ClassVar[tuple[str, ...]] = ()
-    #: The conversation id messages are sent to.
+    #: The conversation id messages are sent to (a customer's chat).
     conversation: ClassVar[str]
 
     def settings(self) -> dict[str, Any]:
-        """Required: the instance's settings table (`[channels.subject]`, sans provider)."""
+        """Required: the instance's settings table (`[channels.subject]` or
+        `[crms.subject]`, without `provider`)."""
         raise NotImplementedError
 
     def apps(self) -> dict[str, ASGIApp]:
@@ -93,14 +112,16 @@ class ChannelSubject:
 
     async def started(self, harness: GatewayHarness, webhooks: httpx.AsyncClient) -> None:
         """Called once the gateway runs: point the fake's webhooks at `webhooks` (a client of
-        the gateway that records each request), open windows, and the like."""
+        the gateway that records each request), install, link, open windows, and the like."""
 
-    async def customer_writes(self, text: str) -> None:
-        """Required: the fake receives `text` from the customer and POSTs its webhook(s)."""
+    async def writes(self, text: str) -> None:
+        """Required: someone on the provider's side (a customer of a channel, an operator of
+        a CRM) writes `text` in `conversation`, and the fake POSTs its webhook(s)."""
         raise NotImplementedError
 
-    async def customer_sends_photo(self) -> bool:
-        """The customer sends an image and the fake POSTs its webhook; False if not possible."""
+    async def sends_file(self) -> bool:
+        """Someone sends a file (an image) and the fake POSTs its webhook; False if the
+        provider cannot receive files."""
         return False
 
     async def deliver_webhooks(self) -> None:
@@ -117,6 +138,16 @@ class ChannelSubject:
         providers that sign bodies); the default changes nothing."""
         return call
 
+    def forgeries(self, call: WebhookCall) -> list[WebhookCall]:
+        """Requests that must be refused, made from a genuine `call`: by default the same
+        body without any credential-looking header, subpath or query, and with each
+        credential changed. Add your own (a wrong token inside the body, say)."""
+        stripped = {k: v for k, v in call.headers.items() if not _AUTH_HEADERS.fullmatch(k)}
+        return [
+            replace(call, headers=stripped, subpath="", query=""),
+            replace(call, headers=_wrong(call.headers), subpath=_garble(call.subpath)),
+        ]
+
     def half_broken(self, call: WebhookCall) -> WebhookCall | None:
         """`call` with one item broken and the rest valid, or None to let the kit try:
         it appends to the first list of objects in a JSON body a copy of its first element
@@ -127,6 +158,18 @@ class ChannelSubject:
         """Values that must never appear in logs or error texts (default: the settings'
         secrets as `gateway check` finds them)."""
         return set()
+
+
+class ChannelSubject(ProviderSubject):
+    """A channel provider (a messenger account customers write to)."""
+
+    kind: ClassVar[str] = "channel"
+
+
+class CRMSubject(ProviderSubject):
+    """A CRM provider (where operators answer); set `target` to the route target."""
+
+    kind: ClassVar[str] = "crm"
 
 
 class _Faults:
@@ -198,8 +241,9 @@ class Run:
     """A started gateway with the subject's provider, as each check sees it."""
 
     harness: GatewayHarness
-    subject: ChannelSubject
-    crm: Recorder
+    subject: ProviderSubject
+    #: The test provider on the other side of the route (`test-crm` or `test-channel`).
+    peer: Recorder
     capture: _Capture
     faults: dict[str, _Faults]
     secrets: set[str]
@@ -208,6 +252,12 @@ class Run:
     @property
     def provider(self) -> Provider:
         return self.harness.gateway.instances[INSTANCE]
+
+    @property
+    def route(self) -> Route:
+        if self.subject.kind == "channel":
+            return Route("main", INSTANCE, PEER)
+        return Route("main", PEER, INSTANCE, target=self.subject.target)
 
     def accepted(self) -> int:
         return len(self.harness.observer.of_type("accepted"))
@@ -222,19 +272,34 @@ class Run:
         self.errors.append(response.text)
         return response
 
-    def fail_next_send(self, status: int, text: str = "") -> None:
+    async def peer_writes(self, native_id: str, text: str) -> None:
+        """The peer's side writes `text` in the subject's conversation (via the pipeline)."""
+        message = {"id": native_id, "chat": self.subject.conversation, "text": text}
+        response = await self.harness.client.post(
+            f"/webhooks/{PEER}",
+            json={"messages": [message]},
+            headers={"authorization": f"Bearer {PEER_TOKEN}"},
+        )
+        assert response.status_code == 200, response.text
+
+    def fail_next_send(self, status: int, text: str = "", times: int = 1) -> None:
+        """Answer the next `times` sends with `status` (0: time out after the fake got it)."""
         body, headers = self.subject.error_answer(status, text) if status else (b"", {})
         for fault in self.faults.values():
-            fault.plan.append((self.subject.send_path, status, body, headers))
+            fault.plan.extend([(self.subject.send_path, status, body, headers)] * times)
+
+    def clear_faults(self) -> None:
+        for fault in self.faults.values():
+            fault.plan.clear()
 
     async def send(self, text: str, job_id: int = 1) -> Outcome:
         message = ChatMessage(
             conversation_id=self.subject.conversation,
             native_id=f"conformance-{job_id}",
-            sender=Sender("operator", name="Operator"),
+            sender=Sender("someone", name="Someone"),
             text=text,
         )
-        item = Outgoing(job_id=job_id, route=ROUTE, source="crm", event=message)
+        item = Outgoing(job_id=job_id, route=self.route, source=PEER, event=message)
         [outcome] = await send_shaped(self.provider, [item])
         if outcome is not None and not isinstance(outcome, Sent):
             self.errors.append(str(outcome))
@@ -242,13 +307,13 @@ class Run:
 
     async def last_webhook(self, text: str) -> WebhookCall:
         before = len(self.capture.calls)
-        await self.subject.customer_writes(text)
+        await self.subject.writes(text)
         assert len(self.capture.calls) > before, "the fake sent no webhook to the gateway"
         return self.capture.calls[-1]
 
 
-class ChannelConformance:
-    """The checks; subclass it as `TestSomething` and give it a `subject` fixture."""
+class _Conformance:
+    """The checks every provider passes."""
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.anyio]
 
@@ -258,7 +323,7 @@ class ChannelConformance:
 
     @pytest.fixture
     async def run(
-        self, subject: ChannelSubject, tmp_path: Any, caplog: pytest.LogCaptureFixture
+        self, subject: ProviderSubject, tmp_path: Any, caplog: pytest.LogCaptureFixture
     ) -> AsyncIterator[Run]:
         caplog.set_level(logging.DEBUG)
         async with _started(subject, str(tmp_path)) as run:
@@ -275,22 +340,17 @@ class ChannelConformance:
         response = await run.post(call)
         assert response.status_code < 300, response.text
         assert run.accepted() == accepted, "a redelivered webhook was stored again"
-        await run.crm.wait_for(lambda r: "dedupe me" in r.texts())
+        await run.peer.wait_for(lambda r: _said(r, "dedupe me"))
 
     async def test_forged_requests_are_refused_and_store_nothing(self, run: Run) -> None:
         call = await run.last_webhook("genuine")
         accepted = run.accepted()
-        body = call.body.replace(b"genuine", b"forged!")
-        stripped = {k: v for k, v in call.headers.items() if not _AUTH_HEADERS.fullmatch(k)}
-        forgeries = [
-            replace(call, body=body, headers=stripped, subpath="", query=""),
-            replace(call, body=body, headers=_wrong(call.headers), subpath=_garble(call.subpath)),
-        ]
-        for forged in forgeries:
+        forged_body = replace(call, body=call.body.replace(b"genuine", b"forged!"))
+        for forged in run.subject.forgeries(forged_body):
             response = await run.post(forged)
             assert 400 <= response.status_code < 500, (forged, response.status_code)
         assert run.accepted() == accepted, "a forged request was stored"
-        assert "forged!" not in run.crm.texts()
+        assert not _said(run.peer, "forged!")
 
     async def test_bodies_are_taken_whole_or_refused_whole(self, run: Run) -> None:
         call = await run.last_webhook("whole")
@@ -306,16 +366,20 @@ class ChannelConformance:
 
     async def test_send_errors_map_to_retry_or_permanent(self, run: Run) -> None:
         assert isinstance(await run.send("fine", 1), Sent)
+        # Every answer fails for a while: a provider may retry within the call first.
         for status in (429, 500, 503):
-            run.fail_next_send(status, "slow down please")
+            run.fail_next_send(status, "slow down please", times=FAULT_REPEATS)
             outcome = await run.send(f"after {status}", status)
+            run.clear_faults()
             assert isinstance(outcome, TemporaryError), (status, outcome)
-        run.fail_next_send(400, "the recipient is not a valid WhatsApp user")
+        run.fail_next_send(400, "the recipient cannot be reached", times=FAULT_REPEATS)
         outcome = await run.send("refused", 400)
+        run.clear_faults()
         assert isinstance(outcome, PermanentError), outcome
-        assert "the recipient is not a valid WhatsApp user" in outcome.text, outcome.text
+        assert "the recipient cannot be reached" in outcome.text, outcome.text
 
     async def test_a_timeout_after_sending_is_ambiguous(self, run: Run) -> None:
+        assert isinstance(await run.send("warm up", 6), Sent)
         run.fail_next_send(0)
         outcome = await run.send("did it arrive?", 7)
         if run.provider.capabilities.idempotent_sends:
@@ -325,19 +389,13 @@ class ChannelConformance:
 
     async def test_echoes_of_our_own_sends_are_dropped(self, run: Run) -> None:
         await run.last_webhook("first contact")  # opens the conversation where that matters
-        await run.crm.wait_for(lambda r: "first contact" in r.texts())
-        message = {"id": "op-echo", "chat": run.subject.conversation, "text": "echo test"}
-        response = await run.harness.client.post(
-            "/webhooks/crm",
-            json={"messages": [message]},
-            headers={"authorization": f"Bearer {CRM_TOKEN}"},
-        )
-        assert response.status_code == 200, response.text
-        await _delivered(run, "op-echo")
+        await run.peer.wait_for(lambda r: _said(r, "first contact"))
+        await run.peer_writes("peer-echo", "echo test")
+        await _delivered(run, "peer-echo")
         await run.subject.deliver_webhooks()
-        await run.subject.customer_writes("sentinel")
-        await run.crm.wait_for(lambda r: "sentinel" in r.texts())
-        assert "echo test" not in run.crm.texts(), "the echo of our own send came back"
+        await run.subject.writes("sentinel")
+        await run.peer.wait_for(lambda r: _said(r, "sentinel"))
+        assert not _said(run.peer, "echo test"), "the echo of our own send came back"
 
     async def test_media_goes_through_the_guarded_fetcher(self, run: Run) -> None:
         fetch = run.harness.gateway.fetcher.fetch
@@ -350,15 +408,15 @@ class ChannelConformance:
                 _via_fetcher.reset(token)
 
         run.harness.gateway.fetcher.fetch = guarded  # type: ignore[method-assign]
-        if not await run.subject.customer_sends_photo():
-            pytest.skip("the subject cannot send a photo")
-        await run.crm.wait_for(lambda r: any(x.item.get("attachments") for x in r.received))
-        [received] = [x for x in run.crm.received if x.item.get("attachments")]
+        if not await run.subject.sends_file():
+            pytest.skip("the subject cannot send a file")
+        await run.peer.wait_for(lambda r: any(x.item.get("attachments") for x in r.received))
+        [received] = [x for x in run.peer.received if x.item.get("attachments")]
         for attachment in received.item["attachments"]:
             url = str(attachment["url"])
             assert not any(s in url for s in run.secrets), "a credential in a file URL"
             if url.startswith(run.harness.gateway.settings.public_url):
-                served = await run.harness.client.get(url, follow_redirects=True)  # as a CRM
+                served = await run.harness.client.get(url, follow_redirects=True)  # as a peer
                 assert served.status_code == 200 and served.content, served.text
         for fault in run.faults.values():
             for method, path, via in fault.requests:
@@ -366,34 +424,51 @@ class ChannelConformance:
                     assert via, f"{fault.host}{path} was downloaded around the guarded fetcher"
 
 
+class ChannelConformance(_Conformance):
+    """The checks for a channel; subclass it as `TestSomething` with a `subject` fixture
+    returning your `ChannelSubject`."""
+
+
+class CRMConformance(_Conformance):
+    """The checks for a CRM; subclass it as `TestSomething` with a `subject` fixture
+    returning your `CRMSubject`."""
+
+
 @asynccontextmanager
-async def _started(subject: ChannelSubject, directory: str) -> AsyncIterator[Run]:
-    crm = Recorder(name="crm")
+async def _started(subject: ProviderSubject, directory: str) -> AsyncIterator[Run]:
+    channel = subject.kind == "channel"
+    peer = Recorder(name=PEER)
     faults = {host: _Faults(app, host) for host, app in subject.apps().items()}
-    settings = {
-        "public_url": "http://gateway.test",
+    own = {"provider": subject.provider, **subject.settings()}
+    other = {"provider": "test-crm" if channel else "test-channel", "token": PEER_TOKEN}
+    other["base_url"] = "http://peer.test"
+    settings: dict[str, Any] = {
+        "public_url": subject.public_url,
         "store": {"url": f"sqlite:///{directory}/conformance.db"},
         "media": {"directory": f"{directory}/media"},
-        "channels": {INSTANCE: {"provider": subject.provider, **subject.settings()}},
-        "crms": {
-            "crm": {"provider": "test-crm", "base_url": "http://crm.test", "token": CRM_TOKEN}
-        },
-        "routes": {"main": {"channel": INSTANCE, "crm": "crm"}},
+        "channels": {INSTANCE if channel else PEER: own if channel else other},
+        "crms": {PEER if channel else INSTANCE: other if channel else own},
         "retry": {"base_delay": 0.01, "max_delay": 0.05, "jitter": 0.0},
     }
-    apps: dict[str, ASGIApp] = {**faults, "crm.test": crm.app}
+    if channel:
+        settings["routes"] = {"main": {"channel": INSTANCE, "crm": PEER}}
+    elif subject.target is not None:
+        settings["routes"] = {"main": {"channel": PEER, "crm": INSTANCE, "target": subject.target}}
+    apps: dict[str, ASGIApp] = {**faults, "peer.test": peer.app}
     async with running_gateway(settings, apps=apps) as harness:
         capture = _Capture(harness.client)
-        async with httpx.AsyncClient(
-            transport=capture, base_url=harness.gateway.settings.public_url
-        ) as webhooks:
+        async with httpx.AsyncClient(transport=capture, base_url=subject.public_url) as webhooks:
             await subject.started(harness, webhooks)
             provider = harness.gateway.instances[INSTANCE]
-            found = secret_values(
-                settings_from_mapping(settings), {subject.provider: type(provider)}
-            )
-            secrets = (found | subject.secrets()) - {CRM_TOKEN}
-            yield Run(harness, subject, crm, capture, faults, secrets)
+            parsed = settings_from_mapping(settings)
+            found = secret_values(parsed, {subject.provider: type(provider)})
+            secrets = (found | subject.secrets()) - {PEER_TOKEN}
+            yield Run(harness, subject, peer, capture, faults, secrets)
+
+
+def _said(peer: Recorder, text: str) -> bool:
+    """Whether a message containing `text` reached the peer (a CRM may add a signature)."""
+    return any(text in said for said in peer.texts())
 
 
 async def _delivered(run: Run, message_id: str) -> None:

@@ -45,11 +45,11 @@ class ChatApiSubject(ChannelSubject):
             await provider.startup_task
         self.fake.http = webhooks
 
-    async def customer_writes(self, text: str) -> None:
+    async def writes(self, text: str) -> None:
         self.fake.customer_writes(CUSTOMER, text)
         await self.fake.deliver_webhooks()
 
-    async def customer_sends_photo(self) -> bool:
+    async def sends_file(self) -> bool:
         self.fake.customer_writes(CUSTOMER, kind="image", caption="receipt", content=b"PNGDATA")
         await self.fake.deliver_webhooks()
         return True

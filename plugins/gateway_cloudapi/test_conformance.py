@@ -47,13 +47,13 @@ class CloudApiSubject(ChannelSubject):
         harness.gateway.instances["subject"].clock = self.fake.clock  # type: ignore[attr-defined]
         self.fake.http = webhooks
         self.fake.callback_url = "http://gateway.test/webhooks/subject"
-        await self.customer_writes("hello")  # opens the 24-hour window for sends
+        await self.writes("hello")  # opens the 24-hour window for sends
 
-    async def customer_writes(self, text: str) -> None:
+    async def writes(self, text: str) -> None:
         self.fake.customer_writes(CUSTOMER, text)
         await self.fake.deliver_webhooks()
 
-    async def customer_sends_photo(self) -> bool:
+    async def sends_file(self) -> bool:
         self.fake.customer_writes(CUSTOMER, kind="image", media=b"\x89PNG", mime_type="image/png")
         await self.fake.deliver_webhooks()
         return True

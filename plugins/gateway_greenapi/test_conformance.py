@@ -39,11 +39,11 @@ class GreenApiSubject(ChannelSubject):
     async def started(self, harness: GatewayHarness, webhooks: httpx.AsyncClient) -> None:
         self.fake.http = webhooks
 
-    async def customer_writes(self, text: str) -> None:
+    async def writes(self, text: str) -> None:
         self.fake.customer_writes(CUSTOMER, text)
         await self.fake.deliver_webhooks()
 
-    async def customer_sends_photo(self) -> bool:
+    async def sends_file(self) -> bool:
         self.fake.customer_writes(CUSTOMER, kind="image", caption="receipt")
         await self.fake.deliver_webhooks()
         return True
