@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import uvicorn
@@ -443,6 +444,18 @@ def _instant(text: str) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from gateway.scaffold import write_skeleton
+
+    try:
+        root = write_skeleton(args.name, Path(args.directory))
+    except ValueError as exc:
+        print(f"gateway new-plugin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {root}: `cd {root} && python -m pytest` runs its tests")
+    return 0
+
+
 def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
     try:
         version = importlib.metadata.version("whatschat-gateway")
@@ -502,12 +515,15 @@ def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
     which.add_argument("--since", type=_instant, metavar="ISO", help="dead since (UTC if naive)")
     replay.add_argument("--until", type=_instant, metavar="ISO", help="...and until (with --since)")
     replay.add_argument("--json", action="store_true", help="print JSON")
+    new = command("new-plugin", cmd_new_plugin, "write a skeleton plugin distribution")
+    new.add_argument("name", help="plugin name: lower-case letters, digits and _")
+    new.add_argument("--directory", default=".", help="where to write NAME/ (default .)")
     if plugin_commands:
         _add_plugin_commands(command)
     return parser
 
 
-BUILT_IN_COMMANDS = frozenset({"run", "check", "plugins", "dead-letters", "replay"})
+BUILT_IN_COMMANDS = frozenset({"run", "check", "plugins", "dead-letters", "replay", "new-plugin"})
 
 
 def _add_plugin_commands(command: Callable[..., argparse.ArgumentParser]) -> None:

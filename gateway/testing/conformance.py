@@ -154,6 +154,11 @@ class ProviderSubject:
         with every string replaced by a number."""
         return None
 
+    def plugins(self) -> list[object]:
+        """Plugins to register besides the installed ones (your plugin module, when the
+        tests run before it is installed)."""
+        return []
+
     def secrets(self) -> set[str]:
         """Values that must never appear in logs or error texts (default: the settings'
         secrets as `gateway check` finds them)."""
@@ -455,7 +460,7 @@ async def _started(subject: ProviderSubject, directory: str) -> AsyncIterator[Ru
     elif subject.target is not None:
         settings["routes"] = {"main": {"channel": PEER, "crm": INSTANCE, "target": subject.target}}
     apps: dict[str, ASGIApp] = {**faults, "peer.test": peer.app}
-    async with running_gateway(settings, apps=apps) as harness:
+    async with running_gateway(settings, apps=apps, plugins=subject.plugins()) as harness:
         capture = _Capture(harness.client)
         async with httpx.AsyncClient(transport=capture, base_url=subject.public_url) as webhooks:
             await subject.started(harness, webhooks)
