@@ -178,7 +178,10 @@ class _JsonProvider(Provider):
         if response.status_code >= 500:
             raise TemporaryError(f"HTTP {response.status_code}", code=str(response.status_code))
         if response.status_code >= 400:
-            raise PermanentError(f"HTTP {response.status_code}", code=str(response.status_code))
+            # The service's own words: the operator sees them with the dead letter.
+            detail = _error_text(response)
+            text = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+            raise PermanentError(text, code=str(response.status_code))
         result: dict[str, Any] = response.json()
         return result
 
@@ -204,6 +207,16 @@ class RecordingCRM(_JsonProvider, CRMProvider):
         wants_acks=True,
         wants_statuses=True,
     )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(error, dict):
+        error = error.get("text") or error.get("message")
+    return str(error) if error else ""
 
 
 def _outgoing_item(item: Outgoing) -> dict[str, Any]:
