@@ -1,1 +1,116 @@
-"""WhatsChat Gateway core."""
+"""WhatsChat Gateway: the public surface for plugins.
+
+A plugin imports what it needs from here (and, in its tests, from `gateway.testing`);
+every other module is internal and may change in any release. What each name promises is
+listed in docs/plugins.md ("Public names and their stability").
+
+    from gateway import ChannelProvider, Capabilities, Message, Sent, hookimpl
+"""
+
+from __future__ import annotations
+
+from gateway.errors import (
+    AmbiguousError,
+    BadRequest,
+    DeliveryError,
+    FetchError,
+    ForbiddenAddress,
+    GatewayError,
+    MediaTooLarge,
+    PermanentError,
+    RetryLater,
+    TemporaryError,
+    Throttled,
+    Unauthorized,
+    WebhookError,
+)
+from gateway.hookspecs import hookimpl
+from gateway.http_errors import error_response
+from gateway.models import (
+    JSON,
+    AccountState,
+    AccountStatus,
+    Attachment,
+    Contact,
+    Delete,
+    DeliveryStatus,
+    Edit,
+    Event,
+    InboundEvent,
+    Location,
+    Message,
+    Sender,
+    StatusUpdate,
+)
+from gateway.providers import (
+    Ack,
+    Capabilities,
+    ChannelProvider,
+    CRMProvider,
+    Hub,
+    InstanceContext,
+    MediaDownload,
+    MessageTemplate,
+    NotLanded,
+    Outcome,
+    Outgoing,
+    Provider,
+    ProviderState,
+    Route,
+    Sent,
+    StatusNotice,
+    WebhookRequest,
+    WebhookResult,
+    send_each,
+)
+
+__all__ = [
+    "JSON",
+    "AccountState",
+    "AccountStatus",
+    "Ack",
+    "AmbiguousError",
+    "Attachment",
+    "BadRequest",
+    "CRMProvider",
+    "Capabilities",
+    "ChannelProvider",
+    "Contact",
+    "Delete",
+    "DeliveryError",
+    "DeliveryStatus",
+    "Edit",
+    "Event",
+    "FetchError",
+    "ForbiddenAddress",
+    "GatewayError",
+    "Hub",
+    "InboundEvent",
+    "InstanceContext",
+    "Location",
+    "MediaDownload",
+    "MediaTooLarge",
+    "Message",
+    "MessageTemplate",
+    "NotLanded",
+    "Outcome",
+    "Outgoing",
+    "PermanentError",
+    "Provider",
+    "ProviderState",
+    "RetryLater",
+    "Route",
+    "Sender",
+    "Sent",
+    "StatusNotice",
+    "StatusUpdate",
+    "TemporaryError",
+    "Throttled",
+    "Unauthorized",
+    "WebhookError",
+    "WebhookRequest",
+    "WebhookResult",
+    "error_response",
+    "hookimpl",
+    "send_each",
+]

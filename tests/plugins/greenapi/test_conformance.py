@@ -6,11 +6,11 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from gateway_fakes.greenapi import FakeGreenApi
 from starlette.types import ASGIApp
 
 from gateway.testing import GatewayHarness
 from gateway.testing.conformance import ChannelConformance, ChannelSubject
-from gateway_greenapi.fake import FakeGreenApi
 
 CUSTOMER = "79001234567"
 

@@ -6,12 +6,12 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from gateway_chatapi.provider import ChatApiChannel
+from gateway_fakes.chatapi import FakeChatApi
 from starlette.types import ASGIApp
 
 from gateway.testing import GatewayHarness
 from gateway.testing.conformance import ChannelConformance, ChannelSubject
-from gateway_chatapi.fake import FakeChatApi
-from gateway_chatapi.provider import ChatApiChannel
 
 CUSTOMER = "79001234567"
 

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from gateway_fakes.cloudapi import FakeClock, FakeCloudApi, signature
 from starlette.types import ASGIApp
 
 from gateway.testing import GatewayHarness
 from gateway.testing.conformance import ChannelConformance, ChannelSubject, WebhookCall
-from gateway_cloudapi.fake import FakeClock, FakeCloudApi, signature
 
 CUSTOMER = "16505551234"
 

@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from gateway_fakes.bitrix24 import FakePortal
 from starlette.types import ASGIApp
 
 from gateway.testing import GatewayHarness
 from gateway.testing.conformance import CRMConformance, CRMSubject, WebhookCall
-from gateway_bitrix24.fake import FakePortal
 
 CUSTOMER = "79991234567"
 PUBLIC = "https://gw.example.com"
