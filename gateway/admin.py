@@ -128,14 +128,14 @@ def admin_routes(gateway: AdminBackend) -> Mount:
 
     async def job(request: Request) -> Response:
         job_id = _job_id(request.path_params["job_id"])
-        found = await gateway.store.get_job(job_id)
+        found = await gateway.store.get_job(job_id) if job_id <= MAX_JOB_ID else None
         if found is None:
             return error_response(404, f"no job {job_id}")
         return JSONResponse({"job": job_view(found, full=True)})
 
     async def replay_one(request: Request) -> Response:
         job_id = _job_id(request.path_params["job_id"])
-        found = await gateway.store.get_job(job_id)
+        found = await gateway.store.get_job(job_id) if job_id <= MAX_JOB_ID else None
         if found is None:
             return error_response(404, f"no job {job_id}")
         if found.state != "dead":
@@ -263,6 +263,10 @@ def summarize_payload(payload: Any) -> dict[str, Any]:
     return summary
 
 
+#: Job ids are 64-bit integers in both stores: a larger one names no job (and would overflow).
+MAX_JOB_ID = 2**63 - 1
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -271,13 +275,13 @@ def _is_number(value: Any) -> bool:
 def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
     if not raw:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise _Invalid(name, f"{name} must be an integer from {low} to {high}")
     return int(raw)
 
 
 def _job_id(raw: str) -> int:
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise _Invalid("id", "the job id must be a positive integer")
     return int(raw)
 
@@ -333,8 +337,12 @@ def _replay_selector(body: Any) -> dict[str, Any]:
 
 def _job_ids(value: Any) -> list[int]:
     valid = isinstance(value, list) and 0 < len(value) <= MAX_JOB_IDS
-    if not valid or not all(_is_number(i) and isinstance(i, int) and i > 0 for i in value):
-        raise _Invalid("job_ids", f"job_ids must be a list of 1 to {MAX_JOB_IDS} job ids")
+    if not valid or not all(
+        _is_number(i) and isinstance(i, int) and 0 < i <= MAX_JOB_ID for i in value
+    ):
+        raise _Invalid(
+            "job_ids", f"job_ids must be a list of 1 to {MAX_JOB_IDS} job ids (1 to {MAX_JOB_ID})"
+        )
     return list(dict.fromkeys(value))
 
 
