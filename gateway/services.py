@@ -53,7 +53,7 @@ def media_store(settings: GatewaySettings, clock: Callable[[], float]) -> MediaS
 
 def media_secret(directory: Path) -> bytes:
     """The key that names media files; kept beside them so links survive a restart."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # customers' files: owner only
     path = directory / ".secret"
     try:
         return path.read_bytes()

@@ -446,7 +446,7 @@ def _exclusive_lock(path: str) -> IO[bytes]:
     """Hold `<path>.lock` for as long as the store is open; the kernel drops it if we die."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         handle = open(f"{path}.lock", "ab")  # noqa: SIM115 (held open until close)
     except OSError as exc:
         raise StoreError(f"cannot create the directory of {path}: {exc.strerror}") from exc

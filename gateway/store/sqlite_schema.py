@@ -10,6 +10,7 @@ already answered 200, and the sender will never redeliver them, so NORMAL would 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -29,9 +30,12 @@ def connect(path: str) -> sqlite3.Connection:
     """A configured, fully migrated connection (to be used on one thread only)."""
     if path != MEMORY:
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Owner only: the store holds tokens and messages. SQLite gives its -wal and
+            # -shm files the database file's mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         except OSError as exc:
-            raise StoreError(f"cannot create the directory of the store {path}: {exc}") from exc
+            raise StoreError(f"cannot create the store {path}: {exc}") from exc
     # isolation_level=None: the writer issues BEGIN/SAVEPOINT/COMMIT itself.
     connection = sqlite3.connect(path, isolation_level=None)
     try:
