@@ -63,8 +63,11 @@ def open_store(url: str) -> Store:
     return opener(url, tool=True)
 
 
-def _print_setup_instructions(settings: GatewaySettings, host: PluginHost) -> None:
-    """What providers need done by hand (Meta's dashboard has no API for webhooks)."""
+def _print_setup_instructions(
+    settings: GatewaySettings, host: PluginHost, show: Callable[[str], str] = str
+) -> None:
+    """What providers need done by hand (Meta's dashboard has no API for webhooks);
+    `show` masks the secrets in them unless `--show-secrets` was given."""
     gateway_class = importlib.import_module("gateway.runtime").Gateway
     gateway = gateway_class(settings, host)
     for name, provider in gateway.instances.items():
@@ -72,7 +75,7 @@ def _print_setup_instructions(settings: GatewaySettings, host: PluginHost) -> No
         if steps:
             print(f"setup for {name}:")
             for step in steps:
-                print(f"  {step}")
+                print(f"  {show(step)}")
 
 
 def _store_exists(url: str) -> bool:
@@ -249,7 +252,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{title}: {len(table)}")
         for name, inst in table.items():
             print(f"  {name}  provider={inst.provider}  webhook={settings.webhook_url(name)}")
-    _print_setup_instructions(settings, host)
+    show = str if getattr(args, "show_secrets", False) else redactor.redact
+    _print_setup_instructions(settings, host, show)
     print(f"routes: {len(settings.routes)}")
     for route in settings.routes:
         target = f"  target={route.target}" if route.target else ""
@@ -490,6 +494,11 @@ def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
     )
     check = command("check", cmd_check, "check settings and plugins; print a summary")
     with_settings(check)
+    check.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print secrets the setup steps need (e.g. the Cloud API verify token) unmasked",
+    )
     plugins = command("plugins", cmd_plugins, "list plugins, their providers, load errors")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     dead = command("dead-letters", cmd_dead_letters, "list parked jobs, oldest first")
