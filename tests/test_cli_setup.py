@@ -35,4 +35,7 @@ verify_token = "paste-me-verify-token"
     assert main(["check", "--settings", str(settings)]) == 0
     out = capsys.readouterr().out
     assert "Callback URL: https://gw.example.com/webhooks/meta" in out
+    assert "Verify token: ***" in out  # secrets are masked unless asked
+    assert main(["check", "--settings", str(settings), "--show-secrets"]) == 0
+    out = capsys.readouterr().out
     assert "Verify token: paste-me-verify-token" in out
