@@ -85,6 +85,8 @@ def create_app(gateway: Gateway) -> Starlette:
             problems.append(f"store: {exc}")
         if not gateway.ready:
             problems.append("gateway is starting or stopping")
+        if gateway.media.fault:
+            problems.append(f"media: {gateway.media.fault}")
         status = 200 if not problems else 503
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
 

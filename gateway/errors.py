@@ -130,6 +130,15 @@ class ForbiddenAddress(FetchError):
         return True
 
 
+class LocalStorageFault(FetchError):
+    """The gateway could not keep a file on its own disk (folder unwritable, disk full): not
+    the provider's failure, and trying again at once would not help."""
+
+    @property
+    def permanent(self) -> bool:
+        return True
+
+
 class MediaTooLarge(FetchError):
     """A file is bigger than the media store (or a single fetch) takes."""
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -28,10 +29,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from gateway.errors import MediaTooLarge
+from gateway.errors import LocalStorageFault, MediaTooLarge
 from gateway.fetch import GuardedFetcher, clean_filename
 from gateway.http_errors import error_response
 from gateway.models import Attachment
+
+log = logging.getLogger("gateway.media")
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,128}\Z")
 _KEY = re.compile(r"[0-9a-f]{64}\Z")
@@ -81,6 +84,8 @@ class MediaStore:
         self._clock = clock
         # Bytes on disk as of the last sweep plus what was put since; None until counted.
         self._total_bytes: int | None = None
+        #: The last local storage fault (None once a file was written again); /readyz.
+        self.fault: str | None = None
 
     # writing ------------------------------------------------------------------------------
     async def put(
@@ -111,7 +116,17 @@ class MediaStore:
             "created_at": now,
             "expires_at": expires_at,
         }
-        await anyio.to_thread.run_sync(self._write, self._key(token), content, meta)
+        try:
+            await anyio.to_thread.run_sync(self._write, self._key(token), content, meta)
+        except OSError as exc:
+            # Unwritable folder, disk full: the gateway's own fault, reported as such
+            # (/readyz, the message's note) instead of as the provider's.
+            self.fault = f"cannot write to {self.directory}: {exc.strerror or exc}"
+            log.error("media store: %s", self.fault)
+            raise LocalStorageFault(
+                f"the gateway cannot store files ({exc.strerror or type(exc).__name__})"
+            ) from None
+        self.fault = None
         if self._total_bytes is not None:
             self._total_bytes += size
         if self._total_bytes is None or self._total_bytes > self.max_total_bytes:

@@ -81,6 +81,7 @@ def b24(tmp_path: Path) -> Runner:
         channels: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         plugins: tuple[object, ...] = (),
+        files: Any = None,
         **crm: Any,
     ) -> AsyncIterator[B24]:
         portal = portal or FakePortal(installed=False)
@@ -114,6 +115,7 @@ def b24(tmp_path: Path) -> Runner:
             "acme.bitrix24.com": portal.app,
             "oauth.bitrix.info": portal.oauth_app,
             "channel.test": recorder.app,
+            **({"files.test": files} if files is not None else {}),
         }
         async with running_gateway(settings, apps=apps, plugins=plugins) as h:
             portal.http = h.client
