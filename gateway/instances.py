@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.models import JSON
 from gateway.providers import InstanceContext, Provider, ProviderKind
+from gateway.sealing import Sealer, unsealed
 from gateway.settings import GatewaySettings
 from gateway.store.base import Store
 
@@ -20,9 +21,10 @@ class InstanceState:
     a copy in memory re-reads it when the generation moved.
     """
 
-    def __init__(self, store: Store, namespace: str) -> None:
+    def __init__(self, store: Store, namespace: str, *, sealer: Sealer | None = None) -> None:
         self._store = store
         self._namespace = namespace
+        self._sealer = sealer
         self.generation = 0
 
     @property
@@ -35,16 +37,26 @@ class InstanceState:
         await self._store.bump([self._namespace])
 
     async def get(self, key: str) -> JSON | None:
-        return await self._store.kv_get(self._namespace, key)
+        value = await self._store.kv_get(self._namespace, key)
+        return None if value is None else await self._open(key, value)
 
     async def put(self, key: str, value: JSON) -> None:
-        await self._store.kv_put(self._namespace, key, value)
+        stored = self._sealer.seal(value) if self._sealer is not None else value
+        await self._store.kv_put(self._namespace, key, stored)
 
     async def delete(self, key: str) -> None:
         await self._store.kv_delete(self._namespace, key)
 
     async def items(self, prefix: str = "") -> list[tuple[str, JSON]]:
-        return await self._store.kv_items(self._namespace, prefix)
+        found = await self._store.kv_items(self._namespace, prefix)
+        return [(key, await self._open(key, value)) for key, value in found]
+
+    async def _open(self, key: str, value: JSON) -> JSON:
+        """The plain value. One in plain text or under an older key is sealed again when it
+        is next written: a rewrite here could undo another process's newer write."""
+        if self._sealer is None:
+            return unsealed(value)
+        return self._sealer.open(value)[0]
 
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         return self._store.lock(f"{self._namespace}:{key}")

@@ -34,6 +34,7 @@ from gateway.outcomes import RetryPolicy
 from gateway.plugins import PluginHost
 from gateway.providers import InstanceContext, Provider, ProviderKind, Route
 from gateway.routes import RouteTable
+from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
 from gateway.shared_state import SharedState
 from gateway.store import open_store
@@ -126,7 +127,11 @@ class Gateway:
         self.kinds.update(kinds)
 
     def _context(self, name: str, config: Mapping[str, Any]) -> InstanceContext:
-        state = self.instance_states[name] = InstanceState(self.store, f"instance:{name}")
+        keys = self.settings.encryption_keys
+        sealer = Sealer(keys) if keys else None
+        state = self.instance_states[name] = InstanceState(
+            self.store, f"instance:{name}", sealer=sealer
+        )
         return InstanceContext(
             name=name,
             config=config,

@@ -106,6 +106,7 @@ def _instance(
 def secret_values(settings: GatewaySettings, providers: Mapping[str, type[Provider]]) -> set[str]:
     """Every configured value that must never appear in logs or command output."""
     found = {settings.admin_token} if settings.admin_token else set()
+    found |= set(settings.encryption_keys)
     password = urlsplit(settings.store_url).password
     if password:
         found |= {password, unquote(password)}

@@ -95,6 +95,8 @@ class GatewaySettings:
     #: process goes unseen when its notification is lost (or on a shared SQLite file).
     state_check_seconds: float = 0.5
     admin_token: str | None = None
+    #: `[store] encryption_key` first, then `decryption_keys`: plugin state sealed at rest.
+    encryption_keys: tuple[str, ...] = ()
     max_body_bytes: int = 1024**2
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
@@ -295,6 +297,7 @@ def build_settings(
     top = r.values({k: v for k, v in data.items() if k in _TOP}, _TOP, "")
     store_kinds: dict[str, _Kind] = {"url": "text", "keep_events_days": "float"}
     store_kinds |= {"hold_unrouted_days": "float", "state_check_seconds": "float"}
+    store_kinds |= {"encryption_key": "str", "decryption_keys": "tuple[str, ...]"}
     store = r.values(r.table(data, "store"), store_kinds, "store.")
     if "://" not in store.setdefault("url", DEFAULT_STORE_URL):
         r.problem("store.url", "is not a URL", "use sqlite:///var/gateway.db or postgresql://…")
@@ -311,6 +314,7 @@ def build_settings(
         r.problem("retry.max_delay", "is below retry.base_delay", "raise max_delay")
     if retry.jitter > 1:
         r.problem("retry.jitter", "must be a fraction from 0 to 1", "use e.g. 0.2 for ±20%")
+    keys = _encryption_keys(r, store)
     media = r.section(MediaSettings, data, "media")
     if media.max_file_bytes > media.max_total_bytes:
         r.problem("media.max_file_bytes", "is above media.max_total_bytes", "raise the total")
@@ -328,11 +332,33 @@ def build_settings(
         hold_unrouted_days=store.get("hold_unrouted_days", 7.0),
         state_check_seconds=store.get("state_check_seconds", 0.5),
         admin_token=admin.get("token") or None,
+        encryption_keys=keys,
         files=files,
         sources=dict(sources),
         **top,
     )
     return settings, r.problems
+
+
+def _encryption_keys(r: _Reader, store: Mapping[str, Any]) -> tuple[str, ...]:
+    """`encryption_key` then `decryption_keys`, each checked to be a Fernet key."""
+    from gateway.sealing import GENERATE, valid_key
+
+    current = store.get("encryption_key") or ""
+    older = tuple(store.get("decryption_keys") or ())
+    if older and not current:
+        r.problem(
+            "store.decryption_keys", "is set without encryption_key", "set encryption_key too"
+        )
+    keys = ((current,) if current else ()) + older
+    for key_name, key in [("store.encryption_key", current)] * bool(current) + [
+        ("store.decryption_keys", k) for k in older
+    ]:
+        if not valid_key(key):
+            fix = f"use a key made by: {GENERATE}"
+            r.problem(key_name, "is not a Fernet key (32 bytes, url-safe base64)", fix)
+            return ()
+    return keys
 
 
 def plain_data(
