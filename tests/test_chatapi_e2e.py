@@ -122,6 +122,7 @@ async def test_chatapi_round_trip_over_real_http(tmp_path: Path) -> None:
             (sent,) = fake.sent
             assert (sent.method, sent.chat_id, sent.body) == ("sendMessage", CHAT, "Yes, until 9")
             assert sent.quoted_msg_id == first
+            assert fake.reads == [CHAT]  # the operator answered: the chat is read
             assert crm.acks[0]["delivered_id"] == sent.id
             assert crm.acks[0]["error"] is None
 

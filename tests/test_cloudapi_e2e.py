@@ -135,6 +135,9 @@ async def test_conversation_round_trip(tmp_path: Path) -> None:
         assert (sent.wa_id, sent.text, sent.context_id) == (CUSTOMER, "Until 8 pm", first)
         assert crm.acks[0]["delivered_id"] == sent.id
         assert crm.acks[0]["error"] is None
+        # The operator answered: the customer's newest message is marked read (blue ticks).
+        newest = fake.inbound[2].message["id"]
+        assert [r.message_id for r in fake.read_receipts] == [newest]
 
         # Statuses arrive backwards (read first); the CRM sees read and nothing lower after.
         fake.mark_delivered(sent.id)
@@ -144,10 +147,10 @@ async def test_conversation_round_trip(tmp_path: Path) -> None:
         # The operator reads the customer's message: the customer gets blue ticks.
         crm_read = {"id": crm.received[0].native_id, "status": "read", "chat": CUSTOMER}
         await h.client.post("/webhooks/crm", json={"statuses": [crm_read]}, headers=CRM_AUTH)
-        await until(h, lambda: bool(fake.read_receipts))
+        await until(h, lambda: len(fake.read_receipts) == 2)
     assert [s["status"] for s in crm.statuses] == ["read"]
     assert crm.statuses[0]["message_id"] == "op-1"
-    assert [r.message_id for r in fake.read_receipts] == [first]
+    assert [r.message_id for r in fake.read_receipts] == [newest, first]
 
 
 async def test_duplicate_webhooks_have_one_effect(tmp_path: Path) -> None:

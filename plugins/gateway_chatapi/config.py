@@ -24,6 +24,8 @@ OPTIONAL: dict[str, Any] = {
     "groups": False,
     # Messages typed on the phone itself go to the CRM as notes.
     "mirror_phone_messages": False,
+    # An operator's reply marks the customer's chat read (/readChat): blue ticks.
+    "read_on_reply": True,
     # Chat API queues sends itself; this only keeps bursts from earning HTTP 429. 0 = no limit.
     "messages_per_second": 5.0,
     # Fetch from /messages what arrived while the gateway was down.
@@ -34,7 +36,14 @@ OPTIONAL: dict[str, Any] = {
     "instance_id": None,
 }
 SECRETS = frozenset({"token", "webhook_secret"})
-FLAGS = ("set_webhook", "groups", "mirror_phone_messages", "refill_on_start", "rehost_media")
+FLAGS = (
+    "set_webhook",
+    "groups",
+    "mirror_phone_messages",
+    "refill_on_start",
+    "rehost_media",
+    "read_on_reply",
+)
 
 MIN_SECRET_LENGTH = 16
 _SECRET = re.compile(r"[A-Za-z0-9._~-]+\Z")
@@ -56,6 +65,7 @@ class ChatApiConfig:
     messages_per_second: float
     refill_on_start: bool
     rehost_media: bool
+    read_on_reply: bool = True
 
 
 def parse_config(

@@ -311,7 +311,18 @@ class ChatApiChannel(ChannelProvider):
                 await state.put(progress_key, done)
         if len(parts) > 1:
             await state.delete(progress_key)
+        if self.settings.read_on_reply:
+            await self._read_on_reply(parts[0].body)
         return Sent(native_id=done[0], extra={"parts": done[1:]} if len(done) > 1 else {})
+
+    async def _read_on_reply(self, body: dict[str, Any]) -> None:
+        """The operator answered: the customer's chat is read (`/readChat` with the same
+        `chatId` or `phone` as the send). A courtesy: failing it fails nothing."""
+        address: dict[str, Any] = {k: body[k] for k in ("chatId", "phone") if k in body}
+        try:
+            await self.client.call("readChat", json=address)
+        except DeliveryError as exc:
+            log.info("%s: readChat after a reply failed: %s", self.instance, exc)
 
     def _remember(self, message_id: str) -> None:
         self._recent[message_id] = None

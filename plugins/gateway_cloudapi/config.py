@@ -30,6 +30,8 @@ OPTIONAL: dict[str, Any] = {
     "upload_media": False,
     "waba_id": None,
     "template_sync_minutes": 60,
+    # An operator's reply marks the customer's last message read (blue ticks).
+    "read_on_reply": True,
 }
 SECRETS = frozenset({"access_token", "app_secret", "verify_token"})
 
@@ -59,6 +61,7 @@ class CloudApiConfig:
     #: The WhatsApp Business Account whose approved templates the CRM may name.
     waba_id: str | None = None
     template_sync_minutes: float = 60.0
+    read_on_reply: bool = True
 
     @property
     def graph_url(self) -> str:
@@ -96,6 +99,7 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
         )
     text_param = _flag(values, "template_text_parameter", problems)
     upload = _flag(values, "upload_media", problems)
+    read_on_reply = _flag(values, "read_on_reply", problems)
     waba = str(values.get("waba_id") or "").strip()
     if waba and not waba.isdigit():
         problems.append(
@@ -120,6 +124,7 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
         upload_media=upload,
         waba_id=waba or None,
         template_sync_minutes=sync_minutes,
+        read_on_reply=read_on_reply,
     )
     return config, []
 

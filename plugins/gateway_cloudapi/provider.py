@@ -140,6 +140,8 @@ class CloudApiProvider(ChannelProvider):
             max_hold=settings.max_hold_seconds,
         )
         self.windows = WindowBook(context.state)
+        #: Messages already marked read by a reply (an operator often answers in several).
+        self._marked: dict[str, None] = {}
         self.templates = TemplateBook(
             self.client, context.state, settings.waba_id, clock=lambda: self.clock()
         )
@@ -253,7 +255,7 @@ class CloudApiProvider(ChannelProvider):
             link=self.links.link,
         )
         for wa_id, at in parsed.last_inbound.items():
-            await self.windows.saw(wa_id, at)
+            await self.windows.saw(wa_id, at, parsed.last_inbound_id.get(wa_id))
         await self._learn_display_number(parsed.display_number)
         if parsed.skipped:
             log.info("%s: skipped %s", self.instance, "; ".join(parsed.skipped))
@@ -378,7 +380,25 @@ class CloudApiProvider(ChannelProvider):
         extra: dict[str, JSON] = {"wa_id": wa_id or to}
         if len(done) > 1:
             extra["parts"] = done
+        if self.settings.read_on_reply:
+            await self._read_on_reply(wa_id or to)
         return Sent(native_id=done[0], extra=extra)
+
+    async def _read_on_reply(self, wa_id: str) -> None:
+        """The operator answered: the customer's newest message is marked read, which
+        WhatsApp shows as blue ticks on it and every earlier one. A courtesy: failing it
+        fails nothing."""
+        message_id = await self.windows.last_inbound_id(wa_id)
+        if message_id is None or message_id in self._marked:
+            return
+        try:
+            await self.client.mark_read(message_id)
+        except DeliveryError as exc:
+            log.info("%s: cannot mark %s read: %s", self.instance, message_id, exc)
+            return
+        self._marked[message_id] = None
+        while len(self._marked) > 1000:
+            del self._marked[next(iter(self._marked))]
 
     def _template_fits(self, parts: list[Part]) -> bool:
         return self.settings.template_name is not None and all(p.type == "text" for p in parts)

@@ -48,6 +48,8 @@ class Parsed:
     events: list[InboundEvent] = field(default_factory=list)
     #: wa_id -> newest timestamp of a message the customer wrote (opens the 24 h window)
     last_inbound: dict[str, float] = field(default_factory=dict)
+    #: The wamid of each customer's newest message in the body (what a read mark names).
+    last_inbound_id: dict[str, str] = field(default_factory=dict)
     #: the business number's display digits, as Meta states them in `metadata`
     display_number: str | None = None
     skipped: list[str] = field(default_factory=list)
@@ -97,8 +99,10 @@ def _messages(value: dict[str, JSON], pnid: str, link: MediaLink, parsed: Parsed
         if kind not in NOT_CUSTOMER_WRITING:
             when = _float(item.get("timestamp"))
             wa_id = str(item["from"])
-            if when is not None and when > parsed.last_inbound.get(wa_id, 0.0):
+            if when is not None and when >= parsed.last_inbound.get(wa_id, 0.0):
                 parsed.last_inbound[wa_id] = when
+                if isinstance(item.get("id"), str):
+                    parsed.last_inbound_id[wa_id] = item["id"]
         if message is not None:
             key = f"cloudapi:{pnid}:{message.native_id}"
             parsed.events.append(InboundEvent(key, message))

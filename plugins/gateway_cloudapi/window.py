@@ -21,13 +21,22 @@ class WindowBook:
 
     async def last_inbound(self, wa_id: str) -> float | None:
         value = await self.state.get(_PREFIX + wa_id)
+        if isinstance(value, dict):  # {"at": seconds, "id": wamid}
+            value = value.get("at")
         return float(value) if isinstance(value, int | float) else None
 
-    async def saw(self, wa_id: str, at: float) -> None:
-        """Record a message the customer wrote at `at`, unless a newer one is known."""
+    async def last_inbound_id(self, wa_id: str) -> str | None:
+        """The wamid of the customer's newest message, when known (to mark it read)."""
+        value = await self.state.get(_PREFIX + wa_id)
+        found = value.get("id") if isinstance(value, dict) else None
+        return found if isinstance(found, str) else None
+
+    async def saw(self, wa_id: str, at: float, message_id: str | None = None) -> None:
+        """Record a message the customer wrote at `at`, unless a newer one is known (one of
+        the same second replaces it: it arrived later)."""
         known = await self.last_inbound(wa_id)
-        if known is None or at > known:
-            await self.state.put(_PREFIX + wa_id, at)
+        if known is None or at >= known:
+            await self.state.put(_PREFIX + wa_id, {"at": at, "id": message_id})
 
     @staticmethod
     def is_open(last: float | None, now: float) -> bool | None:

@@ -140,6 +140,7 @@ def send_link(fake: FakeChatApi, params: dict[str, Any], files: dict[str, Upload
 @endpoint("readChat")
 def read_chat(fake: FakeChatApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
     chat_id = fake.destination(params)
+    fake.reads.append(chat_id)
     return Result({"read": True, "message": f"Chat {chat_id} is read", "chatId": chat_id})
 
 

@@ -107,6 +107,8 @@ class FakeChatApi:
         self.media = MediaStore(self.host)
         self.calls: list[CallRecord] = []
         self.sent: list[ChatApiSent] = []
+        #: Chats marked read with /readChat.
+        self.reads: list[str] = []
         self.history: list[StoredMessage] = []
         self.status_history: list[dict[str, Any]] = []
         self.names: dict[str, str] = {}
