@@ -7,7 +7,8 @@ there and announced (`bump("accounts")`), and shown here at once (metrics, an
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Awaitable, Callable, Collection
 
 from gateway.metrics import Metrics, record_account_state
 from gateway.models import JSON, AccountState, AccountStatus
@@ -18,6 +19,11 @@ from gateway.store.base import Store
 # Where account states live in the store: every process reads them there.
 ACCOUNTS = "accounts"
 
+log = logging.getLogger("gateway")
+
+#: Told of a status change this process learnt first: (instance, new state).
+Watcher = Callable[[str, AccountState], Awaitable[None]]
+
 
 class AccountStates:
     """The account state of each instance, as this process last saw or heard it."""
@@ -27,6 +33,12 @@ class AccountStates:
         self._metrics = metrics
         self._notifier = notifier
         self._states: dict[str, AccountState] = {}
+        self._watchers: list[Watcher] = []
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call `watcher` when an instance's status changes as this process learns it
+        (other processes may learn the same change: watchers deduplicate)."""
+        self._watchers.append(watcher)
 
     def last(self, instance: str) -> AccountState | None:
         """The last state `instance` reported or was asked for; None if never."""
@@ -39,6 +51,12 @@ class AccountStates:
         if previous != state:
             await self._store.kv_put(ACCOUNTS, instance, state_json(state))
             await self._store.bump([ACCOUNTS])
+        if previous is None or previous.status != state.status:
+            for watcher in self._watchers:
+                try:
+                    await watcher(instance, state)
+                except Exception:
+                    log.exception("a watcher of %s's state failed", instance)
 
     def show(self, instance: str, state: AccountState) -> None:
         """Take `state` as current here (metrics; an observation when the status changed)."""

@@ -438,3 +438,9 @@ class CRMProvider(Provider):
     """Where operators answer (Bitrix24 Open Lines)."""
 
     kind: ClassVar[ProviderKind] = "crm"
+
+    async def channel_state_changed(self, channel: str, state: AccountState) -> None:
+        """Channel `channel`'s account changed state (in the process that learnt it; others
+        may learn it too, so tell people once: deduplicate in the shared state). The
+        webhook or poll that brought the change waits for this: keep it short."""
+        return None

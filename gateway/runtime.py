@@ -32,7 +32,7 @@ from gateway.notify import Notifier
 from gateway.observe import Observation
 from gateway.outcomes import RetryPolicy
 from gateway.plugins import PluginHost
-from gateway.providers import InstanceContext, Provider, ProviderKind, Route
+from gateway.providers import CRMProvider, InstanceContext, Provider, ProviderKind, Route
 from gateway.routes import RouteTable
 from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
@@ -125,6 +125,15 @@ class Gateway:
         instances, kinds = build_instances(settings, providers, self._context)
         self.instances.update(instances)
         self.kinds.update(kinds)
+        self.accounts.watch(self._tell_crms)
+
+    async def _tell_crms(self, instance: str, state: AccountState) -> None:
+        """A channel's account changed: CRMs may tell their users (Bitrix24's alerts)."""
+        if self.kinds.get(instance) != "channel":
+            return
+        for provider in self.instances.values():
+            if isinstance(provider, CRMProvider):
+                await provider.channel_state_changed(instance, state)
 
     def _context(self, name: str, config: Mapping[str, Any]) -> InstanceContext:
         keys = self.settings.encryption_keys

@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.models import AccountStatus
+from gateway.models import AccountState, AccountStatus, InboundEvent
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 
 pytestmark = pytest.mark.anyio
@@ -512,3 +512,46 @@ async def test_backlog_of_2000_reaches_the_line_in_order(tmp_path: Path) -> None
         assert len(requests) < 150, f"{len(requests)} REST requests for 2000 messages"
         assert any(c.method == "batch" for c in requests)  # both lines in one request
         assert not w.h.observer.of_type("dead_lettered")
+
+
+async def test_a_number_that_stops_working_is_announced_once_and_again_when_back(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        w.portal.app_record.language_id = "ru"
+        response = await w.portal.install(f"{PUBLIC}/webhooks/b24/install")
+        assert response.status_code == 200
+        w.portal.finish_install()
+        await link(w, 1, "wa", expect="{} подключён к этой открытой линии.")
+        notes = w.portal.crm.notifications
+
+        async def state(status: AccountStatus, key: str) -> None:
+            await w.h.gateway.emit("wa", [InboundEvent(key, AccountState(status))])
+
+        await state(AccountStatus.CONNECTED, "s0")
+        assert notes == []  # connected from the start: nothing to tell
+        await state(AccountStatus.NEEDS_QR, "s1")
+        [down] = notes
+        # The admin who linked the number (the fake portal's user 1), in Russian.
+        assert down["USER_ID"] == 1 and down["TAG"] == "whatschat|wa"
+        assert down["MESSAGE"].startswith("⚠ Номер WhatsApp wa: нужно отсканировать QR-код.")
+        await state(AccountStatus.NEEDS_QR, "s2")  # the next poll says the same
+        await state(AccountStatus.STARTING, "s3")  # not yet clear: nothing
+        assert len(notes) == 1
+        # The settings page shows a banner while it lasts.
+        page = await w.portal.open_connector_settings(line=1)
+        assert 'class="notice error banner"' in page.text and "⚠ wa:" in page.text
+        await state(AccountStatus.CONNECTED, "s4")
+        assert notes[-1]["MESSAGE"] == "✅ Номер WhatsApp wa снова подключён: сообщения идут."
+        assert len(notes) == 2
+
+        # The app's page chooses who is told instead.
+        app = await w.portal.open_placement(f"{PUBLIC}/webhooks/b24/placement", "DEFAULT")
+        saved = await w.h.client.post(
+            "/webhooks/b24/placement",
+            data={**form_fields(app.text, "alerts"), "alert_users": "7, 9"},
+        )
+        assert "уведомления получат пользователи 7, 9" in saved.text
+        await state(AccountStatus.BANNED, "s5")
+        assert [n["USER_ID"] for n in notes[2:]] == [7, 9]
+        assert "заблокирован WhatsApp" in notes[-1]["MESSAGE"]

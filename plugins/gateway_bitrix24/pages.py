@@ -32,7 +32,7 @@ img.qr{width:180px;height:180px;display:block;margin-top:6px}form{display:inline
 """
 
 # Label and what the admin should do, per state of a WhatsApp number.
-_STATES = {
+STATE_TEXTS = {
     AccountStatus.CONNECTED: ("ok", N_("state.connected"), N_("state.connected.help")),
     AccountStatus.STARTING: ("warn", N_("state.starting"), N_("state.starting.help")),
     AccountStatus.NEEDS_QR: ("warn", N_("state.needs_qr"), N_("state.needs_qr.help")),
@@ -156,7 +156,7 @@ def _ids(t: Translator, member_id: str, line: int | None) -> str:
 
 
 def _state(t: Translator, state: AccountState) -> str:
-    css, label, help_ = _STATES.get(state.status, _STATES[AccountStatus.UNKNOWN])
+    css, label, help_ = STATE_TEXTS.get(state.status, STATE_TEXTS[AccountStatus.UNKNOWN])
     html = f'<span class="{css}">{escape(t.gettext(label))}</span>'
     if state.detail:
         html += f' <span class="muted">{escape(state.detail[:200])}</span>'
@@ -190,8 +190,22 @@ def _muted(text: str) -> str:
     return f'<span class="muted">{escape(text)}</span>'
 
 
+def _banners(t: Translator, down: list[tuple[str, AccountState]]) -> list[str]:
+    """A warning per linked number that does not work, saying what to do."""
+    out = []
+    for name, state in down:
+        _, label, help_ = STATE_TEXTS.get(state.status, STATE_TEXTS[AccountStatus.UNKNOWN])
+        text = t.gettext(
+            "banner.channel_down", channel=name, state=t.gettext(label), help=t.gettext(help_)
+        )
+        out.append(f'<p class="notice error banner">{escape(text)}</p>')
+    return out
+
+
 def line_page(t: Translator, view: LineView) -> HTMLResponse:
-    parts = []
+    parts = _banners(
+        t, [(c.name, c.state) for c in view.channels if c.linked_here and _is_down(c.state)]
+    )
     if view.notice:
         parts.append(f'<p class="notice">{escape(view.notice)}</p>')
     if view.error:
@@ -240,6 +254,38 @@ def line_page(t: Translator, view: LineView) -> HTMLResponse:
     return page(title, "".join(parts), language=t.language, frame_origin=view.origin)
 
 
+def _is_down(state: AccountState) -> bool:
+    return state.status in DOWN_STATES
+
+
+#: States in which a linked number carries no messages until someone acts.
+DOWN_STATES = frozenset(
+    {AccountStatus.NEEDS_QR, AccountStatus.DISCONNECTED, AccountStatus.BANNED, AccountStatus.UNPAID}
+)
+
+
+def _users_form(t: Translator, view: PortalView) -> str:
+    """Who gets the alerts: Bitrix24 user ids, or empty for who linked each number."""
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{escape(value, quote=True)}">'
+        for name, value in (
+            ("action", "alerts"),
+            ("channel", ""),
+            ("form_token", view.form_token),
+            ("AUTH_ID", view.auth_id),
+            ("LANG", view.language),
+        )
+    )
+    label = escape(t.gettext("portal.alerts.label"))
+    value = escape(view.alert_users, quote=True)
+    save = escape(t.gettext("button.save"))
+    return (
+        f'<form method="post" class="users" action="{escape(view.action_url, quote=True)}">'
+        f'{hidden}<label>{label}<br><input name="alert_users" value="{value}" size="30">'
+        f'</label> <button type="submit">{save}</button></form>'
+    )
+
+
 @dataclass(slots=True)
 class PortalView:
     member_id: str
@@ -253,10 +299,17 @@ class PortalView:
     setup_error: str | None = None
     notice: str | None = None
     language: str = "en"
+    #: Linked numbers that do not work, with their state (a banner each).
+    down: list[tuple[str, AccountState]] = field(default_factory=list)
+    #: The alert recipients as typed ("1, 27"); empty: who linked each number.
+    alert_users: str = ""
+    error: str | None = None
 
 
 def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
-    parts = []
+    parts = _banners(t, view.down)
+    if view.error:
+        parts.append(f'<p class="notice error">{escape(view.error)}</p>')
     if view.notice:
         parts.append(f'<p class="notice">{escape(view.notice)}</p>')
     if view.problem:
@@ -285,6 +338,7 @@ def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
         view.auth_id,
         language=view.language,
     )
+    parts.append(_users_form(t, view))
     parts.append(_para(_button(form, "setup", t.gettext("button.repair"))))
     parts.append(_ids(t, view.member_id, None))
     title = t.gettext("portal.title", domain=view.domain)

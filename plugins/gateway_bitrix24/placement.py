@@ -28,8 +28,17 @@ from gateway.errors import DeliveryError, TemporaryError
 from gateway.models import AccountState
 from gateway.providers import Hub, ProviderState, Route, WebhookResult
 
+from .alerts import USERS_KEY, Alerts, alert_users, parse_users
 from .forms import as_dict, as_int, as_str
-from .pages import ChannelView, LineView, PortalView, line_page, message_page, portal_page
+from .pages import (
+    DOWN_STATES,
+    ChannelView,
+    LineView,
+    PortalView,
+    line_page,
+    message_page,
+    portal_page,
+)
 from .records import PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient
 from .setup import PortalSetup
@@ -109,6 +118,7 @@ class SettingsPage:
         setup: PortalSetup,
         tokens: FormTokens,
         run_setup: Callable[[str], Any],
+        alerts: Alerts | None = None,
     ) -> None:
         self.instance = instance
         self.connector_id = connector_id
@@ -118,6 +128,7 @@ class SettingsPage:
         self.setup = setup
         self.tokens = tokens
         self.run_setup = run_setup
+        self.alerts = alerts
         self.url = hub.webhook_url(instance, "placement")
 
     async def handle(self, form: dict[str, Any], lang: str | None = None) -> WebhookResult:
@@ -194,8 +205,11 @@ class SettingsPage:
                     if error
                     else t.gettext("portal.setup_repeated")
                 )
+            error = None
+            if action == "alerts":
+                notice, error = await self._alert_users(record, as_str(form.get("alert_users")), t)
             fresh = await self.store.get(member_id) or record
-            return await self._portal(fresh, auth_id, t, notice)
+            return await self._portal(fresh, auth_id, t, notice, error)
         notice = error = None
         if action == "link":
             notice, error = await self._link(record, line, channel, auth_id, t)
@@ -230,6 +244,8 @@ class SettingsPage:
         except DeliveryError as exc:
             return None, t.gettext("link.activate_failed", error=str(exc))
         await self.store.unpark(record.member_id, line)
+        if self.alerts is not None:
+            await self.alerts.remember_linker(record, channel, auth_id)
         if existing is not None:  # reconnecting a parked line: the route is there already
             return t.gettext("link.reconnected", channel=channel), None
         name = route_name(self.instance, record.member_id, line)
@@ -319,14 +335,39 @@ class SettingsPage:
         )
         return line_page(t, view_)
 
+    async def _alert_users(
+        self, record: PortalRecord, typed: str | None, t: Translator
+    ) -> tuple[str | None, str | None]:
+        users = parse_users(typed or "")
+        if users is None:
+            return None, t.gettext("portal.alerts.bad")
+
+        def change(stored: PortalRecord) -> None:
+            stored.extra[USERS_KEY] = users
+
+        await self.store.update(record.member_id, change)
+        if not users:
+            return t.gettext("portal.alerts.saved_default"), None
+        listed = ", ".join(str(u) for u in users)
+        return t.gettext("portal.alerts.saved", users=listed), None
+
     async def _portal(
-        self, record: PortalRecord, auth_id: str, t: Translator, notice: str | None = None
+        self,
+        record: PortalRecord,
+        auth_id: str,
+        t: Translator,
+        notice: str | None = None,
+        error: str | None = None,
     ) -> Any:
         lines = []
+        down = []
         for route in await self.hub.routes():
             parsed = parse_target(route.target) if route.crm == self.instance else None
             if parsed is not None and parsed[0] == record.member_id:
                 lines.append((parsed[1], route.channel))
+                state = await self.hub.account_state(route.channel)
+                if state.status in DOWN_STATES:
+                    down.append((route.channel, state))
         view = PortalView(
             member_id=record.member_id,
             domain=record.domain,
@@ -339,6 +380,9 @@ class SettingsPage:
             setup_error=record.setup_error,
             notice=notice,
             language=t.language,
+            down=down,
+            alert_users=", ".join(str(u) for u in alert_users(record)),
+            error=error,
         )
         return portal_page(t, view)
 

@@ -43,6 +43,7 @@ from gateway.providers import (
 
 from . import events as ev
 from .acks import Acknowledger, is_own_note
+from .alerts import Alerts
 from .crm import Crm, SyncingHub
 from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
@@ -247,6 +248,14 @@ class Bitrix24Provider(CRMProvider):
             languages=self.languages,
         )
         self.acks = Acknowledger(self.rest, self.store, self.connector_id, languages=self.languages)
+        self.alerts = Alerts(
+            instance=self.instance,
+            hub=hub,
+            rest=self.rest,
+            store=self.store,
+            state=context.state,
+            languages=self.languages,
+        )
         self.settings_page = SettingsPage(
             instance=self.instance,
             connector_id=self.connector_id,
@@ -256,6 +265,7 @@ class Bitrix24Provider(CRMProvider):
             setup=self.setup,
             tokens=FormTokens(context.state),
             run_setup=self.installer.run_setup,
+            alerts=self.alerts,
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self.startup: asyncio.Task[None] | None = None
@@ -580,6 +590,10 @@ class Bitrix24Provider(CRMProvider):
             return AccountState(AccountStatus.ERROR, "; ".join(troubles))
         names = ", ".join(sorted(r.domain for r in records))
         return AccountState(AccountStatus.CONNECTED, f"installed on {names}")
+
+    async def channel_state_changed(self, channel: str, state: AccountState) -> None:
+        """Alerts inside Bitrix24 when a linked number stops or starts working again."""
+        await self.alerts.channel_changed(channel, state)
 
     async def publish_state(self) -> None:
         """Push the aggregate state to the core now (admin API, /metrics)."""

@@ -107,6 +107,11 @@ async def user_admin(portal: FakePortal, params: dict[str, Any], ctx: CallContex
     return ctx.user_id in portal.admins
 
 
+async def user_current(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    # Scope `basic`, any user: the token's own user (ids are strings in REST answers).
+    return {"ID": str(ctx.user_id), "ACTIVE": True, "NAME": f"User {ctx.user_id}"}
+
+
 def _matches(config: dict[str, Any], conditions: dict[str, Any]) -> bool:
     for key, expected in conditions.items():
         field = re.sub(r"^[=!<>%@]+", "", str(key)).upper()
@@ -309,6 +314,7 @@ METHODS: dict[str, Handler] = {
     "event.get": event_get,
     "app.info": app_info,
     "user.admin": user_admin,
+    "user.current": user_current,
     "imopenlines.config.list.get": config_list,
     "imopenlines.config.get": config_get,
     "imopenlines.config.add": config_add,
