@@ -536,11 +536,11 @@ async def test_a_number_that_stops_working_is_announced_once_and_again_when_back
         assert down["USER_ID"] == 1 and down["TAG"] == "whatschat|wa"
         assert down["MESSAGE"].startswith("⚠ Номер WhatsApp wa: нужно отсканировать QR-код.")
         await state(AccountStatus.NEEDS_QR, "s2")  # the next poll says the same
-        await state(AccountStatus.STARTING, "s3")  # not yet clear: nothing
-        assert len(notes) == 1
         # The settings page shows a banner while it lasts.
         page = await w.portal.open_connector_settings(line=1)
         assert 'class="notice error banner"' in page.text and "⚠ wa:" in page.text
+        await state(AccountStatus.STARTING, "s3")  # not yet clear: nothing
+        assert len(notes) == 1
         await state(AccountStatus.CONNECTED, "s4")
         assert notes[-1]["MESSAGE"] == "✅ Номер WhatsApp wa снова подключён: сообщения идут."
         assert len(notes) == 2
