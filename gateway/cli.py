@@ -92,7 +92,8 @@ async def _warnings(settings: GatewaySettings, host: PluginHost, stored: bool) -
     if stored:
         candidate = open_store(url)
         try:
-            await asyncio.wait_for(candidate.open(), 10.0)
+            async with asyncio.timeout(10.0):
+                await candidate.open()
             store = candidate
         except Exception as exc:  # check still reports the settings
             log.debug("store not read by check: %s", exc)

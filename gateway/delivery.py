@@ -9,11 +9,11 @@ with backoff, or dead-lettered with the reason. See docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from gateway import shaping
+from gateway.aio import stop_tasks, wait_event
 from gateway.errors import (
     AmbiguousError,
     DeliveryError,
@@ -120,12 +120,12 @@ class Deliverer:
 
     async def stop(self) -> None:
         self._running = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        for events in (*self._wakeups.values(), *self._armed.values()):
-            events.clear()
+        tasks, self._tasks = list(self._tasks), []
+        try:
+            await stop_tasks(tasks)
+        finally:
+            for events in (*self._wakeups.values(), *self._armed.values()):
+                events.clear()
 
     async def _slot(self, destination: str, owner: str, wakeup: asyncio.Event) -> None:
         """Claim and deliver while there is work; then wait to be woken (by new work, by
@@ -204,8 +204,7 @@ class Deliverer:
 
     @staticmethod
     async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), seconds)
+        await wait_event(wakeup, seconds)
 
     async def process(self, destination: str, jobs: Sequence[Job], owner: str) -> None:
         """Deliver one claimed batch and record every outcome; frees the lanes at the end,

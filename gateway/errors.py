@@ -4,6 +4,7 @@
 GatewayError
 ├── ConfigError                 settings that cannot run (names file, key and fix)
 ├── PluginError                 a plugin failed to import or registered something invalid
+├── ShutdownError               a background task ignored its cancellation (named)
 ├── StoreError                  the store cannot do what was asked
 │   └── MigrationError          the schema is newer than this code, or a migration failed
 ├── WebhookError                an inbound request is refused (carries an HTTP status)
@@ -60,6 +61,11 @@ class ConfigProblem:
 
 class PluginError(GatewayError):
     """A plugin failed to import or registered something invalid."""
+
+
+class ShutdownError(GatewayError):
+    """A background task still ran a bounded time after it was cancelled (see `gateway.aio`):
+    the gateway stops anyway, and says which task ignored its cancellation."""
 
 
 class StoreError(GatewayError):

@@ -14,14 +14,16 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from gateway import services, views
 from gateway.accounts import ACCOUNTS, AccountStates
+from gateway.aio import stop_tasks
 from gateway.delivery import Deliverer
+from gateway.errors import ShutdownError
 from gateway.hookcall import call_each_async
 from gateway.hub import GatewayHub
 from gateway.ingest import Ingest
@@ -194,15 +196,26 @@ class Gateway:
         self.ready = True
 
     async def stop(self) -> None:
+        """Stop everything, also past a background task that ignored its cancellation
+        (`ShutdownError`, raised once the store is closed)."""
         self.ready = False
-        if self._janitor is not None:
-            self._janitor.cancel()
-            await asyncio.gather(self._janitor, return_exceptions=True)
+        stuck: list[ShutdownError] = []
+
+        async def step(stop: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await stop()
+            except ShutdownError as exc:
+                log.error("%s", exc)
+                stuck.append(exc)
+
+        janitor, self._janitor = self._janitor, None
+        if janitor is not None:
+            await step(lambda: stop_tasks([janitor]))
         await call_each_async(self.host.hook.shutdown, gateway=self)
-        await self.unrouted.stop()
-        await self.shared.stop()
+        await step(self.unrouted.stop)
+        await step(self.shared.stop)
         if self.deliverer is not None:
-            await self.deliverer.stop()
+            await step(self.deliverer.stop)
         for name, provider in self.instances.items():
             try:
                 await provider.stop()
@@ -211,6 +224,8 @@ class Gateway:
         await self.store.close()
         if self._own_http:
             await self.http.aclose()
+        if stuck:
+            raise stuck[0]
 
     async def housekeep(self) -> None:
         """Expired media go, events past their retention are forgotten, held ones expire."""

@@ -19,10 +19,10 @@ nothing changed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from gateway.aio import stop_tasks, wait_event
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway")
@@ -59,9 +59,7 @@ class SharedState:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task])
 
     def poke(self) -> None:
         """Something may have changed: look now rather than at the next poll."""
@@ -101,8 +99,7 @@ class SharedState:
 
     async def _watch(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self.poll_interval)
+            await wait_event(self._poke, self.poll_interval)
             self._poke.clear()
             try:
                 await self.check()

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from gateway.aio import stop_tasks
 from gateway.models import InboundEvent, event_from_json
 from gateway.observe import Observation
 from gateway.planning import routes_for
@@ -65,8 +66,7 @@ class Unrouted:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_tasks([task])
 
     def poke(self) -> None:
         """Routes or held messages changed: look for held messages a route now carries."""

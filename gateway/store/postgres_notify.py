@@ -23,6 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.aio import stop_tasks
+
 log = logging.getLogger("gateway.store")
 
 LISTEN_BACKOFF = (0.5, 30.0)
@@ -58,10 +60,10 @@ class Notifier:
     async def close(self) -> None:
         """Stop listening; send what is still pending (`gateway replay` closes right away)."""
         tasks = [t for t in (self._sender, self._listener) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._flush()
+        try:
+            await stop_tasks(tasks)
+        finally:
+            await self._flush()
 
     async def _send(self) -> None:
         while True:

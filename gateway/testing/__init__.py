@@ -23,6 +23,7 @@ import httpx
 from starlette.types import ASGIApp
 
 from gateway import shaping
+from gateway.aio import wait_event
 from gateway.hookspecs import hookimpl
 from gateway.observe import Observation
 from gateway.plugins import PluginHost
@@ -70,12 +71,9 @@ class Observer:
         waiter = asyncio.Event()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter.wait(), timeout)
-        except TimeoutError:
-            return False
+            return await wait_event(waiter, timeout)
         finally:
             self._waiters.remove(waiter)
-        return True
 
     async def wait_for(self, kind: str, count: int = 1, timeout: float = 10.0) -> list[Observation]:
         """Wait until `count` observations of `kind` were made; returns them."""

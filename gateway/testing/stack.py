@@ -30,6 +30,7 @@ from gateway_fakes.bitrix24 import FakePortal
 from gateway_fakes.cloudapi import FakeCloudApi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.aio import wait_event
 from gateway.app import create_app
 from gateway.testing import GatewayHarness, Observer, build_gateway
 from gateway.testing.process import free_port, serve
@@ -63,8 +64,7 @@ class Pulse:
         async with asyncio.timeout(within):
             while not predicate():
                 self.event.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.event.wait(), 1.0)
+                await wait_event(self.event, 1.0)
 
 
 @dataclass

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from gateway.aio import wait_event
 from gateway.errors import (
     BadRequest,
     ConfigError,
@@ -200,8 +200,7 @@ class ChatApiChannel(ChannelProvider):
         if await self.context.hub.was_sent_by_gateway(self.instance, message_id):
             return True
         if self._in_flight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), ECHO_WAIT_SECONDS)
+            await wait_event(self._idle, ECHO_WAIT_SECONDS)
             return message_id in self._recent
         return False
 
