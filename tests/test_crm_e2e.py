@@ -328,6 +328,36 @@ async def test_robot_writes_first_with_a_template_outside_the_24_hour_window(
         assert len(cloud.sent) == 1
 
 
+async def test_send_sms_names_a_template_on_its_first_line(tmp_path: Path) -> None:
+    cloud = FakeCloudApi()
+    cloud.pair_interval = None
+    cloud.register_template("order_ready", "ru", body_params=2)
+    async with world(tmp_path, cloud) as w:
+        # "Send SMS" has only a text box: the first line names the template and its
+        # parameters; the customer never wrote, so only a template can open the chat
+        sms, response = await w.portal.send_sms(
+            SENDER, "8 900 123-45-67", "#шаблон order_ready:ru | Иван | A-1024"
+        )
+        assert response.status_code == 200, response.text
+        await w.until(lambda: sms.status == "sent")
+        [sent] = cloud.sent
+        assert (sent.to, sent.type) == ("79001234567", "template")
+        template = sent.request["template"]
+        assert template["name"] == "order_ready" and template["language"]["code"] == "ru"
+        assert [p["text"] for p in template["components"][0]["parameters"]] == ["Иван", "A-1024"]
+
+        # parameters that do not fit the approved template: failed with the reason, not sent
+        bad, _ = await w.portal.send_sms(SENDER, "79001234567", "#template order_ready | x")
+        await w.until(lambda: bad.statuses[-1:] == ["failed"])
+        assert len(cloud.sent) == 1
+
+        # a directive that cannot be read is refused at once with how to write it
+        unreadable, refused = await w.portal.send_sms(SENDER, "79001234567", "#template Bad Name")
+        assert refused.status_code == 422
+        assert "#template name:language" in refused.json()["error"]
+        assert unreadable.statuses == ["failed"]
+
+
 async def test_unlink_removes_the_sender_and_robots_and_uninstall_refuses_calls(
     tmp_path: Path,
 ) -> None:

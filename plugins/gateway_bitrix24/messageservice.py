@@ -13,7 +13,8 @@ this instance, committed before the answer and deduplicated on the portal's `mes
 then sent to the channel by the pipeline in order behind the conversation's other
 messages, retried, and parked visibly when it cannot go. A number that cannot be a
 WhatsApp number or a sender whose number is no longer linked is refused with 422 and
-reported `failed`, with the reason sent to the CRM user as a notification.
+reported `failed`, with the reason sent to the CRM user as a notification. A first line
+`#template name:language | parameter | …` names a WhatsApp template (`crm_templates`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gateway.providers import Hub, Route, WebhookResult
 
 from .crm_reports import CrmOrigin, CrmReporter
 from .crm_setup import CrmSetup
+from .crm_templates import BadTemplateChoice, from_sms_text
 from .forms import as_dict, as_int, as_str
 from .records import PortalRecord, parse_target
 
@@ -112,6 +114,10 @@ class SmsProvider:
         if not call.body.strip():
             return await self._refuse(origin, "the message is empty")
         try:
+            template, text = from_sms_text(call.body)
+        except BadTemplateChoice as exc:
+            return await self._refuse(origin, str(exc))
+        try:
             conversation = self.hub.conversation_for_phone(route.channel, call.to)
         except NotAPhoneNumber as exc:
             return await self._refuse(origin, f"not a WhatsApp number: {exc}")
@@ -131,8 +137,8 @@ class SmsProvider:
             conversation_id=conversation,
             native_id=f"sms-{call.message_id}",
             sender=Sender(id=f"bitrix24:{call.user_id or 0}"),
-            text=call.body,
-            extra=origin.to_extra(),
+            text=text,
+            extra=origin.to_extra() | ({"template": template.to_extra()} if template else {}),
         )
         key = f"bitrix24:{member}:sms:{call.message_id}"
         log.info(

@@ -33,6 +33,7 @@ from gateway.providers import Hub, Outcome, Outgoing, ProviderState, Sent, Webho
 
 from .crm_reports import CrmOrigin, CrmReporter
 from .crm_setup import robot_codes
+from .crm_templates import BadTemplateChoice, from_robot
 from .forms import as_dict, as_int, as_items, as_str
 from .messageservice import crm_route
 from .records import PortalRecord, parse_target
@@ -94,22 +95,21 @@ class Robots:
             await self.add_waiter(record.member_id, conversation, token, minutes)
             return WebhookResult(response=JSONResponse({"ok": True, "status": "waiting"}))
         text = as_str(props.get("text")) or ""
-        template = as_str(props.get("template")) or ""
-        if not text.strip() and not template:
+        try:
+            template = from_robot(
+                as_str(props.get("template")) or "", as_items(props.get("template_params"))
+            )
+        except BadTemplateChoice as exc:
+            return await self._refuse(origin, str(exc))
+        if not text.strip() and template is None:
             return await self._refuse(origin, "neither a text nor a template to send")
         origin = CrmOrigin(
             "robot", record.member_id, line, conversation, digits, text, user_id,
             event_token=token,
         )  # fmt: skip
         extra: dict[str, Any] = origin.to_extra()
-        if template:
-            name, _, language = template.partition(":")
-            params = [str(p) for p in as_items(props.get("template_params")) if str(p) != ""]
-            extra["template"] = {
-                "name": name.strip(),
-                "language": language.strip(),
-                "params": params,
-            }
+        if template is not None:
+            extra["template"] = template.to_extra()
         digest = hashlib.sha256(token.encode()).hexdigest()[:24]
         message = Message(
             conversation_id=conversation,
