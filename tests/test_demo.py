@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
+from gateway_fakes import demo
 from gateway_fakes.demo import run_demo
 
 pytestmark = pytest.mark.anyio
@@ -36,3 +45,70 @@ async def test_the_demo_plays_the_whole_conversation(tmp_path: Path) -> None:
     ]:
         assert expected in trace, f"{expected!r} missing from:\n{trace}"
     assert "Traceback" not in trace
+
+
+def _demo_folders(root: Path) -> list[Path]:
+    return sorted(root.glob("whatschat-demo-*"))
+
+
+def _start_demo(tmp: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+async def test_the_serving_demo_shows_the_console_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    """`gateway demo` in its own process: the printed URL and token sign in to the console,
+    and Ctrl-C leaves no `whatschat-demo-*` folder behind."""
+    process = _start_demo(tmp_path)
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not any("Serving until Ctrl-C" in line for line in lines):
+            line = await asyncio.to_thread(process.stdout.readline)
+            assert line, "the demo ended early:\n" + "".join(lines)
+            lines.append(line)
+        shown = "".join(lines)
+        console = re.search(r"console\s+(http://127\.0\.0\.1:\d+/console/)", shown)
+        token = re.search(r"token\s+(\S+)\s+\(this run", shown)
+        assert console and token, shown
+        assert len(_demo_folders(tmp_path)) == 1
+        async with httpx.AsyncClient() as client:
+            wrong = await client.post(f"{console[1]}signin", data={"token": "demo-admin-token"})
+            assert wrong.status_code == 401
+            signed = await client.post(f"{console[1]}signin", data={"token": token[1]})
+            assert signed.status_code == 303
+            page = await client.get(console[1])
+            assert page.status_code == 200
+            assert "wa" in page.text and "b24" in page.text
+        process.send_signal(signal.SIGINT)
+        rest = await asyncio.to_thread(process.communicate, None, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, rest
+    assert "Traceback" not in rest[0]
+    assert _demo_folders(tmp_path) == []
+
+
+async def test_the_demo_folder_is_removed_after_once_and_after_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert await run_demo(once=True, out=io.StringIO()) == 0
+    assert _demo_folders(tmp_path) == []
+
+    async def broken(*_args: object) -> None:
+        assert len(_demo_folders(tmp_path)) == 1
+        raise RuntimeError("the fake portal fell over")
+
+    monkeypatch.setattr(demo, "_play", broken)
+    with pytest.raises(RuntimeError, match="fell over"):
+        await run_demo(once=True, out=io.StringIO())
+    assert _demo_folders(tmp_path) == []

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -144,18 +146,33 @@ async def _until(observer: Observer, predicate: Callable[[], bool]) -> None:
 
 
 async def run_demo(*, once: bool, out: TextIO = sys.stdout, workdir: Path | None = None) -> int:
-    """Play the demo; with `once`, return when it is over, else serve until cancelled."""
+    """Play the demo; with `once`, return when it is over, else serve until cancelled.
+
+    Without `workdir` the store and media live in a `whatschat-demo-*` temporary folder,
+    removed however the demo ends (at the end, on Ctrl-C, on an error).
+    """
+    if workdir is not None:
+        return await _run(once, out, workdir)
+    directory = Path(tempfile.mkdtemp(prefix="whatschat-demo-"))
+    try:
+        return await _run(once, out, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _run(once: bool, out: TextIO, directory: Path) -> int:
     from gateway_fakes.bitrix24 import FakePortal
     from gateway_fakes.cloudapi import FakeCloudApi
 
-    directory = workdir or Path(tempfile.mkdtemp(prefix="whatschat-demo-"))
+    # A fresh admin token each run: it signs in to the console, and dies with the demo.
+    token = secrets.token_urlsafe(16)
     with _bound_socket() as gateway_sock, _bound_socket() as portal_sock:
         public_url = f"http://127.0.0.1:{gateway_sock.getsockname()[1]}"
         async with httpx.AsyncClient(timeout=30.0) as to_gateway:
             # Wall-clock time on both fakes, so their call records interleave in the trace.
             portal = FakePortal(http=to_gateway, installed=False, fetch_files=True, clock=time.time)
             whatsapp = FakeCloudApi(http=to_gateway, callback_url=f"{public_url}/webhooks/wa")
-            settings = _settings(directory, public_url, portal, whatsapp)
+            settings = _settings(directory, public_url, portal, whatsapp, token)
             observer = Observer()
             itself = _Itself()
             apps: dict[str, ASGIApp] = {
@@ -174,10 +191,10 @@ async def run_demo(*, once: bool, out: TextIO = sys.stdout, workdir: Path | None
                     harness = GatewayHarness(gateway, to_gateway, network, observer, public_url)
                     trace = Trace(out, portal, whatsapp)
                     portal_url = f"http://127.0.0.1:{portal_sock.getsockname()[1]}"
-                    await _play(harness, portal, whatsapp, trace, public_url)
-                    _print_urls(out, public_url, portal_url, directory)
+                    await _play(harness, portal, whatsapp, trace, public_url, token)
+                    _print_urls(out, public_url, portal_url, directory, token, once=once)
                     if not once:
-                        out.write("\nServing until Ctrl-C.\n")
+                        out.write("\nServing until Ctrl-C (the folder above is removed then).\n")
                         out.flush()
                         await asyncio.Event().wait()
             finally:
@@ -185,12 +202,14 @@ async def run_demo(*, once: bool, out: TextIO = sys.stdout, workdir: Path | None
     return 0
 
 
-def _settings(directory: Path, public_url: str, portal: Any, whatsapp: Any) -> dict[str, Any]:
+def _settings(
+    directory: Path, public_url: str, portal: Any, whatsapp: Any, token: str
+) -> dict[str, Any]:
     return {
         "public_url": public_url,
         "store": {"url": f"sqlite:///{directory / 'demo.db'}"},
         "media": {"directory": str(directory / "media")},
-        "admin": {"token": "demo-admin-token"},
+        "admin": {"token": token},
         # The gateway re-hosts files from its own links, which are on loopback in the demo.
         "fetch": {"allowed_hosts": ["127.0.0.1"]},
         "retry": {"base_delay": 0.2, "max_delay": 2.0, "max_attempts": 3},
@@ -218,7 +237,9 @@ def _settings(directory: Path, public_url: str, portal: Any, whatsapp: Any) -> d
     }
 
 
-async def _play(h: GatewayHarness, portal: Any, whatsapp: Any, trace: Trace, public: str) -> None:
+async def _play(
+    h: GatewayHarness, portal: Any, whatsapp: Any, trace: Trace, public: str, token: str
+) -> None:
     from gateway_fakes.bitrix24.browser import form_fields
 
     observer = h.observer
@@ -293,7 +314,7 @@ async def _play(h: GatewayHarness, portal: Any, whatsapp: Any, trace: Trace, pub
     note = portal.messages(line=LINE, chat_id=UNLUCKY)[-1]
     trace.say(f'The operator sees in the chat: "{_short(note.text, 100)}"')
     dead = await h.client.get(
-        f"{public}/admin/dead-letters", headers={"Authorization": "Bearer demo-admin-token"}
+        f"{public}/admin/dead-letters", headers={"Authorization": f"Bearer {token}"}
     )
     parked = dead.json().get("dead_letters", [])
     trace.say(f"Parked as a dead letter, visible and replayable: {len(parked)} job(s)")
@@ -330,11 +351,16 @@ async def _deliver(whatsapp: Any, trace: Trace) -> None:
         trace.say(f"WhatsApp ─▶ gateway  POST /webhooks/wa (signed)  → HTTP {delivery.status}")
 
 
-def _print_urls(out: TextIO, public_url: str, portal_url: str, directory: Path) -> None:
+def _print_urls(
+    out: TextIO, public_url: str, portal_url: str, directory: Path, token: str, *, once: bool
+) -> None:
     out.write("\n── The gateway is running ───────────────────────────────────────────\n")
+    if not once:
+        out.write(f"   console    {public_url}/console/  (sign in with the token below)\n")
+        out.write(f"   token      {token}  (this run's admin token; gone when it stops)\n")
     out.write(f"   health     {public_url}/readyz\n")
     out.write(f"   metrics    {public_url}/metrics\n")
-    out.write(f"   admin API  {public_url}/admin/dead-letters  (Bearer demo-admin-token)\n")
+    out.write(f"   admin API  {public_url}/admin/dead-letters  (Bearer <token>)\n")
     out.write(f"   fake Bitrix24 portal  {portal_url}/rest/app.info\n")
     out.write(f"   store and media in {directory}\n")
     out.flush()
