@@ -9,9 +9,12 @@ listed in docs/plugins.md ("Public names and their stability").
 
 from __future__ import annotations
 
+from gateway.aio import wait_event
 from gateway.errors import (
     AmbiguousError,
     BadRequest,
+    ConfigError,
+    ConfigProblem,
     DeliveryError,
     FetchError,
     ForbiddenAddress,
@@ -24,13 +27,17 @@ from gateway.errors import (
     Unauthorized,
     WebhookError,
 )
+from gateway.fetch import FetchedFile, clean_filename, redact_url
 from gateway.hookspecs import hookimpl
 from gateway.http_errors import error_response
+from gateway.i18n import N_, Catalogue, Translator, normalize_language
+from gateway.media import StoredMedia
 from gateway.models import (
     JSON,
     AccountState,
     AccountStatus,
     Attachment,
+    AttachmentKind,
     Contact,
     Delete,
     DeliveryStatus,
@@ -42,6 +49,8 @@ from gateway.models import (
     Sender,
     StatusUpdate,
 )
+from gateway.phones import NotAPhoneNumber, national_to_international, phone_digits
+from gateway.ports import Fetcher, MediaStorage
 from gateway.providers import (
     Ack,
     Capabilities,
@@ -49,12 +58,14 @@ from gateway.providers import (
     CRMProvider,
     Hub,
     InstanceContext,
+    Landing,
     MediaDownload,
     MessageTemplate,
     NotLanded,
     Outcome,
     Outgoing,
     Provider,
+    ProviderKind,
     ProviderState,
     Route,
     Sent,
@@ -66,15 +77,20 @@ from gateway.providers import (
 
 __all__ = [
     "JSON",
+    "N_",
     "AccountState",
     "AccountStatus",
     "Ack",
     "AmbiguousError",
     "Attachment",
+    "AttachmentKind",
     "BadRequest",
     "CRMProvider",
     "Capabilities",
+    "Catalogue",
     "ChannelProvider",
+    "ConfigError",
+    "ConfigProblem",
     "Contact",
     "Delete",
     "DeliveryError",
@@ -82,21 +98,27 @@ __all__ = [
     "Edit",
     "Event",
     "FetchError",
+    "FetchedFile",
+    "Fetcher",
     "ForbiddenAddress",
     "GatewayError",
     "Hub",
     "InboundEvent",
     "InstanceContext",
+    "Landing",
     "Location",
     "MediaDownload",
+    "MediaStorage",
     "MediaTooLarge",
     "Message",
     "MessageTemplate",
+    "NotAPhoneNumber",
     "NotLanded",
     "Outcome",
     "Outgoing",
     "PermanentError",
     "Provider",
+    "ProviderKind",
     "ProviderState",
     "RetryLater",
     "Route",
@@ -104,13 +126,21 @@ __all__ = [
     "Sent",
     "StatusNotice",
     "StatusUpdate",
+    "StoredMedia",
     "TemporaryError",
     "Throttled",
+    "Translator",
     "Unauthorized",
     "WebhookError",
     "WebhookRequest",
     "WebhookResult",
+    "clean_filename",
     "error_response",
     "hookimpl",
+    "national_to_international",
+    "normalize_language",
+    "phone_digits",
+    "redact_url",
     "send_each",
+    "wait_event",
 ]

@@ -14,7 +14,7 @@ catalogue with the same placeholders.
 
 Use from a plugin::
 
-    from gateway.i18n import Catalogue, N_
+    from gateway import Catalogue, N_
 
     CATALOGUE = Catalogue.of_package("gateway_telegram")   # domain: the package name
     t = CATALOGUE.translator(lang_from_page, portal_language)  # first one it has, else English

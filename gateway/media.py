@@ -30,9 +30,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import LocalStorageFault, MediaTooLarge
-from gateway.fetch import GuardedFetcher, clean_filename
+from gateway.fetch import clean_filename
 from gateway.http_errors import error_response
 from gateway.models import Attachment
+from gateway.ports import Fetcher
 
 log = logging.getLogger("gateway.media")
 
@@ -143,7 +144,7 @@ class MediaStore:
     async def rehost(
         self,
         url: str,
-        fetcher: GuardedFetcher,
+        fetcher: Fetcher,
         *,
         headers: Mapping[str, str] | None = None,
         filename: str | None = None,
@@ -163,7 +164,7 @@ class MediaStore:
     async def rehost_attachment(
         self,
         attachment: Attachment,
-        fetcher: GuardedFetcher,
+        fetcher: Fetcher,
         url: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Attachment:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, TypeAlias
 
+#: A value that JSON can carry (what `ProviderState` keeps and `Sent.extra` holds).
 JSON: TypeAlias = Any
 
 
@@ -52,6 +53,7 @@ class AccountStatus(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+#: What an `Attachment` is; `Capabilities.media_kinds` names the ones a destination takes.
 AttachmentKind = Literal["image", "video", "audio", "voice", "document", "sticker", "file"]
 
 
@@ -77,6 +79,8 @@ class Attachment:
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """A shared place: coordinates, and the place's name and address when the sender gave them."""
+
     latitude: float
     longitude: float
     name: str | None = None
@@ -85,6 +89,8 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Contact:
+    """A shared contact card: a name, its phone numbers as written, the vCard when sent."""
+
     name: str
     phones: tuple[str, ...] = ()
     vcard: str | None = None
@@ -170,6 +176,7 @@ class AccountState:
     kind: Literal["account"] = "account"
 
 
+#: Anything an `InboundEvent` carries.
 Event: TypeAlias = Message | Edit | Delete | StatusUpdate | AccountState
 
 

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     import httpx
     from starlette.responses import Response
 
-    from gateway.fetch import GuardedFetcher
-    from gateway.media import MediaStore
+    from gateway.ports import Fetcher, MediaStorage
 
+#: Which side a provider is on: a messenger account ("channel") or where operators answer ("crm").
 ProviderKind = Literal["channel", "crm"]
 Direction = Literal["both", "inbound", "outbound"]
 
@@ -200,6 +200,8 @@ class NotLanded:
     detail: str = ""
 
 
+#: What `send`, `acknowledge` and `apply_status` say of one item: done (`Sent`, or None when
+#: there is no id to keep), or why not (a `DeliveryError`: temporary, ambiguous or permanent).
 Outcome = Sent | DeliveryError | None
 #: What `find_sent` says of one item: it landed (`Sent`, with the destination's id), it did
 #: not (`NotLanded`), or the destination could not tell now (`TemporaryError`: ask again
@@ -300,7 +302,7 @@ class Hub(Protocol):
 
     def conversation_for_phone(self, instance: str, phone: str) -> str:
         """The conversation id channel `instance` gives the chat with `phone` as a person
-        typed it; `gateway.phones.NotAPhoneNumber` when it is no number, `KeyError` when
+        typed it; `gateway.NotAPhoneNumber` when it is no number, `KeyError` when
         `instance` is no channel."""
         ...
 
@@ -318,8 +320,8 @@ class InstanceContext:
     http: httpx.AsyncClient
     state: ProviderState
     hub: Hub
-    media: MediaStore
-    fetcher: GuardedFetcher
+    media: MediaStorage
+    fetcher: Fetcher
     public_url: str
 
 
@@ -424,7 +426,7 @@ class ChannelProvider(Provider):
 
     def conversation_for_phone(self, phone: str) -> str:
         """The conversation id of the 1:1 chat with `phone` (international digits, see
-        `gateway.phones.phone_digits`), spelled as this provider's webhooks spell it, so a
+        `gateway.phone_digits`), spelled as this provider's webhooks spell it, so a
         conversation a CRM starts and the customer's answer share one id. Default: the
         digits themselves."""
         return phone

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 
 DEMO_HELP = "play a WhatsApp <-> Bitrix24 conversation against bundled fakes"
 
@@ -30,7 +30,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; 0 when the conversation played through."""
     import asyncio
 
-    from gateway.logs import configure_logging
+    from gateway.testing import configure_logging
     from gateway_fakes.demo import run_demo
 
     # The demo prints its own trace; a parked message is part of the story, not an alarm.

@@ -27,8 +27,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from gateway.app import create_app
-from gateway.testing import GatewayHarness, Observer, build_gateway
+from gateway.testing import GatewayHarness, Observer, build_gateway, create_app
 
 CUSTOMER = "79991234567"
 UNLUCKY = "15550131026"  # the fake Cloud API answers 131026 (no WhatsApp on this number)

@@ -24,7 +24,9 @@ from starlette.types import ASGIApp
 
 from gateway import shaping
 from gateway.aio import wait_event
+from gateway.app import create_app
 from gateway.hookspecs import hookimpl
+from gateway.logs import configure_logging
 from gateway.observe import Observation
 from gateway.plugins import PluginHost
 from gateway.providers import Outcome, Outgoing, Provider
@@ -43,6 +45,8 @@ __all__ = [
     "Recorder",
     "UnexpectedHost",
     "build_gateway",
+    "configure_logging",
+    "create_app",
     "public_resolver",
     "redact_in_tests",
     "running_gateway",
@@ -188,7 +192,6 @@ async def running_gateway(
     With `serve_http`, the app is also served by real uvicorn on a loopback port
     (`harness.url`), and `harness.client` talks to it over real HTTP.
     """
-    from gateway.app import create_app
     from gateway.testing.process import serve
 
     observer = Observer()

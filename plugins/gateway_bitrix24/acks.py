@@ -20,9 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import DeliveryError, PermanentError
-from gateway.models import DeliveryStatus, Edit, Message
-from gateway.providers import Ack, Outcome, StatusNotice
+from gateway import (
+    Ack,
+    DeliveryError,
+    DeliveryStatus,
+    Edit,
+    Message,
+    Outcome,
+    PermanentError,
+    StatusNotice,
+)
 
 from .formatting import quote_bbcode
 from .forms import as_dict, as_int, as_items, as_str

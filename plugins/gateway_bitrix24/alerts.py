@@ -18,9 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from gateway.errors import DeliveryError
-from gateway.models import AccountState, AccountStatus
-from gateway.providers import Hub, ProviderState
+from gateway import AccountState, AccountStatus, DeliveryError, Hub, ProviderState
 
 from .forms import as_dict, as_int
 from .pages import STATE_TEXTS

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from gateway.models import AccountState, InboundEvent
-from gateway.providers import (
+from gateway import (
+    AccountState,
     Ack,
     Hub,
+    InboundEvent,
     MessageTemplate,
     Outcome,
     Outgoing,

@@ -25,9 +25,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from gateway.errors import DeliveryError, PermanentError
-from gateway.models import DeliveryStatus, Message
-from gateway.providers import Ack, Outcome, StatusNotice
+from gateway import (
+    Ack,
+    DeliveryError,
+    DeliveryStatus,
+    Message,
+    Outcome,
+    PermanentError,
+    StatusNotice,
+)
 
 from .acks import NOT_DELIVERED
 from .crm_texts import text

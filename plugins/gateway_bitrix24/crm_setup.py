@@ -19,8 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway.errors import DeliveryError, PermanentError
-from gateway.providers import MessageTemplate
+from gateway import DeliveryError, MessageTemplate, PermanentError
 
 from .crm_texts import localized
 from .forms import as_items

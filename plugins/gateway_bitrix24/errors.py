@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.errors import DeliveryError, PermanentError, TemporaryError
+from gateway import DeliveryError, PermanentError, TemporaryError
 
 from .records import NEEDS_REINSTALL, UNPAID
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from gateway.models import Attachment, AttachmentKind, Delete, Edit, InboundEvent, Message, Sender
+from gateway import Attachment, AttachmentKind, Delete, Edit, InboundEvent, Message, Sender
 
 from .formatting import bbcode_to_whatsapp, split_signature
 from .forms import FormError, as_dict, as_int, as_items, as_str, lower_keys

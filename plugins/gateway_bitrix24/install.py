@@ -26,9 +26,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.errors import DeliveryError, TemporaryError, Unauthorized, WebhookError
-from gateway.i18n import normalize_language
-from gateway.providers import WebhookResult
+from gateway import (
+    DeliveryError,
+    TemporaryError,
+    Unauthorized,
+    WebhookError,
+    WebhookResult,
+    normalize_language,
+)
 
 from .events import PortalEvent
 from .forms import as_dict, as_str

@@ -25,9 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import DeliveryError, PermanentError, TemporaryError
-from gateway.models import Message
-from gateway.providers import Landing, NotLanded, Outcome, Outgoing, ProviderState, Sent
+from gateway import (
+    DeliveryError,
+    Landing,
+    Message,
+    NotLanded,
+    Outcome,
+    Outgoing,
+    PermanentError,
+    ProviderState,
+    Sent,
+    TemporaryError,
+)
 
 from .forms import as_dict, as_items, as_str
 from .outbound import native_id_for

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.errors import Throttled
+from gateway import Throttled
 
 
 class Bucket:

@@ -26,10 +26,16 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from gateway.errors import BadRequest
-from gateway.models import InboundEvent, Message, Sender
-from gateway.phones import NotAPhoneNumber
-from gateway.providers import Hub, Route, WebhookResult
+from gateway import (
+    BadRequest,
+    Hub,
+    InboundEvent,
+    Message,
+    NotAPhoneNumber,
+    Route,
+    Sender,
+    WebhookResult,
+)
 
 from .crm_reports import CrmOrigin, CrmReporter
 from .crm_setup import CrmSetup

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from gateway.errors import DeliveryError, PermanentError, TemporaryError
+from gateway import DeliveryError, PermanentError, TemporaryError
 
 from .errors import classify, portal_problem
 from .records import PortalRecord, PortalStore

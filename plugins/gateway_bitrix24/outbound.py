@@ -20,18 +20,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.errors import (
+from gateway import (
     AmbiguousError,
+    Attachment,
     DeliveryError,
+    Edit,
+    Fetcher,
     FetchError,
+    MediaStorage,
+    Message,
+    Outcome,
+    Outgoing,
     PermanentError,
+    Sent,
     TemporaryError,
     Throttled,
 )
-from gateway.fetch import GuardedFetcher
-from gateway.media import MediaStore
-from gateway.models import Attachment, Edit, Message
-from gateway.providers import Outcome, Outgoing, Sent
 
 from .formatting import inert, normalize_phone, quote_bbcode, sanitize_name, whatsapp_to_bbcode
 from .forms import as_dict, as_items, as_str
@@ -71,8 +75,8 @@ class Outbox:
         self,
         rest: RestClient,
         store: PortalStore,
-        media: MediaStore,
-        fetcher: GuardedFetcher,
+        media: MediaStorage,
+        fetcher: Fetcher,
         *,
         public_url: str,
         connector_id: str,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.providers import Outgoing
+from gateway import Outgoing
 
 #: Commands per `batch` (Bitrix24's limit).
 MAX_COMMANDS = 50

@@ -13,7 +13,7 @@ from html import escape
 
 from starlette.responses import HTMLResponse
 
-from gateway.models import AccountState, AccountStatus
+from gateway import AccountState, AccountStatus
 
 from .texts import N_, Translator
 

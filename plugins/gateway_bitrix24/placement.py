@@ -24,9 +24,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import DeliveryError, TemporaryError
-from gateway.models import AccountState
-from gateway.providers import Hub, ProviderState, Route, WebhookResult
+from gateway import (
+    AccountState,
+    DeliveryError,
+    Hub,
+    ProviderState,
+    Route,
+    TemporaryError,
+    WebhookResult,
+)
 
 from .alerts import USERS_KEY, Alerts, alert_users, parse_users
 from .forms import as_dict, as_int, as_str

@@ -24,12 +24,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from gateway.errors import BadRequest, DeliveryError, Unauthorized
-from gateway.models import AccountState, AccountStatus, InboundEvent
-from gateway.providers import (
+from gateway import (
+    AccountState,
+    AccountStatus,
     Ack,
+    BadRequest,
     Capabilities,
     CRMProvider,
+    DeliveryError,
+    InboundEvent,
     InstanceContext,
     Landing,
     Outcome,
@@ -37,6 +40,7 @@ from gateway.providers import (
     ProviderState,
     Route,
     StatusNotice,
+    Unauthorized,
     WebhookRequest,
     WebhookResult,
 )

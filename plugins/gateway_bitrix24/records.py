@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.models import JSON
-from gateway.providers import ProviderState
+from gateway import JSON, ProviderState
 
 PORTAL_PREFIX = "portal:"
 LINE_PREFIX = "line:"

@@ -22,13 +22,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import orjson
 
-from gateway.errors import (
-    AmbiguousError,
-    DeliveryError,
-    PermanentError,
-    TemporaryError,
-    Throttled,
-)
+from gateway import AmbiguousError, DeliveryError, PermanentError, TemporaryError, Throttled
 
 from .errors import REFRESH_CODES, classify, portal_problem, scrub
 from .forms import as_dict, php_form_encode

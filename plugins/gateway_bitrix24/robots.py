@@ -26,10 +26,21 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from gateway.errors import BadRequest, DeliveryError, PermanentError
-from gateway.models import InboundEvent, Message, Sender
-from gateway.phones import NotAPhoneNumber
-from gateway.providers import Hub, Outcome, Outgoing, ProviderState, Sent, WebhookResult
+from gateway import (
+    BadRequest,
+    DeliveryError,
+    Hub,
+    InboundEvent,
+    Message,
+    NotAPhoneNumber,
+    Outcome,
+    Outgoing,
+    PermanentError,
+    ProviderState,
+    Sender,
+    Sent,
+    WebhookResult,
+)
 
 from .crm_reports import CrmOrigin, CrmReporter
 from .crm_setup import robot_codes

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import DeliveryError, PermanentError
+from gateway import DeliveryError, PermanentError
 
 from .forms import as_dict, as_items
 from .rest import RestClient

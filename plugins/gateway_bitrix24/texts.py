@@ -13,8 +13,7 @@ import logging
 import re
 import unicodedata
 
-from gateway.errors import DeliveryError
-from gateway.i18n import N_, Catalogue, Translator, normalize_language
+from gateway import N_, Catalogue, DeliveryError, Translator, normalize_language
 
 from .forms import as_dict, as_str
 from .records import PortalRecord, PortalStore

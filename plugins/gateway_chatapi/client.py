@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import AmbiguousError, DeliveryError, PermanentError, TemporaryError
+from gateway import AmbiguousError, DeliveryError, PermanentError, TemporaryError
 
 # Failures that prove the request never reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)

@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from gateway.fetch import clean_filename
-from gateway.models import (
+from gateway import (
     AccountState,
     AccountStatus,
     Attachment,
@@ -27,6 +26,7 @@ from gateway.models import (
     Message,
     Sender,
     StatusUpdate,
+    clean_filename,
 )
 from gateway_chatapi.phones import is_broadcast, is_group, phone_of
 

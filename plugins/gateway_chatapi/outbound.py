@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from gateway.errors import PermanentError
-from gateway.fetch import clean_filename
-from gateway.models import Attachment, Contact, Message
-from gateway.providers import Outgoing
+from gateway import Attachment, Contact, Message, Outgoing, PermanentError, clean_filename
 from gateway_chatapi.phones import destination
 
 # WhatsApp cuts captions longer than this; such a text goes as its own message.

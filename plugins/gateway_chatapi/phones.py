@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.phones import phone_digits
+from gateway import phone_digits
 
 PERSON_DOMAIN = "@c.us"
 GROUP_DOMAIN = "@g.us"
@@ -22,7 +22,7 @@ _GROUP_ID = re.compile(r"\d+(-\d+)?\Z")
 def normalize_phone(text: str) -> str:
     """Digits with the country code: `+7 (900) 123-45-67` and `89001234567` -> 79001234567.
 
-    `gateway.phones.phone_digits`; a `ValueError` (`NotAPhoneNumber`) for what is no number.
+    `gateway.phone_digits`; a `ValueError` (`NotAPhoneNumber`) for what is no number.
     """
     return phone_digits(text)
 

@@ -14,26 +14,27 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from gateway.aio import wait_event
-from gateway.errors import (
+from gateway import (
+    AccountState,
+    AccountStatus,
     BadRequest,
+    Capabilities,
+    ChannelProvider,
     ConfigError,
     ConfigProblem,
     DeliveryError,
-    PermanentError,
-    TemporaryError,
-)
-from gateway.models import AccountState, AccountStatus, InboundEvent, Message
-from gateway.providers import (
-    Capabilities,
-    ChannelProvider,
+    InboundEvent,
     InstanceContext,
+    Message,
     Outcome,
     Outgoing,
+    PermanentError,
     Sent,
+    TemporaryError,
     WebhookRequest,
     WebhookResult,
     send_each,
+    wait_event,
 )
 from gateway_chatapi.client import ChatApiClient
 from gateway_chatapi.config import OPTIONAL, REQUIRED, SECRETS, ChatApiConfig, parse_config

@@ -18,9 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import BadRequest, Unauthorized
-from gateway.models import InboundEvent
-from gateway.providers import WebhookRequest
+from gateway import BadRequest, InboundEvent, Unauthorized, WebhookRequest
 from gateway_chatapi.convert import (
     BadItem,
     account_state,

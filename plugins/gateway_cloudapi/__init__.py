@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.hookspecs import hookimpl
-from gateway.providers import Provider
+from gateway import Provider, hookimpl
 from gateway_cloudapi.provider import CloudApiProvider
 
 

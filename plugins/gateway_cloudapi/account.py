@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.models import AccountState, AccountStatus
+from gateway import AccountState, AccountStatus
 
 JSON = Any
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import AmbiguousError, TemporaryError
+from gateway import AmbiguousError, TemporaryError
 from gateway_cloudapi.config import CloudApiConfig
 from gateway_cloudapi.errors import graph_error, scrub
 

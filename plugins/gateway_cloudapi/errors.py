@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.errors import DeliveryError, PermanentError, TemporaryError
+from gateway import DeliveryError, PermanentError, TemporaryError
 
 WINDOW_CLOSED = "131047"
 WINDOW_TEXT = (

@@ -17,7 +17,7 @@ import mimetypes
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.models import Attachment, AttachmentKind, Contact, Location, Message, Sender
+from gateway import Attachment, AttachmentKind, Contact, Location, Message, Sender
 
 JSON = Any
 #: (media id, file name, kind, message timestamp) -> a URL the destination can fetch

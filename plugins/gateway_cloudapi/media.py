@@ -27,9 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from gateway.errors import FetchError, ForbiddenAddress, MediaTooLarge
-from gateway.media import StoredMedia
-from gateway.providers import InstanceContext
+from gateway import FetchError, ForbiddenAddress, InstanceContext, MediaTooLarge, StoredMedia
 from gateway_cloudapi.client import GraphClient
 
 MEDIA_ID_LIFETIME = 7 * 86400.0

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from gateway.errors import PermanentError
-from gateway.models import Attachment, Contact, Location, Message
+from gateway import Attachment, Contact, Location, Message, PermanentError
 
 JSON = Any
 MB = 1024 * 1024

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.errors import PermanentError
-from gateway.phones import national_to_international
+from gateway import PermanentError, national_to_international
 
 _FORMATTING = re.compile(r"[\s()\-.]")
 _PERSON_SUFFIXES = ("@c.us", "@s.whatsapp.net")

@@ -32,39 +32,35 @@ from typing import Any, ClassVar
 import orjson
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from gateway.errors import (
+from gateway import (
+    AccountState,
+    AccountStatus,
     AmbiguousError,
+    Attachment,
     BadRequest,
+    Capabilities,
+    ChannelProvider,
     ConfigError,
     ConfigProblem,
     DeliveryError,
+    DeliveryStatus,
     FetchError,
     ForbiddenAddress,
-    MediaTooLarge,
-    PermanentError,
-    TemporaryError,
-    Unauthorized,
-)
-from gateway.http_errors import error_response
-from gateway.models import (
-    AccountState,
-    AccountStatus,
-    Attachment,
-    DeliveryStatus,
     InboundEvent,
-    Message,
-)
-from gateway.providers import (
-    Capabilities,
-    ChannelProvider,
     InstanceContext,
+    MediaTooLarge,
+    Message,
     MessageTemplate,
     Outcome,
     Outgoing,
+    PermanentError,
     Sent,
     StatusNotice,
+    TemporaryError,
+    Unauthorized,
     WebhookRequest,
     WebhookResult,
+    error_response,
     send_each,
 )
 from gateway_cloudapi.account import HEALTH_FIELDS, state_from_health

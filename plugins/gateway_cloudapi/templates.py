@@ -20,9 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import PermanentError
-from gateway.models import JSON
-from gateway.providers import ProviderState
+from gateway import JSON, PermanentError, ProviderState
 
 from .client import GraphClient
 

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.models import DeliveryStatus, InboundEvent, StatusUpdate
+from gateway import DeliveryStatus, InboundEvent, StatusUpdate
 from gateway_cloudapi.account import state_from_update, update_number
 from gateway_cloudapi.errors import describe
 from gateway_cloudapi.inbound import NOT_CUSTOMER_WRITING, Malformed, MediaLink, to_message

@@ -9,7 +9,7 @@ never) is "unknown": the send is tried and Meta's answer decides.
 
 from __future__ import annotations
 
-from gateway.providers import ProviderState
+from gateway import ProviderState
 
 WINDOW_SECONDS = 24 * 3600.0
 _PREFIX = "window:"

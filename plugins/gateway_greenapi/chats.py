@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.errors import PermanentError
-from gateway.phones import national_to_international
+from gateway import PermanentError, national_to_international
 
 PERSON = "@c.us"
 GROUP = "@g.us"

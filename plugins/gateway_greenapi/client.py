@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import AmbiguousError, TemporaryError
+from gateway import AmbiguousError, TemporaryError
 from gateway_greenapi.config import GreenConfig
 from gateway_greenapi.errors import response_error, scrub, transport_error
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from gateway.models import Attachment, AttachmentKind, Contact, Location
+from gateway import Attachment, AttachmentKind, Contact, Location
 
 FILE_KINDS: dict[str, AttachmentKind] = {
     "imageMessage": "image",

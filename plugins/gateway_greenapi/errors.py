@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import AmbiguousError, DeliveryError, PermanentError, TemporaryError
+from gateway import AmbiguousError, DeliveryError, PermanentError, TemporaryError
 
 # Raised before the request could reach GREEN-API: a resend cannot double anything.
 NOT_SENT: tuple[type[Exception], ...] = (

@@ -12,8 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from gateway.errors import DeliveryError, PermanentError
-from gateway.models import AccountState, AccountStatus, InboundEvent
+from gateway import AccountState, AccountStatus, DeliveryError, InboundEvent, PermanentError
 from gateway_greenapi.client import GreenClient
 from gateway_greenapi.notifications import Options, Unparsable, parse_notification
 from gateway_greenapi.state import account_state, qr_data_url

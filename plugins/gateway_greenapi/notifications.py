@@ -23,16 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.models import (
-    Delete,
-    DeliveryStatus,
-    Edit,
-    Event,
-    InboundEvent,
-    Message,
-    Sender,
-    StatusUpdate,
-)
+from gateway import Delete, DeliveryStatus, Edit, Event, InboundEvent, Message, Sender, StatusUpdate
 from gateway_greenapi.chats import is_group, is_ignored_chat, phone_of
 from gateway_greenapi.content import Content, Unreadable, read_content
 from gateway_greenapi.state import account_state

@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from gateway.errors import PermanentError
-from gateway.models import Attachment, Contact, Delete, Edit, Message
-from gateway.phones import national_to_international
+from gateway import (
+    Attachment,
+    Contact,
+    Delete,
+    Edit,
+    Message,
+    PermanentError,
+    national_to_international,
+)
 
 #: WhatsApp's limit per text as GREEN documents it (`max_text_length`: the core splits).
 MAX_TEXT = 20_000

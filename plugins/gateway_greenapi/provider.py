@@ -18,23 +18,25 @@ from typing import Any, ClassVar
 
 import orjson
 
-from gateway.errors import (
+from gateway import (
+    AccountState,
     BadRequest,
+    Capabilities,
+    ChannelProvider,
     ConfigError,
     ConfigProblem,
     DeliveryError,
-    PermanentError,
-    Unauthorized,
-)
-from gateway.models import AccountState, DeliveryStatus, Edit, InboundEvent, Message
-from gateway.providers import (
-    Capabilities,
-    ChannelProvider,
+    DeliveryStatus,
+    Edit,
+    InboundEvent,
     InstanceContext,
+    Message,
     Outcome,
     Outgoing,
+    PermanentError,
     Sent,
     StatusNotice,
+    Unauthorized,
     WebhookRequest,
     WebhookResult,
     send_each,

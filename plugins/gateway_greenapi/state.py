@@ -11,7 +11,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.models import AccountState, AccountStatus
+from gateway import AccountState, AccountStatus
 
 _STATES: dict[str, tuple[AccountStatus, str | None]] = {
     "authorized": (AccountStatus.CONNECTED, None),

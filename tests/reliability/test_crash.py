@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from gateway.testing.process import GatewayProcess
-from gateway.testing.stack import Stack, replay_parked, served_stack, to_toml
 from gateway.testing.tally import Tally
+from tests.reliability.stack import Stack, replay_parked, served_stack, to_toml
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,8 @@ from gateway_fakes.chatapi import FakeChatApi
 from gateway_fakes.greenapi import FakeGreenApi
 
 from gateway.testing import Recorder, running_gateway
-from gateway.testing.stack import LINE, in_process, served_stack
 from gateway.testing.tally import Tally
+from tests.reliability.stack import LINE, in_process, served_stack
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testing.stack import Stack, in_process, replay_parked, served_stack
 from gateway.testing.tally import Tally
+from tests.reliability.stack import Stack, in_process, replay_parked, served_stack
 
 pytestmark = pytest.mark.anyio
 
