@@ -97,12 +97,21 @@ class Cluster:
         return (await self.store.versions()).get(scope, 0)
 
     async def seen(self, process: GatewayProcess, scope: str, version: int) -> None:
-        """Wait until `process` has re-read `scope` at `version` or later."""
-        while True:
-            line = await process.wait_for_line(f"[{scope}@")
-            found = re.search(rf"\[{re.escape(scope)}@(\d+)\]", line)
-            if found and int(found[1]) >= version:
-                return
+        """Wait until `process` has re-read `scope` at `version` or later.
+
+        Lines read while waiting for something else count too: one check may log several
+        scopes in one line (`[instance:b24@7] [routes@9]`), or log the one asked for next
+        before the one asked for now, and a wait on new lines alone would miss it.
+        """
+        pattern = re.compile(rf"\[{re.escape(scope)}@(\d+)\]")
+
+        def reached(line: str) -> bool:
+            return any(int(found) >= version for found in pattern.findall(line))
+
+        if any(reached(line) for line in process.lines):
+            return
+        while not reached(await process.wait_for_line(f"[{scope}@")):
+            pass
 
     async def customer(self, process: GatewayProcess, msg_id: str, chat: str = "7999") -> None:
         body = {"messages": [{"id": msg_id, "chat": chat, "from": chat, "text": msg_id}]}
