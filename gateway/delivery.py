@@ -42,6 +42,7 @@ from gateway.providers import (
     Sent,
 )
 from gateway.store.base import Finished, IdMapping, Job, NewJob, Store
+from gateway.unrouted import hold_jobs, route_gone
 
 log = logging.getLogger("gateway.delivery")
 
@@ -237,7 +238,7 @@ class Deliverer:
         for job in jobs:
             route = routes.get(job.route)
             if route is None:
-                results.dead.append((job, f"route {job.route!r} no longer exists"))
+                route_gone(job, capabilities.idempotent_sends, results)
             elif (
                 job.kind == "send"
                 and job.sending_since is not None
@@ -526,6 +527,7 @@ class Deliverer:
                     {"reason": reason, "kind": job.kind},
                 )
             )
+        await hold_jobs(self.store, results.unrouted, owner, now, self.notify)
         for job, at, error in results.retries:
             await self.store.retry(job.id, owner, at, error, now)
             self.notify(

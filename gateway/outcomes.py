@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.store.base import Finished, Job, NewJob
+from gateway.store.base import Finished, IngestItem, Job, NewJob
 
 AMBIGUOUS_REASON = (
     "the outcome of sending is unknown (the gateway stopped or the call timed out after the "
@@ -49,6 +49,8 @@ class Results:
     holds: list[tuple[Job, float, str, float]] = dataclasses.field(default_factory=list)
     dead: list[tuple[Job, str]] = dataclasses.field(default_factory=list)
     followups: list[NewJob] = dataclasses.field(default_factory=list)
+    #: Sends whose route is gone: their messages are held again (`unrouted.route_gone`).
+    unrouted: list[tuple[Job, IngestItem]] = dataclasses.field(default_factory=list)
     #: Live jobs not handed to a provider (yet) that still carry their claim's mark.
     unsent: set[int] = dataclasses.field(default_factory=set)
 
@@ -57,6 +59,7 @@ class Results:
         ids.update(job.id for job, _ in self.dead)
         ids.update(job.id for job, _, _ in self.retries)
         ids.update(job.id for job, _, _, _ in self.holds)
+        ids.update(job.id for job, _ in self.unrouted)
         return ids
 
 

@@ -11,6 +11,12 @@ the ingest transaction, so no process can let it overtake). This module lets the
   messages into jobs in id order, so they are delivered in the order they arrived.
 * `expire()` (housekeeping) makes messages held longer than `[store] hold_unrouted_days`
   dead letters with that reason; `replay_held` holds them again.
+
+A message already queued when its route goes away (an unlink before it was delivered) is
+held the same way: the delivery slot that finds its route gone hands the job to
+`route_gone`, and `hold_jobs` moves its message back to `held` (`Store.hold_job`), lane by
+lane in claim order. Released later, it is placed among its conversation's waiting
+messages by its own timestamp, so it still goes out in the customer's order.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from collections.abc import Callable, Sequence
 from gateway.aio import stop_tasks
 from gateway.models import InboundEvent, event_from_json
 from gateway.observe import Observation
-from gateway.planning import routes_for
+from gateway.outcomes import Results
+from gateway.planning import conversation_of, routes_for
 from gateway.providers import Route
-from gateway.store.base import HeldMessage, IngestItem, NewJob, Store
+from gateway.store.base import ROUTE_GONE, HeldMessage, IngestItem, Job, NewJob, Store
 
 log = logging.getLogger("gateway")
 
@@ -147,3 +154,55 @@ def _inbound(message: HeldMessage) -> InboundEvent:
     return InboundEvent(
         message.dedupe_key, event_from_json(stored["event"]), stored.get("target") or None
     )
+
+
+def route_gone(job: Job, idempotent_sends: bool, results: Results) -> None:
+    """A claimed job whose route no longer exists: hold the message it carries (into
+    `results.unrouted`, for `hold_jobs`), or park it with the reason (`results.dead`).
+
+    Only a send that was never possibly sent is held: an ack or a status belongs to the
+    route that carried its message, and a send an earlier attempt may have made cannot be
+    asked about without its route, so resending it could double it."""
+    gone = f"route {job.route!r} no longer exists"
+    payload = job.payload if isinstance(job.payload, dict) else {}
+    event = payload.get("event")
+    if job.kind != "send" or not isinstance(event, dict):
+        results.dead.append((job, gone))
+    elif job.sending_since is not None and not idempotent_sends:
+        results.dead.append((job, f"{gone}, and an earlier attempt may have sent it"))
+    else:
+        target = payload.get("target")
+        target = target if isinstance(target, str) else None
+        message = IngestItem(
+            instance=job.source,
+            dedupe_key=f"job:{job.id}:{event.get('native_id')}",
+            event={"event": event, "target": target},
+            hold=True,
+            conversation=conversation_of(event_from_json(event)),
+            target=target,
+        )
+        results.unrouted.append((job, message))
+
+
+async def hold_jobs(
+    store: Store,
+    held: Sequence[tuple[Job, IngestItem]],
+    owner: str,
+    now: float,
+    notify: Callable[[Observation], None],
+) -> None:
+    """Move the messages of jobs whose route is gone back to `held`, in claim order."""
+    for job, message in held:
+        if not await store.hold_job(job.id, owner, message, now):
+            continue
+        native = message.event.get("event", {}).get("native_id")
+        notify(
+            Observation(
+                "held",
+                job.source,
+                job.route,
+                native if isinstance(native, str) else None,
+                job.id,
+                {"kind": job.kind, "why": f"{ROUTE_GONE}; kept until a route carries it"},
+            )
+        )

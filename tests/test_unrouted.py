@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.providers import Route
+from gateway.store.base import NO_ROUTE, ROUTE_GONE
 from gateway.testing import Recorder, running_gateway
 from tests.test_pipeline import CHANNEL_AUTH, apps, customer, make_settings
 
@@ -62,6 +63,42 @@ async def test_messages_after_an_unlink_are_held_until_the_next_link(tmp_path: P
         await h.gateway.add_route(LINK)
         await crm.wait_count(3)
         assert sorted(crm.texts()) == ["after-1", "after-2", "before"]
+
+
+async def test_a_queued_message_whose_route_goes_is_held_in_its_place_not_parked(
+    tmp_path: Path,
+) -> None:
+    now = [1_800_000_000.0]
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    async with running_gateway(
+        unlinked(tmp_path), apps=apps(channel, crm), clock=lambda: now[0]
+    ) as h:
+        await h.gateway.add_route(LINK)
+        crm.fail_next(1, 503)
+        await post(h, "m1")
+        await post(h, "m2")
+        # m1 was refused once: it waits for its retry (the clock stands still), m2 behind it.
+        await crm.wait_for(lambda r: ("send", 503) in r.calls)
+        await h.observer.wait_for("retried")
+        await h.gateway.remove_route(LINK.name)
+        now[0] += 1
+        await post(h, "m3")  # no route: held at once, after m1 and m2 arrived
+        now[0] += 60
+        assert h.gateway.deliverer is not None
+        h.gateway.deliverer.wake()
+        # The retry finds the route gone: m1 and m2 are held too, ahead of m3, not parked.
+        await h.observer.wait_for("held", 3)
+        held = await h.gateway.store.held()
+        assert [(m.dedupe_key.rsplit(":", 1)[-1], m.reason) for m in held] == [
+            ("m1", ROUTE_GONE),
+            ("m2", ROUTE_GONE),
+            ("m3", NO_ROUTE),
+        ]
+        assert await h.gateway.store.dead_letters() == []
+        await h.gateway.add_route(LINK)
+        await crm.wait_count(3)
+        assert crm.texts() == ["m1", "m2", "m3"]
+        assert await h.gateway.store.held() == []
 
 
 async def test_held_too_long_becomes_a_dead_letter_that_can_be_held_again(

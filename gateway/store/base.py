@@ -65,6 +65,7 @@ STATE_CHANGED = "@state"
 # Reasons a message is held.
 NO_ROUTE = "no route carries it"
 BEHIND_HELD = "an earlier message of its conversation is held"
+ROUTE_GONE = "its route was removed before it was delivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +489,13 @@ class Store(ABC):
         """Turn held messages into their jobs (none: the message is dropped on purpose,
         e.g. by a filter), in one transaction and in the order given; a held id that is
         gone or dead already is skipped. Returns how many were released."""
+
+    @abstractmethod
+    async def hold_job(self, job_id: int, owner: str, message: IngestItem, now: float) -> bool:
+        """Take a leased job whose route is gone off the queue and hold its message instead
+        (`message` as ingest would hold it, reason `ROUTE_GONE`), in one transaction, so it
+        goes out again, in order, when a route for it appears. The job's history records
+        it as parked. False, and nothing done, if the job is not ready any more."""
 
     @abstractmethod
     async def expire_held(self, before: float, reason: str, now: float) -> list[HeldMessage]:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.store.base import BEHIND_HELD, NO_ROUTE, IngestItem, NewJob, Store, StoredRoute
+from gateway.store.base import (
+    BEHIND_HELD,
+    NO_ROUTE,
+    ROUTE_GONE,
+    Finished,
+    IngestItem,
+    NewJob,
+    Store,
+    StoredRoute,
+)
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
@@ -126,6 +135,38 @@ class SharedStateContract:
         assert await store.replay_held(ids=[expired[0].id], now=NOW + 400) == 1
         assert sorted(m.dedupe_key for m in await store.held()) == ["new", "old"]
         assert await store.replay_held(now=NOW + 500) == 0
+
+    async def test_a_queued_job_whose_route_is_gone_is_held_again(self, store: Store) -> None:
+        await store.ingest([message("m1", send(n=1)), message("m2", send(n=2))], NOW)
+        await store.ingest([message("o1", send("r|crm|other"), conversation="other")], NOW)
+        before = (await store.versions()).get("held", 0)
+        claimed = await store.claim("crm", "w", 10, LEASE, NOW)
+        first, second, other = sorted(claimed, key=lambda j: j.id)
+        # Meanwhile, the route gone, a newer message was held, and one of another chat.
+        await store.ingest([message("new", hold=True)], NOW + 1)
+        await store.ingest([message("x", hold=True, conversation="c2")], NOW + 1)
+        for job, key in ((first, "m1"), (second, "m2")):
+            assert await store.hold_job(job.id, "w", message(key, hold=True), NOW + 2)
+        # Held in the order they arrived, ahead of the newer message: released first.
+        held = await store.held()
+        assert [(m.dedupe_key, m.conversation, m.reason) for m in held] == [
+            ("m1", "chat-1", ROUTE_GONE),
+            ("x", "c2", NO_ROUTE),
+            ("m2", "chat-1", ROUTE_GONE),
+            ("new", "chat-1", NO_ROUTE),
+        ]
+        assert [m.held_at for m in held] == [NOW, NOW + 1, NOW, NOW + 1]
+        assert (await store.versions())["held"] > before
+        assert [s.step for s in await store.job_history(job_ids=[first.id])] == ["parked"]
+        # The jobs are gone (not dead letters); the lane is free, the other one still leased.
+        assert await store.dead_letters() == []
+        assert not await store.hold_job(first.id, "w", message("m1", hold=True), NOW + 2)
+        assert len(await store.held()) == 4
+        await store.finish([Finished(other.id)], "w", NOW + 2)
+        # A later message of the conversation waits behind them, as behind any held one.
+        await store.ingest([message("m3", send(n=3))], NOW + 3)
+        assert [m.dedupe_key for m in await store.held(instance="wa")][-1] == "m3"
+        assert await store.claim("crm", "w", 10, LEASE, NOW + 3) == []
 
     async def test_held_lists_by_instance_target_and_position(self, store: Store) -> None:
         await store.ingest([message("a1", hold=True, instance="a")], NOW)

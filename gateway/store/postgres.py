@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -502,6 +503,13 @@ class PostgresStore(Store):
         count = await self._run(lambda c: shared.release_held(c, rows, now), transaction=True)
         self._announce(job.destination for _, jobs in released for job in jobs)
         return count
+
+    async def hold_job(self, job_id: int, owner: str, message: IngestItem, now: float) -> bool:
+        hold = functools.partial(shared.hold_job, job_id=job_id, owner=owner, message=message)
+        held = await self._run(lambda c: hold(c, now=now), transaction=True)
+        if held:
+            self._announce_state()
+        return held
 
     async def expire_held(self, before: float, reason: str, now: float) -> list[HeldMessage]:
         return await self._run(lambda c: shared.expire_held(c, before, reason, now))

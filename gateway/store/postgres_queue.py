@@ -406,6 +406,18 @@ async def _ready_lane(conn: Conn, job_id: int) -> tuple[str, set[str]] | None:
     return row[0], await lock_lanes(conn, [row[0]])
 
 
+async def remove_ready(conn: Conn, job_id: int, owner: str) -> bool:
+    """Delete a ready job (its message is kept elsewhere, e.g. held); False if not ready."""
+    found = await _ready_lane(conn, job_id)
+    if found is None:
+        return False
+    lane, locked = found
+    await conn.execute("DELETE FROM jobs WHERE id = %s AND state = 'ready'", (job_id,))
+    await refresh_lanes(conn, [lane], locked)
+    await release_if_done(conn, [lane], owner)
+    return True
+
+
 async def retry(
     conn: Conn,
     job_id: int,

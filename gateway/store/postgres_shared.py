@@ -12,10 +12,14 @@ from typing import Any
 
 import orjson
 
-from gateway.store.base import NO_ROUTE, HeldMessage, HeldStats
-from gateway.store.postgres_queue import Conn, JobRow, insert_jobs
+from gateway.store.base import NO_ROUTE, ROUTE_GONE, HeldMessage, HeldStats, IngestItem
+from gateway.store.postgres_history import log_outcome
+from gateway.store.postgres_queue import Conn, JobRow, insert_jobs, remove_ready
 
 _HELD_COLUMNS = "id, instance, target, conversation, dedupe_key, event, held_at, reason, dead_at"
+# What moves when a message is put ahead of others of its conversation (`hold_job`).
+_MOVABLE = "target, dedupe_key, event, held_at, reason"
+_MOVE = "target = %s, dedupe_key = %s, event = %s, held_at = %s, reason = %s"
 _BUMP = (
     "INSERT INTO state_versions (scope, version) SELECT s, 1 FROM unnest(%s::text[]) AS s"
     " ORDER BY s ON CONFLICT (scope) DO UPDATE SET version = state_versions.version + 1"
@@ -81,6 +85,45 @@ async def release_held(
         await conn.execute("DELETE FROM held WHERE id = ANY(%s::bigint[])", (sorted(waiting),))
     await insert_jobs(conn, jobs, now)
     return len(waiting)
+
+
+async def hold_job(conn: Conn, job_id: int, owner: str, message: IngestItem, now: float) -> bool:
+    """In the caller's transaction: the job leaves the queue, its message is held, ahead
+    of the held messages of its conversation accepted after it (held at acceptance time:
+    `held_at` is when a message arrived), so it is released before them."""
+    cursor = await conn.execute("SELECT created_at FROM jobs WHERE id = %s", (job_id,))
+    found = await cursor.fetchone()
+    await log_outcome(conn, job_id, "parked", now, ROUTE_GONE)
+    if found is None or not await remove_ready(conn, job_id, owner):
+        return False
+    accepted = float(found[0])
+    cursor = await conn.execute(
+        "INSERT INTO held (instance, target, conversation, dedupe_key, event, held_at, reason)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            message.instance,
+            message.target,
+            message.conversation,
+            message.dedupe_key,
+            orjson.dumps(message.event),
+            accepted,
+            ROUTE_GONE,
+        ),
+    )
+    new_id = (await cursor.fetchone() or (0,))[0]
+    cursor = await conn.execute(
+        f"SELECT id, {_MOVABLE} FROM held WHERE instance = %s AND conversation = %s"  # noqa: S608
+        " AND dead_at IS NULL AND (held_at > %s OR id = %s) ORDER BY id FOR UPDATE",
+        (message.instance, message.conversation, accepted, new_id),
+    )
+    rows = await cursor.fetchall()
+    moved = [rows[-1], *rows[:-1]]
+    await cursor.executemany(
+        f"UPDATE held SET {_MOVE} WHERE id = %s",  # noqa: S608 (constant columns)
+        [(*content[1:], place[0]) for place, content in zip(rows, moved, strict=True)],
+    )
+    await bump(conn, ["held"])
+    return True
 
 
 async def expire_held(conn: Conn, before: float, reason: str, now: float) -> list[HeldMessage]:

@@ -34,6 +34,7 @@ from gateway.store import sqlite_history as history
 from gateway.store import sqlite_queue as q
 from gateway.store import sqlite_shared as shared
 from gateway.store.base import (
+    ROUTE_GONE,
     STATE_CHANGED,
     Activity,
     DestinationStats,
@@ -387,6 +388,22 @@ class SQLiteStore(Store):
             return 0
         return await self._run(lambda c: shared.release_held(c, rows, now, q.insert_jobs))
 
+    async def hold_job(self, job_id: int, owner: str, message: IngestItem, now: float) -> bool:
+        row = _hold_row(message)
+
+        def run(c: sqlite3.Connection) -> bool:
+            found = c.execute("SELECT created_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            history.log_outcome(c, job_id, "parked", now, ROUTE_GONE)
+            if found is None or not q.remove_ready(c, job_id, owner):
+                return False
+            shared.hold_in_order(c, row, float(found[0]), ROUTE_GONE)
+            return True
+
+        held = await self._run(run)
+        if held:
+            self._announce_state()
+        return held
+
     async def expire_held(self, before: float, reason: str, now: float) -> list[HeldMessage]:
         return await self._run(lambda c: shared.expire_held(c, before, reason, now))
 
@@ -409,6 +426,10 @@ def _execute(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], 
 
 def _fetchone(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], Any]:
     return lambda c: c.execute(sql, params).fetchone()
+
+
+def _hold_row(m: IngestItem) -> shared.HoldRow:
+    return (m.instance, m.dedupe_key, orjson.dumps(m.event), True, m.conversation, m.target)
 
 
 def _job_row(job: NewJob) -> q.JobRow:

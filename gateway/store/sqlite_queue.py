@@ -251,6 +251,17 @@ def dead_letter(
     _release_if_done(connection, lane, owner)
 
 
+def remove_ready(connection: sqlite3.Connection, job_id: int, owner: str) -> bool:
+    """Delete a ready job (its message is kept elsewhere, e.g. held); False if not ready."""
+    lane = _ready_lane_of(connection, job_id)
+    if lane is None:
+        return False
+    connection.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    refresh_lane(connection, lane)
+    _release_if_done(connection, lane, owner)
+    return True
+
+
 def renew(connection: sqlite3.Connection, owner: str, lanes: Sequence[str], until: float) -> None:
     connection.executemany(
         "UPDATE lanes SET lease_until = ? WHERE lane = ? AND lease_owner = ?",

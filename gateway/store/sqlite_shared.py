@@ -19,6 +19,9 @@ from gateway.store.base import BEHIND_HELD, NO_ROUTE, HeldMessage, HeldStats
 HoldRow: TypeAlias = tuple[str, str, bytes, bool, str | None, str | None]
 
 _HELD_COLUMNS = "id, instance, target, conversation, dedupe_key, event, held_at, reason, dead_at"
+# What moves when a message is put ahead of others of its conversation (`hold_in_order`).
+_MOVABLE = "target, dedupe_key, event, held_at, reason"
+_MOVE = "target = ?, dedupe_key = ?, event = ?, held_at = ?, reason = ?"
 
 
 def bump(connection: sqlite3.Connection, scopes: Sequence[str]) -> None:
@@ -40,7 +43,7 @@ def hold_if_needed(
     connection: sqlite3.Connection, row: HoldRow, has_jobs: bool, now: float
 ) -> bool:
     """Keep the message in `held` when it must be; True if it was (its jobs then wait)."""
-    instance, dedupe_key, event, hold, conversation, target = row
+    instance, _, _, hold, conversation, _ = row
     if conversation is None:
         return False
     if hold:
@@ -49,13 +52,42 @@ def hold_if_needed(
         reason = BEHIND_HELD
     else:
         return False
-    connection.execute(
+    insert_held(connection, row, now, reason)
+    return True
+
+
+def insert_held(connection: sqlite3.Connection, row: HoldRow, now: float, reason: str) -> int:
+    instance, dedupe_key, event, _, conversation, target = row
+    cursor = connection.execute(
         "INSERT INTO held (instance, target, conversation, dedupe_key, event, held_at, reason)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (instance, target, conversation, dedupe_key, event, now, reason),
     )
     bump(connection, ["held"])
-    return True
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def hold_in_order(
+    connection: sqlite3.Connection, row: HoldRow, accepted: float, reason: str
+) -> None:
+    """Hold a message accepted at `accepted` (a queued job whose route is gone) ahead of
+    the held messages of its conversation accepted after it (see `held_at`)."""
+    new_id = insert_held(connection, row, accepted, reason)
+    rows = connection.execute(
+        f"SELECT id, {_MOVABLE} FROM held WHERE instance = ? AND conversation = ?"  # noqa: S608
+        " AND dead_at IS NULL AND (held_at > ? OR id = ?) ORDER BY id",
+        (row[0], row[4], accepted, new_id),
+    ).fetchall()
+    connection.executemany(
+        f"UPDATE held SET {_MOVE} WHERE id = ?",  # noqa: S608 (constant columns)
+        [(*content[1:], place[0]) for place, content in zip(rows, rotated(rows), strict=True)],
+    )
+
+
+def rotated(rows: Sequence[Any]) -> list[Any]:
+    """The rows' contents moved one place on, the last first: the new row goes ahead."""
+    return [rows[-1], *rows[:-1]]
 
 
 def _has_held(connection: sqlite3.Connection, instance: str, conversation: str) -> bool:

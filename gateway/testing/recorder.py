@@ -131,6 +131,7 @@ class Recorder:
             if conversation is None or any(i["conversation"] == conversation for i in items):
                 del self._failures[index]
                 self.calls.append(("send", status))
+                await self._notify()
                 if status == DROP:
                     # As if the connection died after the request left: the sender cannot
                     # know whether it took effect (it did not, here).
