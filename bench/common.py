@@ -172,6 +172,7 @@ def write_settings(
 ) -> Path:
     lines = [
         'public_url = "http://127.0.0.1:1"',
+        "allow_local_public_url = true",
         f'log_level = "{(top or {}).get("log_level", "INFO")}"',
         'log_format = "json"',
         "[store]",

@@ -33,6 +33,7 @@ from gateway.settings import (
     GatewaySettings,
     check_settings,
     load_settings,
+    public_url_problems,
     secret_values,
     validate_instances,
 )
@@ -63,19 +64,12 @@ def open_store(url: str) -> Store:
     return opener(url, tool=True)
 
 
-def _print_setup_instructions(
-    settings: GatewaySettings, host: PluginHost, show: Callable[[str], str] = str
-) -> None:
-    """What providers need done by hand (Meta's dashboard has no API for webhooks);
-    `show` masks the secrets in them unless `--show-secrets` was given."""
+def _setup_instructions(settings: GatewaySettings, host: PluginHost) -> dict[str, list[str]]:
+    """What providers need done by hand, per instance (Meta's dashboard has no API for
+    webhooks, a Bitrix24 app card is made by hand); masked by the caller when printed."""
     gateway_class = importlib.import_module("gateway.runtime").Gateway
     gateway = gateway_class(settings, host)
-    for name, provider in gateway.instances.items():
-        steps = provider.setup_instructions()
-        if steps:
-            print(f"setup for {name}:")
-            for step in steps:
-                print(f"  {show(step)}")
+    return {name: p.setup_instructions() for name, p in gateway.instances.items()}
 
 
 def _store_exists(url: str) -> bool:
@@ -115,6 +109,7 @@ def _validated(
     settings, problems = check_settings(path, overrides=overrides)
     host = load_plugins()
     problems += validate_instances(settings, host.providers)
+    problems += public_url_problems(settings, host.providers)
     try:
         open_store(settings.store_url)  # checks the URL; connects only on open()
     except StoreError as exc:
@@ -245,16 +240,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     more = f" + {len(variables)} environment variables" if variables else ""
     print(f"settings: {files}{more}")
     print(f"public URL: {settings.public_url}")
+    if settings.allow_local_public_url:
+        print("  (allow_local_public_url = true: services on the internet may not reach it)")
     print(f"listens on: {settings.host}:{settings.port}")
     print(f"store: {redactor.redact(settings.store_url)}")
     admin = "on" if settings.admin_token else "off (set [admin] token to use /admin)"
     print(f"admin API: {admin}")
+    show = str if getattr(args, "show_secrets", False) else redactor.redact
+    steps = _setup_instructions(settings, host)
     for title, table in (("channels", settings.channels), ("crms", settings.crms)):
         print(f"{title}: {len(table)}")
         for name, inst in table.items():
-            print(f"  {name}  provider={inst.provider}  webhook={settings.webhook_url(name)}")
-    show = str if getattr(args, "show_secrets", False) else redactor.redact
-    _print_setup_instructions(settings, host, show)
+            # Providers with setup steps name their own URLs there (Bitrix24 has no single
+            # webhook: it calls the install and handler paths).
+            where = "see setup below" if steps.get(name) else settings.webhook_url(name)
+            print(f"  {name}  provider={inst.provider}  webhook={where}")
+    for name, lines in steps.items():
+        if lines:
+            print(f"setup for {name} (paste these):")
+            for step in lines:
+                print(f"  {show(step)}")
     print(f"routes: {len(settings.routes)}")
     for route in settings.routes:
         target = f"  target={route.target}" if route.target else ""

@@ -340,6 +340,11 @@ class Provider:
     optional_settings: ClassVar[Mapping[str, Any]] = {}
     #: Keys whose values are secrets: never logged, never shown by the admin API.
     secret_settings: ClassVar[frozenset[str]] = frozenset()
+    #: What the service calling this provider's webhooks needs of `public_url`: "internet"
+    #: (a host it can reach: a dotted name, not loopback nor a private address) and/or
+    #: "https". `gateway check` and `gateway run` refuse a `public_url` that falls short,
+    #: unless `allow_local_public_url = true` (a rehearsal, an on-premise portal).
+    public_url_needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, context: InstanceContext) -> None:
         self.context = context

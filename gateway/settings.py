@@ -19,7 +19,7 @@ from dynaconf.utils.files import get_local_filename
 from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
 
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.settings_check import secret_values, validate_instances
+from gateway.settings_check import public_url_problems, secret_values, validate_instances
 from gateway.settings_model import (
     ENV_PREFIX,
     FetchSettings,
@@ -37,6 +37,7 @@ from gateway.settings_model import (
 __all__ = [
     "FetchSettings", "GatewaySettings", "InstanceSettings", "LogFormat", "MediaSettings",
     "RetrySettings", "RouteSettings", "WorkerSettings", "check_settings", "load_settings",
+    "public_url_problems",
     "secret_values", "settings_from_mapping", "validate_instances",
 ]  # fmt: skip
 
@@ -132,6 +133,14 @@ def check_settings(
         problems.append(ConfigProblem(WHOLE_FILE, f"cannot be loaded: {exc}", "fix it", main))
         return fallback, problems
     settings, found = build_settings(plain_data(raw, sources, problems), sources, files)
+    if main not in given_files and "public_url" not in sources:
+        # Nothing set public_url because there is no settings file: say that, not the key.
+        fix = (
+            "copy config/settings.example.toml (or the repository's settings.toml) there, "
+            "or name the file with --settings PATH"
+        )
+        whole = ConfigProblem(WHOLE_FILE, "does not exist", fix, os.path.abspath(main))
+        found = [whole, *(p for p in found if p.key != "public_url")]
     return settings, problems + found
 
 

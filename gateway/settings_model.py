@@ -82,6 +82,9 @@ class FetchSettings:
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     public_url: str
+    #: `public_url` may be one the internet cannot reach (loopback, a name without a dot,
+    #: a private address, plain http): a rehearsal against the fakes, an on-premise portal.
+    allow_local_public_url: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
     store_url: str = DEFAULT_STORE_URL
@@ -132,7 +135,7 @@ _Kind = str | tuple[str, ...]  # a type name, or the allowed values of a choice
 _TOP: dict[str, _Kind] = {"public_url": "str", "host": "text", "port": "int"}
 _TOP |= {"max_body_bytes": "int", "log_format": ("auto", "json", "text")}
 _TOP |= {"log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
-_TOP |= {"access_log": "bool"}
+_TOP |= {"access_log": "bool", "allow_local_public_url": "bool"}
 _SECTIONS = ("store", "admin", "retry", "workers", "media", "fetch", "channels", "crms", "routes")
 _KNOWN = (*_TOP, *_SECTIONS)
 # Spellings people carry over from the dataclass fields or from an env var with one "_".

@@ -151,6 +151,7 @@ def write_settings(tmp_path: Path, store_url: str, channel_url: str, portal: Fak
     path.write_text(
         f"""
 public_url = "{PUBLIC}"
+allow_local_public_url = true  # the fake portal reaches gateway.test over plain http
 
 [store]
 url = "{store_url}"

@@ -298,7 +298,14 @@ def test_default_path_is_settings_toml_in_the_working_directory(
     (tmp_path / "settings.toml").unlink()
     # Without a file, variables alone can configure the gateway...
     assert load_settings(environ={"GATEWAY_PUBLIC_URL": "http://env.test"}).files == ()
-    # ...and what is missing is blamed on the file that would hold it.
+    # ...and with neither, the missing file is named as missing (not "public_url: is
+    # missing"), by its full path, since the working directory is where it was looked for.
+    [problem] = problems_of(None)
+    assert (problem.file, problem.key) == (str(tmp_path / "settings.toml"), "(file)")
+    assert problem.message == "does not exist"
+    assert "config/settings.example.toml" in problem.fix and "--settings" in problem.fix
+    # A file that exists but lacks the key is still about the key.
+    write(tmp_path / "settings.toml", "port = 8080\n")
     assert pairs(problems_of(None)) == {("settings.toml", "public_url")}
 
 
@@ -381,7 +388,9 @@ def test_instance_problems_name_the_file_of_the_key(
     secrets = write(tmp_path / ".secrets.toml", '[crms.b24]\nclient_secret = ""\n')
     settings = load_settings(main, environ={})
     problems = validate_instances(settings, providers)
-    assert pairs(problems) == {(main, "channels.wa1.token"), (secrets, "crms.b24.client_secret")}
+    # A secret that is missing belongs in .secrets.toml (or its variable), not settings.toml.
+    unset = f"{tmp_path / '.secrets.toml'} (or GATEWAY_CHANNELS__WA1__TOKEN)"
+    assert pairs(problems) == {(unset, "channels.wa1.token"), (secrets, "crms.b24.client_secret")}
 
 
 def test_secret_values_cover_declared_guessed_nested_and_store_passwords(

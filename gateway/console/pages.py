@@ -34,6 +34,7 @@ async def overview(view: View) -> Response:
     buckets = await view.gateway.store.activity(end - width * charts.BUCKETS, width, charts.BUCKETS)
     return view.render(
         "overview.html",
+        attention=await attention(view),
         instances=await instances(view),
         queue=await queue(view),
         chart=charts.render(buckets, view.t),
@@ -45,6 +46,14 @@ async def trace(view: View) -> Response:
     query = view.request.query_params.get("q", "").strip()[:200]
     found = await trace_of(view.gateway.store, query, view.now) if query else None
     return view.render("trace.html", query=query, trace=found)
+
+
+async def attention(view: View) -> dict[str, Any]:
+    """What `gateway status` says needs a person: messages no route carries and what the
+    providers find wrong in their stored state (a route to a portal that is not installed).
+    Parked jobs and instances not connected have their own tables on the page."""
+    report = await view.gateway.status_info()
+    return {"unrouted": report["unrouted"], "problems": report["problems"]}
 
 
 async def instances(view: View) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ KEYS = (
     *(N_("trace.state.waiting"), N_("trace.state.parked"), N_("trace.state.delivered")),
     *(N_("trace.state.replayed"), N_("trace.delivered"), N_("trace.delivered.bare")),
     *(N_("trace.retried"), N_("trace.parked"), N_("trace.replayed")),
+    *(N_("attention"), N_("attention.none"), N_("attention.unrouted")),
 )
 
 

@@ -103,6 +103,8 @@ class Bitrix24Provider(CRMProvider):
         "allowed_portals": [],
     }
     secret_settings: ClassVar[frozenset[str]] = frozenset({"client_secret"})
+    #: Bitrix24 (cloud) calls the handler and install paths from the internet, over https.
+    public_url_needs: ClassVar[frozenset[str]] = frozenset({"internet", "https"})
 
     @classmethod
     def check_route_target(cls, target: str | None) -> tuple[str, str] | None:

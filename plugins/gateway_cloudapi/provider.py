@@ -100,6 +100,8 @@ class CloudApiProvider(ChannelProvider):
     required_settings: ClassVar[Mapping[str, str]] = REQUIRED
     optional_settings: ClassVar[Mapping[str, Any]] = OPTIONAL
     secret_settings: ClassVar[frozenset[str]] = SECRETS
+    #: Meta posts webhooks from the internet, to an https callback URL only.
+    public_url_needs: ClassVar[frozenset[str]] = frozenset({"internet", "https"})
     capabilities = Capabilities(
         media_kinds=frozenset({"image", "video", "audio", "voice", "document", "sticker", "file"}),
         quotes=True,

@@ -143,3 +143,28 @@ def test_every_text_a_template_uses_is_in_the_catalogue() -> None:
     assert used | nav <= set(KEYS)
     for language in ("en", "ru"):
         assert set(KEYS) <= set(CATALOGUE.message_ids(language)), language
+
+
+async def test_the_overview_shows_routes_to_a_portal_that_is_not_installed(
+    tmp_path: Path,
+) -> None:
+    """`/readyz` is about this process; what needs a person, such as a route to a portal
+    the app is not installed on, is on the console's overview (as in `gateway status`)."""
+    b24 = {"provider": "bitrix24", "client_id": "local.abc", "client_secret": "s" * 32}
+    routes = {"main": {"channel": "wa", "crm": "b24", "target": "0123abcd/1"}}
+    async with running_gateway(settings(tmp_path, crms={"b24": b24}, routes=routes)) as h:
+        await sign_in(h.client)
+        page = await h.client.get("/console/")
+        assert page.status_code == 200
+        assert "Needs attention" in page.text
+        assert "route main: the app is not installed on portal 0123abcd" in page.text
+        assert "b24: not installed on any Bitrix24 portal yet" in page.text
+        ru = await h.client.get("/console/?lang=ru")
+        assert "Требует внимания" in ru.text
+
+
+async def test_the_overview_says_when_nothing_needs_attention(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path)) as h:
+        await sign_in(h.client)
+        page = await h.client.get("/console/")
+        assert "Nothing needs attention." in page.text

@@ -178,6 +178,8 @@ def stack_settings(stack: Stack, wa_base: str, **overrides: Any) -> dict[str, An
     portal, whatsapp = stack.portal, stack.whatsapp
     settings: dict[str, Any] = {
         "public_url": stack.public_url,
+        # The fakes call the gateway on loopback over plain http: `gateway run` must allow it.
+        "allow_local_public_url": True,
         "store": {"url": f"sqlite:///{stack.tmp / 'gw.db'}"},
         "media": {"directory": str(stack.tmp / "media")},
         "admin": {"token": ADMIN},
