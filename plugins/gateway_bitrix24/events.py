@@ -20,6 +20,7 @@ from gateway import Attachment, AttachmentKind, Delete, Edit, InboundEvent, Mess
 
 from .formatting import bbcode_to_whatsapp, split_signature
 from .forms import FormError, as_dict, as_int, as_items, as_str, lower_keys
+from .quotes import split_quote
 from .records import PortalRecord, target_of
 
 log = logging.getLogger("gateway.bitrix24")
@@ -134,13 +135,13 @@ class MessageParser:
             return InboundEvent(
                 f"{key}:delete", Delete(chat_id, str(message_id), extra=extra), target
             )
-        operator, text = self._text(as_str(message.get("text")) or "")
+        operator, text, quote = self._text(as_str(message.get("text")) or "")
         if event.name == MESSAGE_UPDATE:
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             edit = Edit(chat_id, str(message_id), text, extra=extra)
             return InboundEvent(f"{key}:edit:{digest}", edit, target)
         attachments = tuple(self._files(message.get("files")))
-        if not text and not attachments:
+        if not text and not attachments and not quote:
             raise ValueError("neither text nor files")
         sender = Sender(id=f"bitrix24:{user_id or 0}", name=operator)
         built = Message(
@@ -149,16 +150,19 @@ class MessageParser:
             sender=sender,
             text=text,
             attachments=attachments,
+            quoted_text=quote,
             timestamp=event.ts,
             extra=extra,
         )
         return InboundEvent(key, built, target)
 
-    def _text(self, raw: str) -> tuple[str | None, str]:
+    def _text(self, raw: str) -> tuple[str | None, str, str | None]:
+        """(operator, text, quoted text): the signature and a quote block taken out."""
         operator, rest = split_signature(raw) if self.signature else (None, raw)
+        quote, rest = split_quote(rest)
         if operator is not None and not self.strip_operator_name:
-            rest = f"[b]{operator}:[/b]\n{rest}" if rest else f"[b]{operator}:[/b]"
-        return operator, bbcode_to_whatsapp(rest).strip()
+            rest = f"[b]{operator}:[/b]\n{rest}" if rest.strip() else f"[b]{operator}:[/b]"
+        return operator, bbcode_to_whatsapp(rest).strip(), quote.text if quote else None
 
     def _files(self, raw: Any) -> list[Attachment]:
         found = []

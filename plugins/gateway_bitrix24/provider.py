@@ -57,6 +57,7 @@ from .oauth import OAuthClient, Tokens
 from .outbound import Outbox
 from .pages import message_page
 from .placement import FormTokens, SettingsPage
+from .quotes import QuoteFinder
 from .records import NEEDS_REINSTALL, UNPAID, PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient
 from .setup import ConnectorSpec, PortalSetup
@@ -228,6 +229,7 @@ class Bitrix24Provider(CRMProvider):
             need_signature=bool(config["need_signature"]),
         )
         self.languages = PortalLanguages(self.rest, self.store)
+        self.quotes = QuoteFinder(self.rest)
         self.crm = Crm(
             self.instance, self.connector_id, hub, context.state, self.rest, self.store,
             self.languages,
@@ -502,6 +504,7 @@ class Bitrix24Provider(CRMProvider):
             record, found[1], found[0], self.strip_operator_name, self.spec.need_signature
         )
         parsed = [e for e in parser.parse(event) if not _is_own_note(e)]
+        parsed = await self.quotes.resolve(record.member_id, parsed)
         for problem in parser.skipped:
             log.warning("%s from %s: skipped %s", event.name, record.domain, problem)
         target = target_of(record.member_id, found[1])

@@ -5,6 +5,8 @@ event Bitrix would send."""
 from __future__ import annotations
 
 import mimetypes
+import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,7 @@ async def writes(
     operator_id: int,
     signature: bool,
     connector: str | None,
+    quote: ChatMessage | None = None,
 ) -> Emission:
     chat = find_chat(portal, line, chat_id, connector)
     owner = portal.state.connectors[chat.connector]
@@ -70,6 +73,8 @@ async def writes(
         events.file_entry(portal.base_url, store_file(portal, f), portal.file_style)
         for f in files or []
     ]
+    if quote is not None:
+        text = quote_block(portal, quote) + text
     body = events.signed(text, operator_name) if signature and owner.need_signature else text
     session = chat.session or (chat.sessions[-1] if chat.sessions else None)
     message = ChatMessage(
@@ -96,6 +101,31 @@ async def writes(
         return Emission(events.MESSAGE_ADD, data, [], message)
     delivered = await portal.emit(events.MESSAGE_ADD, data, user_id=operator_id)
     return Emission(events.MESSAGE_ADD, data, delivered, message)
+
+
+#: The line around a quote in a chat message (54 hyphens, as the messenger writes it).
+QUOTE_LINE = "-" * 54
+
+
+def quote_block(portal: FakePortal, quoted: ChatMessage) -> str:
+    """What the messenger's *Quote* action puts before the operator's text: the quoted
+    message between two lines of 54 hyphens, under its author's name and time
+    (`Name [dd.mm.yyyy hh:mm:ss]`). Nothing else of the quoted message (no id) travels
+    with it: `REPLY_ID` of a *Reply* is not among the params imopenlines passes to a
+    connector."""
+    name = " ".join(str(quoted.user.get(k) or "") for k in ("name", "last_name")).strip()
+    if not name:
+        name = f"User {quoted.author_id}"
+    when = time.strftime("%d.%m.%Y %H:%M:%S", time.gmtime(quoted.date or portal.now()))
+    # The chat keeps an operator's text without the signature connectors get, and the
+    # messenger quotes a message without the quotes it holds itself.
+    text = _SIGNED.sub("", quoted.text)
+    text = _QUOTED.sub("", text).strip("\n")
+    return f"{QUOTE_LINE}\n{name} [{when}]\n{text}\n{QUOTE_LINE}\n"
+
+
+_SIGNED = re.compile(r"\A\[b\][^\[\]\n]+:\[/b\](?:\[br\])? ?")
+_QUOTED = re.compile(r"^-{54}\n.*?^-{54}\n?", re.S | re.M)
 
 
 def _message(portal: FakePortal, message: ChatMessage | int) -> ChatMessage:

@@ -359,11 +359,13 @@ class FakePortal:
         operator_id: int = 27,
         signature: bool = True,
         connector: str | None = None,
+        quote: ChatMessage | None = None,
     ) -> Emission:
         """An operator replies in the chat: ONIMCONNECTORMESSAGEADD.
 
         `files` items are names or `{"name", "content": bytes, "mime"}`; the portal
-        serves them at the `link`/`downloadLink` it puts in the event.
+        serves them at the `link`/`downloadLink` it puts in the event. `quote`: the
+        operator used *Quote* on that message (its text in a hyphen block before theirs).
         """
         return await operator.writes(
             self,
@@ -375,6 +377,7 @@ class FakePortal:
             operator_id=operator_id,
             signature=signature,
             connector=connector,
+            quote=quote,
         )
 
     async def operator_edits(

@@ -1,0 +1,174 @@
+"""The details of a conversation, end to end over real HTTP: a real WhatsApp channel's fake
+(GREEN-API) posts its webhooks to a served gateway, the gateway delivers into the fake
+Bitrix24 portal, and the portal's operator events come back over real HTTP.
+
+Covered: operator quotes becoming WhatsApp quoted replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_fakes.bitrix24 import FakePortal
+from gateway_fakes.bitrix24.browser import form_fields
+from gateway_fakes.greenapi import FakeGreenApi
+
+from gateway.testing import GatewayHarness, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+PUBLIC = "https://gw.example.com"
+GREEN_HOST = "api.green-api.test"
+CUSTOMER = "79001234567"
+CHAT = f"{CUSTOMER}@c.us"
+
+
+class ToGateway(httpx.AsyncBaseTransport):
+    """Real HTTP, with the gateway's public host swapped for its loopback address."""
+
+    def __init__(self) -> None:
+        self.target: httpx.URL | None = None
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gw.example.com":
+            assert self.target is not None, "the gateway is not serving yet"
+            request.url = request.url.copy_with(
+                scheme=self.target.scheme, host=self.target.host, port=self.target.port
+            )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class World:
+    h: GatewayHarness
+    portal: FakePortal
+    green: FakeGreenApi
+
+    async def until(self, predicate: Callable[[], bool], within: float = 15.0) -> None:
+        """Wait for `predicate`, woken by each pipeline observation (no polling sleeps)."""
+        kinds = ("delivered", "accepted", "retried", "dead_lettered")
+        async with asyncio.timeout(within):
+            while not predicate():
+                observer = self.h.observer
+                waits = [
+                    asyncio.ensure_future(observer.wait_for(k, len(observer.of_type(k)) + 1, 30))
+                    for k in kinds
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
+
+    async def customer_writes(self, *args: Any, **kwargs: Any) -> str:
+        message_id = self.green.customer_writes(*args, **kwargs)
+        report = await self.green.deliver_webhooks()
+        assert report.failed == 0, report
+        return message_id
+
+
+def settings(tmp_path: Path, portal: FakePortal, **channel: Any) -> dict[str, Any]:
+    return {
+        "public_url": PUBLIC,
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+        "media": {"directory": str(tmp_path / "media")},
+        "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 5, "jitter": 0.0},
+        "workers": {"poll_interval": 0.05},
+        "channels": {
+            "wa": {
+                "provider": "greenapi",
+                "api_url": f"https://{GREEN_HOST}",
+                "id_instance": "1101000001",
+                "api_token": "fake0green0api0token",
+                "webhook_token": "green-hook-token-0123456789",
+                **channel,
+            }
+        },
+        "crms": {
+            "b24": {
+                "provider": "bitrix24",
+                "client_id": portal.client_id,
+                "client_secret": portal.client_secret,
+                "connector_id": "whatschat",
+            }
+        },
+    }
+
+
+@asynccontextmanager
+async def world(tmp_path: Path, language: str = "en", **channel: Any) -> AsyncIterator[World]:
+    to_gateway = ToGateway()
+    async with httpx.AsyncClient(transport=to_gateway, timeout=30.0) as http:
+        portal = FakePortal(http=http, installed=False)
+        portal.app_record.language_id = language
+        green = FakeGreenApi(http=http)
+        apps = {
+            "acme.bitrix24.com": portal.app,
+            "oauth.bitrix.info": portal.oauth_app,
+            GREEN_HOST: green.app,
+        }
+        async with running_gateway(
+            settings(tmp_path, portal, **channel), apps=apps, serve_http=True
+        ) as h:
+            assert h.url is not None
+            to_gateway.target = httpx.URL(h.url)
+            response = await portal.install(f"{PUBLIC}/webhooks/b24/install")
+            assert response.status_code == 200, response.text
+            portal.finish_install()
+            page = await portal.open_connector_settings(line=1)
+            linked = await h.client.post(
+                "/webhooks/b24/placement", data=form_fields(page.text, "link", "wa")
+            )
+            assert linked.status_code == 200, linked.text
+            assert [r.channel for r in await h.gateway.routes() if r.crm == "b24"] == ["wa"]
+            yield World(h, portal, green)
+
+
+async def test_an_operator_quote_is_a_whatsapp_quoted_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        portal, green = w.portal, w.green
+        size = await w.customer_writes(CUSTOMER, "Do you have it in size 42?", sender_name="Ivan")
+        await w.customer_writes(CUSTOMER, "And in blue?", sender_name="Ivan")
+        await w.until(lambda: len(portal.messages(chat_id=CHAT)) == 2)
+        asked, _ = portal.messages(chat_id=CHAT)
+
+        # The operator quotes the first question: the text carries the quote block only.
+        emission = await portal.operator_writes(1, CHAT, "Yes, we do.", quote=asked)
+        assert "-" * 54 in emission.data["MESSAGES"][0]["message"]["text"]
+        await w.until(lambda: len(green.sent) == 1)
+        [reply] = green.sent
+        assert reply.params == {
+            "chatId": CHAT,
+            "message": "*Anna:*\nYes, we do.",
+            "quotedMessageId": size,
+        }
+        message = emission.message
+        assert message is not None
+        await w.until(lambda: message.delivered)
+
+        # Quoting the operator's own reply quotes it on WhatsApp too.
+        again = await portal.operator_writes(1, CHAT, "In every size.", quote=message)
+        await w.until(lambda: len(green.sent) == 2)
+        assert green.sent[1].params["quotedMessageId"] == reply.id_message
+        assert green.sent[1].params["message"] == "*Anna:*\nIn every size."
+        assert again.message is not None
+
+        # A quote of something the chat does not hold is kept as quote lines.
+        older = dataclasses.replace(asked, text="a message from an older session")
+        await portal.operator_writes(1, CHAT, "See above.", quote=older)
+        await w.until(lambda: len(green.sent) == 3)
+        third = green.sent[2].params
+        assert "quotedMessageId" not in third
+        assert third["message"] == "*Anna:*\n> a message from an older session\nSee above."
