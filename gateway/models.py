@@ -98,11 +98,16 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """Who wrote a message: a stable id on its side, and what to show."""
+    """Who wrote a message: a stable id on its side, and what to show.
+
+    `avatar_url` is the picture the source gave for them (a WhatsApp profile photo): a URL
+    named by a provider, so whoever downloads it does so through the guarded fetcher.
+    """
 
     id: str
     name: str | None = None
     phone: str | None = None
+    avatar_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,9 @@ class Message:
     `conversation_id` is the chat on the channel side (a WhatsApp chat id); CRM providers use
     the same id for the chat they keep, so a conversation keeps one id across a route.
     `native_id` is the id the source gave it; `quoted_native_id` the source id of the quoted one.
+    `from_me`: the business wrote it on its own WhatsApp (typed on the phone, not sent through
+    the gateway), mirrored so operators see the whole conversation; such a message is also a
+    note (`is_note`), never a customer's words, and destinations show it marked as such.
     """
 
     conversation_id: str
@@ -128,6 +136,7 @@ class Message:
     conversation_name: str | None = None
     timestamp: float | None = None
     is_note: bool = False
+    from_me: bool = False
     extra: Mapping[str, JSON] = field(default_factory=dict)
     kind: Literal["message"] = "message"
 

@@ -137,8 +137,9 @@ async def test_chatapi_round_trip_over_real_http(tmp_path: Path) -> None:
             assert [s["status"] for s in crm.statuses] == ["sent", "delivered", "read"]
             assert {s["message_id"] for s in crm.statuses} == {"op-1"}
             assert sent.id not in message_events(h, "accepted")
-            assert crm.texts()[3] == "📱 Sent from the business phone: Typed on the phone"
+            assert crm.texts()[3] == "Typed on the phone"
             assert crm.received[3].item["note"] is True
+            assert crm.received[3].item["from_me"] is True
 
         # The gateway is down; a webhook without guaranteedHooks is lost for good.
         fake.settings.guaranteedHooks = False

@@ -2,7 +2,9 @@
 (GREEN-API) posts its webhooks to a served gateway, the gateway delivers into the fake
 Bitrix24 portal, and the portal's operator events come back over real HTTP.
 
-Covered: operator quotes becoming WhatsApp quoted replies.
+Covered: operator quotes becoming WhatsApp quoted replies; customers' profile photos as
+their Bitrix24 avatar; group chats, one open-line chat per group with each message naming
+its participant; messages typed on the business phone mirrored into the chat, marked.
 """
 
 from __future__ import annotations
@@ -172,3 +174,83 @@ async def test_an_operator_quote_is_a_whatsapp_quoted_reply(tmp_path: Path) -> N
         third = green.sent[2].params
         assert "quotedMessageId" not in third
         assert third["message"] == "*Anna:*\n> a message from an older session\nSee above."
+
+
+async def test_a_customer_photo_becomes_the_avatar_once(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        portal, green = w.portal, w.green
+        green.set_avatar(CUSTOMER)
+        await w.customer_writes(CUSTOMER, "Hello", sender_name="Ivan")
+        await w.customer_writes(CUSTOMER, "Are you there?", sender_name="Ivan")
+        await w.until(lambda: len(portal.messages(chat_id=CHAT)) == 2)
+        first, second = portal.messages(chat_id=CHAT)
+        # Re-hosted by the gateway (fetched through the guarded fetcher), given once.
+        picture = first.user["picture"]["url"]
+        assert picture.startswith(f"{PUBLIC}/media/") and "green-api" not in picture
+        assert "picture" not in second.user
+        assert portal.state.photos == {first.author_id: [picture]}
+        assert green.avatar_calls == [CHAT]  # asked once for the chat
+
+        # A photo at an address the guarded fetcher refuses is left out; the message goes.
+        other = "79005554433"
+        green.avatars[f"{other}@c.us"] = "http://169.254.169.254/latest/meta-data/photo.jpg"
+        await w.customer_writes(other, "Hi", sender_name="Olga")
+        await w.until(lambda: len(portal.messages(chat_id=f"{other}@c.us")) == 1)
+        [hi] = portal.messages(chat_id=f"{other}@c.us")
+        assert "picture" not in hi.user and hi.text == "Hi"
+
+
+async def test_a_group_is_one_chat_and_each_message_names_its_participant(
+    tmp_path: Path,
+) -> None:
+    group = "79001234567-1581234048@g.us"
+    async with world(tmp_path, groups=True) as w:
+        portal, green = w.portal, w.green
+        await w.customer_writes(
+            group, "Hi all", sender=CUSTOMER, sender_name="Ivan", chat_name="Family Shop"
+        )
+        await w.customer_writes(group, "[b]Hello[/b]", sender="79005554433", sender_name="Olga")
+        await w.until(lambda: len(portal.messages(chat_id=group)) == 2)
+        first, second = portal.messages(chat_id=group)
+        assert first.text == "[b]Ivan (+79001234567):[/b]\nHi all"
+        # The participant's text stays inert, as any customer's.
+        assert second.text == "[b]Olga (+79005554433):[/b]\n[\u200bb]Hello[\u200b/b]"
+        # One customer for the whole group: one open-line chat, not one per participant.
+        assert first.user == second.user == {"id": group, "name": "Family", "last_name": "Shop"}
+        assert first.bitrix_chat_id == second.bitrix_chat_id
+        assert len(portal.state.chats) == 1 and not green.avatar_calls
+
+        # The operator's answer goes to the group.
+        await portal.operator_writes(1, group, "Welcome!")
+        await w.until(lambda: len(green.sent) == 1)
+        assert green.sent[0].params == {"chatId": group, "message": "*Anna:*\nWelcome!"}
+
+
+@pytest.mark.parametrize(
+    ("language", "label"),
+    [("en", "📱 Sent from the business phone"), ("ru", "📱 Отправлено с рабочего телефона")],
+)
+async def test_messages_typed_on_the_business_phone_are_mirrored_and_marked(
+    tmp_path: Path, language: str, label: str
+) -> None:
+    async with world(tmp_path, language=language, mirror_phone_messages=True) as w:
+        portal, green = w.portal, w.green
+        await w.customer_writes(CUSTOMER, "Hello", sender_name="Ivan")
+        await w.until(lambda: len(portal.messages(chat_id=CHAT)) == 1)
+        green.phone_writes(CUSTOMER, "We open at *9*")
+        assert (await green.deliver_webhooks()).failed == 0
+        await w.until(lambda: len(portal.messages(chat_id=CHAT)) == 2)
+        hello, typed = portal.messages(chat_id=CHAT)
+        assert typed.text == f"[i]{label}[/i]\nWe open at [b]9[/b]"
+        # In the customer's chat, as the customer's side: never sent back to WhatsApp, and
+        # the customer keeps their name (the block is theirs, not the business's).
+        assert typed.bitrix_chat_id == hello.bitrix_chat_id and typed.author == "client"
+        assert typed.user == hello.user
+        assert green.sent == []
+
+        # What the gateway itself sent is not mirrored again (its echo is dropped).
+        await portal.operator_writes(1, CHAT, "Thanks")
+        await w.until(lambda: len(green.sent) == 1)
+        assert (await green.deliver_webhooks()).failed == 0
+        await w.until(lambda: len(portal.calls_to("imconnector.send.status.delivery")) == 1)
+        assert len(portal.messages(chat_id=CHAT)) == 3  # hello, typed, the operator's

@@ -236,6 +236,7 @@ def _outgoing_item(item: Outgoing) -> dict[str, Any]:
             quoted_text=event.quoted_text,
             attachments=[{"kind": a.kind, "url": a.url} for a in event.attachments],
             note=event.is_note,
+            from_me=event.from_me,
         )
     elif isinstance(event, Edit):
         data["text"] = event.text

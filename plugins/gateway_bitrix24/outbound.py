@@ -37,6 +37,7 @@ from gateway import (
     Throttled,
 )
 
+from .avatars import Avatars
 from .formatting import inert, normalize_phone, quote_bbcode, sanitize_name, whatsapp_to_bbcode
 from .forms import as_dict, as_items, as_str
 from .packing import Command, Item, pack
@@ -93,6 +94,7 @@ class Outbox:
         self.connector_id = connector_id
         self.messages_per_command = max(1, messages_per_command)
         self.clock = clock
+        self.avatars = Avatars(store.state, media, fetcher)
 
     async def send(self, batch: Sequence[Outgoing]) -> list[Outcome]:
         outcomes: list[Outcome] = [None] * len(batch)
@@ -200,23 +202,23 @@ class Outbox:
     async def _message(
         self, member_id: str, index: int, outgoing: Outgoing, msg: Message, line: int
     ) -> Item:
-        user_id = msg.sender.id or msg.conversation_id
-        user: dict[str, Any] = {"id": user_id}
-        first, last = sanitize_name(msg.sender.name)
-        if first:
-            user["name"] = first
-        if last:
-            user["last_name"] = last
-        phone = normalize_phone(msg.sender.phone)
-        if phone is None and not msg.is_group:
-            phone = normalize_phone(msg.sender.id)
-        if phone:
-            user["phone"] = phone
-            user["skip_phone_validate"] = "Y"
+        user = _user(msg)
+        user_id = str(user["id"])
+        photo = None
+        url = msg.sender.avatar_url
+        if url and not msg.is_group and not msg.from_me:
+            photo = await self.avatars.picture(member_id, line, msg.conversation_id, url)
+            if photo is not None:
+                user["picture"] = photo[0]
         texts = self.languages.lazy(member_id)
         parts: list[str] = []
-        if msg.is_note:
+        if msg.from_me:
+            label = (await texts.get()).gettext("chat.from_business_phone")
+            parts.append(f"[i]{label}[/i]")
+        elif msg.is_note:
             parts.append("[i]" + (await texts.get()).gettext("chat.gateway_note") + "[/i]")
+        if msg.is_group and not msg.from_me and (author := _author(msg)):
+            parts.append(f"[b]{inert(author)}:[/b]")
         if msg.forwarded:
             parts.append("[i]" + (await texts.get()).gettext("chat.forwarded") + "[/i]")
         if msg.quoted_text:
@@ -256,13 +258,16 @@ class Outbox:
         if files:
             message["files"] = files
         chat: dict[str, Any] = {"id": msg.conversation_id}
-        chat_name = msg.conversation_name or (None if msg.is_group else msg.sender.name)
+        chat_name = msg.conversation_name or (
+            None if msg.is_group or msg.from_me else msg.sender.name
+        )
         if chat_name:
             chat["name"] = chat_name[:100]
         payload = {"user": user, "message": message, "chat": chat}
         await self.store.remember_user(member_id, line, msg.conversation_id, user_id)
         native = native_id_for(msg.native_id, user_id, msg.conversation_id)
-        return Item(index, outgoing, line, SEND, payload, native, files=len(files))
+        remember = photo[1] if photo is not None else None
+        return Item(index, outgoing, line, SEND, payload, native, len(files), remember)
 
     async def _file(
         self, attachment: Attachment, texts: LazyTranslator
@@ -340,7 +345,9 @@ class Outbox:
             await self.store.unpark(member_id, command.line)
         for position, item in enumerate(command.items):
             row = _row_for(rows, position, item)
-            outcomes[item.index] = self._outcome(member_id, command, item, row)
+            outcome = outcomes[item.index] = self._outcome(member_id, command, item, row)
+            if item.remember is not None and isinstance(outcome, Sent):
+                await self.avatars.remember(*item.remember)
         return None
 
     def _outcome(
@@ -368,6 +375,41 @@ class Outbox:
             extra["session_id"] = as_str(session.get("ID"))
             extra["bitrix_chat_id"] = as_str(session.get("CHAT_ID"))
         return Sent(item.native_id, extra)
+
+
+def _user(msg: Message) -> dict[str, Any]:
+    """The `user` block: who the chat's customer is in Bitrix24, which keys a chat by it.
+
+    A person's chat is theirs; a group is one customer, the group (each message names its
+    participant in the text), so all of it stays one open-line chat; what the business typed
+    on its phone goes into the chat as the customer's side, like the gateway's notes.
+    """
+    if msg.is_group or msg.from_me:
+        user: dict[str, Any] = {"id": msg.conversation_id}
+        name = msg.conversation_name if msg.conversation_name != msg.conversation_id else None
+        number = None if msg.is_group else normalize_phone(msg.conversation_id)
+    else:
+        user = {"id": msg.sender.id or msg.conversation_id}
+        name = msg.sender.name
+        number = normalize_phone(msg.sender.phone) or normalize_phone(msg.sender.id)
+    first, last = sanitize_name(name)
+    if first:
+        user["name"] = first
+    if last:
+        user["last_name"] = last
+    if number is not None:
+        user["phone"] = number
+        user["skip_phone_validate"] = "Y"
+    return user
+
+
+def _author(msg: Message) -> str | None:
+    """A group participant as the chat shows them: name and phone number."""
+    phone = normalize_phone(msg.sender.phone) or normalize_phone(msg.sender.id)
+    name = (msg.sender.name or "").strip() or None
+    if name and phone:
+        return f"{name} ({phone})"
+    return name or phone or msg.sender.id or None
 
 
 def _row_for(rows: list[dict[str, Any]], position: int, item: Item) -> dict[str, Any] | None:

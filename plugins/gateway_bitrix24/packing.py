@@ -39,6 +39,8 @@ class Item:
     payload: dict[str, Any]
     native_id: str
     files: int = 0
+    #: What to remember once the item is accepted (a customer photo given: key, mark).
+    remember: tuple[str, str] | None = None
 
     @property
     def chat(self) -> Chat:

@@ -89,7 +89,11 @@ class LazyTranslator:
 
 
 #: Titles that start texts the gateway itself posts in an open-line chat.
-_GATEWAY_KEYS = (N_("notice.not_delivered"), N_("chat.gateway_note"))
+_GATEWAY_KEYS = (
+    N_("notice.not_delivered"),
+    N_("chat.gateway_note"),
+    N_("chat.from_business_phone"),
+)
 _NOT_SHOWN = re.compile(r"\[/?(?:b|i|s|u|code)\]|^>>|[*_~\s]", re.I | re.M)
 
 

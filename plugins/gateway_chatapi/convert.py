@@ -49,7 +49,6 @@ ACK_STATUSES: dict[str, DeliveryStatus] = {
     "read": DeliveryStatus.READ,
     "played": DeliveryStatus.READ,
 }
-PHONE_PREFIX = "📱 Sent from the business phone"
 _VCARD = re.compile(r"BEGIN:VCARD.*?END:VCARD", re.DOTALL | re.IGNORECASE)
 _MAX_NOTE_BODY = 500
 
@@ -78,7 +77,7 @@ def ack_key(instance_id: str, message_id: str, status: str) -> str:
 
 
 def parse_message(item: Any, *, groups: bool) -> InboundItem:
-    """One `messages[]` item; phone-typed (`fromMe`) ones come back as business notes.
+    """One `messages[]` item; phone-typed (`fromMe`) ones come back as `from_me` notes.
 
     Whether a `fromMe` item is the echo of the gateway's own send is for the caller to
     decide (it needs the id map); the note is built either way.
@@ -99,8 +98,8 @@ def parse_message(item: Any, *, groups: bool) -> InboundItem:
         return skip
     message = _content(item, kind, msg_id, chat_id, from_me)
     if from_me:
-        text = f"{PHONE_PREFIX}: {message.text}" if message.text else PHONE_PREFIX
-        message = replace(message, text=text, is_note=True)
+        # Typed on the business phone: the destination marks it in its own words.
+        message = replace(message, is_note=True, from_me=True)
     return InboundItem(msg_id, chat_id, number, from_me, message)
 
 
@@ -120,6 +119,8 @@ def _content(
             id=author or ("me" if from_me else chat_id),
             name=_text(item.get("senderName")),
             phone=phone_of(author),
+            # Not in Chat API's documented model; taken when an instance sends it [U].
+            avatar_url=None if from_me else _url(item.get("senderAvatar")),
         ),
         quoted_native_id=_text(item.get("quotedMsgId")),
         quoted_text=_quoted_text(item),
@@ -278,6 +279,11 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value)
     return text if text.strip() else None
+
+
+def _url(value: Any) -> str | None:
+    text = _text(value)
+    return text if text is not None and text.startswith(("https://", "http://")) else None
 
 
 def _flag(value: Any) -> bool:

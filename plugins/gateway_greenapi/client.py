@@ -54,6 +54,13 @@ class GreenClient:
             payload["idMessage"] = id_message
         await self.call("POST", "readChat", json=payload)
 
+    async def avatar(self, chat_id: str, seconds: float) -> str | None:
+        """`getAvatar`: the chat's profile photo URL; None when it has none (not set, hidden,
+        no WhatsApp account) or GREEN could not tell (`reason`)."""
+        body = await self.call("POST", "getAvatar", json={"chatId": chat_id}, seconds=seconds)
+        url = body.get("urlAvatar") if isinstance(body, dict) else None
+        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+
     # account (spec 2.3) ----------------------------------------------------------------
     async def get_state(self) -> str:
         body = await self.call("GET", "getStateInstance")

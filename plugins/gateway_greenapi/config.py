@@ -15,6 +15,8 @@ webhook_token = "..."           # secret; sent to GREEN-API as webhookUrlToken
 # mirror_phone_messages = false # show messages typed on the phone to operators, as notes
 # read_on_reply = true          # an operator's reply marks the customer's messages read
 #                               # (readChat): the customer sees blue ticks
+# avatars = true                # customers' profile photos for the CRM (getAvatar, once a
+#                               # day per chat)
 # messages_per_second = 0       # pace sends (0: leave it to GREEN's own send queue)
 # state_poll_seconds = 60       # poll getStateInstance (0: only the webhook)
 # receive_timeout = 20          # polling: seconds GREEN holds receiveNotification (5-60)
@@ -50,6 +52,7 @@ OPTIONAL: dict[str, Any] = {
     "groups": False,
     "mirror_phone_messages": False,
     "read_on_reply": True,
+    "avatars": True,
     "messages_per_second": 0.0,
     "state_poll_seconds": 60.0,
     "receive_timeout": 20,
@@ -84,6 +87,7 @@ class GreenConfig:
     groups: bool = False
     mirror_phone_messages: bool = False
     read_on_reply: bool = True
+    avatars: bool = True
     messages_per_second: float = 0.0
     state_poll_seconds: float = 60.0
     receive_timeout: int = 20
@@ -138,7 +142,7 @@ def _read(raw: Mapping[str, Any]) -> tuple[GreenConfig | None, list[Problem]]:
     timeout = _number(values, "receive_timeout", out, minimum=5.0, maximum=60.0)
     flags = {
         key: _flag(values, key, out)
-        for key in ("set_webhook", "groups", "mirror_phone_messages", "read_on_reply")
+        for key in ("set_webhook", "groups", "mirror_phone_messages", "read_on_reply", "avatars")
     }
     if out.found:
         return None, out.found

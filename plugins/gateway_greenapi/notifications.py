@@ -9,7 +9,7 @@ What is dropped on purpose (answered 200, stored nothing):
   and an echo cannot be told from another API client's send before the send's id is
   committed, so none is mirrored.
 * `outgoingMessageReceived` (typed on the phone) unless `mirror_phone_messages`; mirrored
-  ones become notes.
+  ones become `from_me` notes.
 * statuses with `sendByApi: false` (messages typed on the phone never went through us);
 * chats that are no conversations (`status@broadcast`) and groups unless `groups`;
 * `incomingBlock`, `incomingMessageStatus`, `deviceInfo`, `statusInstanceChanged`,
@@ -172,6 +172,7 @@ def _event(
         timestamp=_timestamp(body),
         # What the business typed on its phone is shown to operators, never sent anywhere.
         is_note=content.is_note or kind == "outgoingMessageReceived",
+        from_me=kind == "outgoingMessageReceived",
     )
 
 

@@ -43,6 +43,7 @@ from gateway import (
 )
 from gateway_greenapi import config as settings
 from gateway_greenapi import outbound
+from gateway_greenapi.avatars import Avatars
 from gateway_greenapi.chats import chat_id_for
 from gateway_greenapi.client import GreenClient
 from gateway_greenapi.loops import NotificationReceiver, StateWatcher
@@ -99,6 +100,7 @@ class GreenApiProvider(ChannelProvider):
             wants_statuses=True,
         )
         self.client = GreenClient(context.http, self.green)
+        self.avatars = Avatars(self.client) if self.green.avatars else None
         self.options = Options(
             id_instance=self.green.id_instance,
             groups=self.green.groups,
@@ -175,7 +177,10 @@ class GreenApiProvider(ChannelProvider):
 
     async def _emit(self, events: Sequence[InboundEvent]) -> None:
         self._saw(events)
-        await self.context.hub.emit(self.instance, events)
+        await self.context.hub.emit(self.instance, await self._with_avatars(events))
+
+    async def _with_avatars(self, events: Sequence[InboundEvent]) -> list[InboundEvent]:
+        return list(events) if self.avatars is None else await self.avatars.attach(events)
 
     def _saw(self, events: Sequence[InboundEvent]) -> None:
         for inbound in events:
@@ -196,7 +201,7 @@ class GreenApiProvider(ChannelProvider):
         except Unparsable as exc:
             raise BadRequest(str(exc), status=exc.status) from None
         self._saw(events)
-        return WebhookResult(events=events)
+        return WebhookResult(events=await self._with_avatars(events))
 
     def _authenticate(self, request: WebhookRequest) -> None:
         """`Authorization: Bearer <webhookUrlToken>` or the bare token, in constant time."""

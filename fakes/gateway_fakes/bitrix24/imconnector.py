@@ -213,6 +213,12 @@ async def _receive(
     state = portal.state
     user_key = (connector.id, str(user["id"]))
     bitrix_user = state.external_users.setdefault(user_key, next(state.user_ids))
+    if state.user_blocks.get(user_key) != user:
+        # The user is updated only when the block changed; a picture is downloaded then.
+        state.user_blocks[user_key] = dict(user)
+        picture = user.get("picture")
+        if isinstance(picture, dict) and await portal.fetch_file(picture):
+            state.photos.setdefault(bitrix_user, []).append(str(picture.get("url")))
     room, started = state.ensure_chat(
         connector.id, line, str(chat["id"]), bitrix_user, chat.get("name")
     )

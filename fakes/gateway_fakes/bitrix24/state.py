@@ -214,6 +214,10 @@ class PortalState:
     chats: dict[tuple[str, int, str], Chat] = field(default_factory=dict)
     messages: list[ChatMessage] = field(default_factory=list)
     external_users: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: The last `user` block per external user (imconnector keeps its MD5), and the
+    #: photos (`user.picture.url`) downloaded for Bitrix24 users.
+    user_blocks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    photos: dict[int, list[str]] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
     placements: list[dict[str, Any]] = field(default_factory=list)
     line_ids: itertools.count[int] = field(default_factory=lambda: _counter(1))

@@ -196,6 +196,19 @@ def delete_message(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, 
     return fake.delete(chat_param(params), str_param(params, "idMessage"))
 
 
+@endpoint("getAvatar")
+def get_avatar(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    """GetAvatar: 200 with `existsWhatsapp` and `urlAvatar` ("" when none is set); a chat id
+    it cannot read is answered 200 too, with `reason` (green-api.com docs, GetAvatar)."""
+    fake.avatar_calls.append(str(params.get("chatId")))
+    try:
+        chat_id = chat_param(params)
+    except FakeHttpError:
+        return Result({"existsWhatsapp": False, "urlAvatar": "", "reason": "bad request data"})
+    exists = magic_of(chat_id.split("@", 1)[0]) is not Magic.NO_ACCOUNT
+    return Result({"existsWhatsapp": exists, "urlAvatar": fake.avatars.get(chat_id, "")})
+
+
 @endpoint("checkWhatsapp")
 def check_whatsapp(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
     phone = params.get("phoneNumber")

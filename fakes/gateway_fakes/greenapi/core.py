@@ -140,6 +140,9 @@ class FakeGreenApi:
         #: `editMessage` calls past WhatsApp's 15 minutes: answered 200, not applied.
         self.late_edits: list[str] = []
         self.names: dict[str, str] = {}
+        #: Profile photos by chat (`set_avatar`), and the chats `getAvatar` was asked about.
+        self.avatars: dict[str, str] = {}
+        self.avatar_calls: list[str] = []
 
         self.state = "notAuthorized"
         self._linked = False
@@ -369,6 +372,8 @@ class FakeGreenApi:
         sender_id = to_chat_id(sender) if sender is not None else chat_id
         if not is_group(chat_id):
             self.names.setdefault(chat_id, chat_name or sender_name)
+        elif chat_name:
+            self.names[chat_id] = chat_name  # the group's subject, on every message
         id_message = self.ids.hex(32)
         data = self._build(
             kind,
@@ -447,6 +452,15 @@ class FakeGreenApi:
         who = sender_data(chat_id, self.me_id, self.names.get(chat_id, chat_id), self.me_name)
         self._emit(self._envelope("outgoingMessageReceived", id_message, who, data))
         return id_message
+
+    def set_avatar(
+        self, chat: str | int, content: bytes = b"\xff\xd8fake-jpeg", mime: str = "image/jpeg"
+    ) -> str:
+        """Give a chat a profile photo, hosted like WhatsApp's (a new link each time)."""
+        chat_id = to_chat_id(chat)
+        name = f"{self.id_instance}/avatars/{self.ids.hex(8).lower()}.jpg"
+        self.avatars[chat_id] = self.media.put(name, content, mime) + f"?oe={self.now():x}"
+        return self.avatars[chat_id]
 
     def customer_calls(self, chat: str | int, status: str = "offer") -> str:
         """`incomingCall` [P shape: from/status]; status offer/pickUp/hangUp/missed/declined."""

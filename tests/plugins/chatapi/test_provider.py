@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from gateway_chatapi.config import parse_config
-from gateway_chatapi.convert import PHONE_PREFIX
 from gateway_chatapi.pacing import Pacer
 from gateway_chatapi.provider import CURSOR_KEY, ChatApiChannel
 from gateway_fakes.chatapi import FakeChatApi, Magic, magic_phone
@@ -270,8 +269,8 @@ async def test_own_echoes_dropped_phone_messages_mirrored(
         messages = [o for o in h.observer.of_type("accepted") if o.detail["kind"] == "message"]
     assert outcome.native_id not in [o.message_id for o in messages]
     assert len(messages) == 1
-    assert crm.texts() == [f"{PHONE_PREFIX}: typed on the phone"]
-    assert crm.received[0].item["note"] is True
+    assert crm.texts() == ["typed on the phone"]
+    assert crm.received[0].item["note"] is True and crm.received[0].item["from_me"] is True
 
 
 async def test_phone_messages_are_not_mirrored_by_default(

@@ -463,8 +463,9 @@ def test_phone_messages_mirrored_as_notes_when_enabled(fake: FakeGreenApi) -> No
     assert inbound.dedupe_key.endswith(f":{CHAT}:{id_message}:outgoingMessageReceived")
     event = inbound.event
     assert isinstance(event, Message)
-    assert (event.text, event.is_note, event.sender.id) == (
+    assert (event.text, event.is_note, event.from_me, event.sender.id) == (
         "typed on the phone",
+        True,
         True,
         fake.me_id,
     )
