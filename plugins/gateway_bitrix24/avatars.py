@@ -18,10 +18,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.errors import FetchError
-from gateway.fetch import GuardedFetcher
-from gateway.media import MediaStore
-from gateway.providers import ProviderState
+from gateway import Fetcher, FetchError, MediaStorage, ProviderState
 
 log = logging.getLogger("gateway.bitrix24")
 
@@ -38,7 +35,7 @@ def photo_mark(url: str) -> str:
 
 
 class Avatars:
-    def __init__(self, state: ProviderState, media: MediaStore, fetcher: GuardedFetcher) -> None:
+    def __init__(self, state: ProviderState, media: MediaStorage, fetcher: Fetcher) -> None:
         self.state = state
         self.media = media
         self.fetcher = fetcher

@@ -36,8 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import DeliveryError
-from gateway.models import InboundEvent, Message
+from gateway import DeliveryError, InboundEvent, Message
 
 from .formatting import bbcode_to_whatsapp, split_signature
 from .forms import as_dict, as_int, as_items, as_str

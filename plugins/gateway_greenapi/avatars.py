@@ -15,8 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from gateway.errors import DeliveryError
-from gateway.models import InboundEvent, Message
+from gateway import DeliveryError, InboundEvent, Message
 from gateway_greenapi.chats import is_group
 from gateway_greenapi.client import GreenClient
 
