@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,13 +9,15 @@ from typing import cast
 
 import orjson
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.admin import admin_routes
+from gateway.bodies import BodyDeadlines, read_body
 from gateway.console import console_routes
-from gateway.errors import BadRequest, WebhookError
+from gateway.errors import RetryLater, StoreError, WebhookError
 from gateway.hookcall import call_each, succeeded
 from gateway.http_errors import error_response, exception_handlers, refusal_response
 from gateway.metrics import CONTENT_TYPE, record_queue_stats, record_unrouted
@@ -28,6 +29,8 @@ log = logging.getLogger("gateway.http")
 
 #: Seconds a client may take to send a request body (providers send theirs at once).
 BODY_TIMEOUT = 30.0
+#: Retry-After of a webhook the store could not take (a provider may retry sooner).
+STORE_RETRY_AFTER = 5
 WEBHOOK_METHODS = ["GET", "POST", "PUT", "HEAD"]
 
 
@@ -42,37 +45,57 @@ def create_app(gateway: Gateway) -> Starlette:
         finally:
             await gateway.stop()
 
+    deadlines = BodyDeadlines()
+    # Observations (metrics, logs, the observe hook) are handled after the answer is sent.
+    after_answer = BackgroundTask(gateway.notifier.flush)
+
     async def webhook(request: Request) -> Response:
-        instance = request.path_params["instance"]
+        """Authenticate, parse and validate (the provider), plan and commit (ingest),
+        answer; nothing else runs before the answer."""
+        scope = request.scope
+        path_params = scope["path_params"]
+        instance = path_params["instance"]
         provider = gateway.instances.get(instance)
         if provider is None:
             return error_response(404, f"no instance named {instance!r}")
         try:
-            body = await _read_body(request, gateway.settings.max_body_bytes)
+            body = await read_body(
+                request, gateway.settings.max_body_bytes, deadlines, BODY_TIMEOUT
+            )
             inbound = WebhookRequest(
-                method=request.method,
-                subpath=request.path_params.get("subpath", ""),
-                headers={k.lower(): v for k, v in request.headers.items()},
-                query=dict(request.query_params),
+                method=scope["method"],
+                subpath=path_params.get("subpath", ""),
+                # ASGI header names are lowercase bytes already.
+                headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+                query=dict(request.query_params) if scope["query_string"] else {},
                 body=body,
             )
             result = await provider.handle_webhook(inbound)
+            accepted = await gateway.ingest(instance, result.events) if result.events else []
         except WebhookError as exc:
-            gateway.notify(
+            gateway.notifier.notify_later(
                 Observation(
                     "rejected",
                     instance,
                     detail={"reason": type(exc).__name__.lower(), "status": exc.status},
                 )
             )
-            return refusal_response(exc, instance=instance)
-        accepted = await gateway.ingest(instance, result.events) if result.events else []
+            return _with_background(refusal_response(exc, instance=instance), after_answer)
+        except StoreError as exc:
+            # Nothing of this request is stored (its transaction, or its group's, did not
+            # commit): the provider delivers it again, and dedupe makes that safe.
+            log.warning("webhook of %s not stored: %s", instance, exc, extra={"instance": instance})
+            refusal = RetryLater(
+                "the gateway could not store this webhook; deliver it again",
+                retry_after=STORE_RETRY_AFTER,
+            )
+            return _with_background(refusal_response(refusal, instance=instance), after_answer)
         if result.response is not None:
-            return result.response
+            return _with_background(result.response, after_answer)
         new = sum(accepted)
         # orjson: the stdlib encoder behind JSONResponse costs more than this tiny body.
         body = orjson.dumps({"ok": True, "accepted": new, "duplicates": len(accepted) - new})
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", background=after_answer)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -91,6 +114,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
 
     async def metrics(_request: Request) -> Response:
+        gateway.notifier.flush()
         now = gateway.clock()
         record_queue_stats(gateway.metrics, await gateway.store.stats(now), now)
         record_unrouted(gateway.metrics, await gateway.store.held_stats())
@@ -133,26 +157,16 @@ def create_app_from_env() -> Starlette:
     return create_app(Gateway(settings, host))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past `limit` bytes before it is all read."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest("Content-Length is not a number")
-        if int(declared) > limit:
-            raise WebhookError(f"body larger than {limit} bytes", status=413)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        # A client that trickles its body must not hold a connection and a buffer forever.
-        async with asyncio.timeout(BODY_TIMEOUT):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise WebhookError(f"body larger than {limit} bytes", status=413)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise WebhookError(
-            f"the request body did not arrive within {BODY_TIMEOUT:g} seconds", status=408
-        ) from None
-    return b"".join(chunks)
+def _with_background(response: Response, task: BackgroundTask) -> Response:
+    """`response` running `task` once it is sent (after any task it already has)."""
+    if response.background is None:
+        response.background = task
+    else:
+        first = response.background
+
+        async def both() -> None:
+            await first()
+            await task()
+
+        response.background = BackgroundTask(both)
+    return response

@@ -71,7 +71,7 @@ class Ingest:
             new = event_id is not None
             fresh[id(inbound)] = new
             native = getattr(inbound.event, "native_id", None)
-            self._notifier.notify(
+            self._notifier.notify_later(
                 Observation(
                     "accepted" if new else "duplicate",
                     instance,
@@ -97,7 +97,7 @@ class Ingest:
 
     def _held(self, instance: str, inbound: InboundEvent, native: str | None) -> None:
         where = f"{instance} ({inbound.target})" if inbound.target else instance
-        self._notifier.notify(
+        self._notifier.notify_later(
             Observation(
                 "held",
                 instance,

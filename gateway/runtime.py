@@ -221,6 +221,7 @@ class Gateway:
                 await provider.stop()
             except Exception:
                 log.exception("instance %s failed to stop", name, extra={"instance": name})
+        self.notifier.flush()  # observations still queued are counted, logged, observed
         await self.store.close()
         if self._own_http:
             await self.http.aclose()

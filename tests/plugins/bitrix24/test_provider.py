@@ -345,4 +345,6 @@ async def test_files_are_rehosted_and_a_lost_one_is_named_in_the_text(tmp_path: 
             "and the old one\n[i](document: the file could not be passed on:"
         )
         assert "HTTP 404" in second.text
-        assert len(s.h.observer.of_type("retried")) >= 2  # m1, and m2 held behind it
+        # m1 was retried; m2 too if one claim took both (then held behind m1), else it
+        # was claimed once m1 was through: either way after it.
+        assert len(s.h.observer.of_type("retried")) >= 1
