@@ -70,7 +70,7 @@ class Gateway:
         self.metrics: Metrics = standard_metrics()
         self.store: Store = store if store is not None else open_store(settings.store_url)
         self._own_http = http is None
-        self.http = http or services.http_client()
+        self.http = http or services.http_client(settings.ca_file)
         self.fetcher = services.guarded_fetcher(settings, self.http, resolver)
         self.media = services.media_store(settings, clock)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

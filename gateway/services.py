@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,15 @@ from gateway.media import MediaStore
 from gateway.settings import GatewaySettings
 
 
-def http_client() -> httpx.AsyncClient:
-    """The one outbound HTTP client every provider shares."""
+def http_client(ca_file: str | None = None) -> httpx.AsyncClient:
+    """The one outbound HTTP client every provider shares; `ca_file` (settings) adds
+    certificate authorities to the usual ones."""
+    verify: ssl.SSLContext | bool = True
+    if ca_file:
+        verify = httpx.create_ssl_context()
+        verify.load_verify_locations(cafile=ca_file)
     return httpx.AsyncClient(
+        verify=verify,
         timeout=httpx.Timeout(30.0, connect=10.0),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,

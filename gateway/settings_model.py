@@ -85,6 +85,9 @@ class GatewaySettings:
     #: `public_url` may be one the internet cannot reach (loopback, a name without a dot,
     #: a private address, plain http): a rehearsal against the fakes, an on-premise portal.
     allow_local_public_url: bool = False
+    #: A PEM file of certificate authorities trusted for outbound https besides the usual
+    #: ones (a rehearsal's own CA: `gateway rehearse`; a company's TLS-inspecting proxy).
+    ca_file: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     store_url: str = DEFAULT_STORE_URL
@@ -135,7 +138,7 @@ _Kind = str | tuple[str, ...]  # a type name, or the allowed values of a choice
 _TOP: dict[str, _Kind] = {"public_url": "str", "host": "text", "port": "int"}
 _TOP |= {"max_body_bytes": "int", "log_format": ("auto", "json", "text")}
 _TOP |= {"log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
-_TOP |= {"access_log": "bool", "allow_local_public_url": "bool"}
+_TOP |= {"access_log": "bool", "allow_local_public_url": "bool", "ca_file": "text"}
 _SECTIONS = ("store", "admin", "retry", "workers", "media", "fetch", "channels", "crms", "routes")
 _KNOWN = (*_TOP, *_SECTIONS)
 # Spellings people carry over from the dataclass fields or from an env var with one "_".
@@ -312,6 +315,8 @@ def build_settings(
         what = f"must be an http(s) URL, got {url!r}" if url else "is missing"
         r.problem("public_url", what, "set it to the address providers reach the gateway at")
         url = f"http://127.0.0.1:{top.get('port', 8080)}"
+    if top.get("ca_file"):
+        _check_ca_file(r, str(top["ca_file"]))
     retry = r.section(RetrySettings, data, "retry")
     if retry.max_delay < retry.base_delay:
         r.problem("retry.max_delay", "is below retry.base_delay", "raise max_delay")
@@ -341,6 +346,16 @@ def build_settings(
         **top,
     )
     return settings, r.problems
+
+
+def _check_ca_file(r: _Reader, path: str) -> None:
+    import ssl
+
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        fix = "name a PEM file of CA certificates (BEGIN CERTIFICATE), or leave ca_file out"
+        r.problem("ca_file", f"cannot be read as CA certificates: {exc}", fix)
 
 
 def _encryption_keys(r: _Reader, store: Mapping[str, Any]) -> tuple[str, ...]:

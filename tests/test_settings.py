@@ -420,3 +420,14 @@ def test_secret_values_cover_declared_guessed_nested_and_store_passwords(
         "guessed-key",
         "nested-pass",
     }
+
+
+def test_ca_file_must_hold_certificates(tmp_path: Path) -> None:
+    from gateway_fakes.tls import make_certificates
+
+    bad = write(tmp_path / "bad.pem", "not a certificate\n")
+    main = write(tmp_path / "settings.toml", f'public_url = "http://x.test"\nca_file = "{bad}"\n')
+    assert pairs(problems_of(main)) == {(main, "ca_file")}
+    good = make_certificates(tmp_path / "tls").ca
+    write(tmp_path / "settings.toml", f'public_url = "http://x.test"\nca_file = "{good}"\n')
+    assert load_settings(main, environ={}).ca_file == str(good)

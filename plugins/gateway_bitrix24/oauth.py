@@ -34,6 +34,25 @@ TRUSTED_OAUTH_HOSTS = frozenset({"oauth.bitrix.info", "oauth.bitrix24.tech"})
 OAUTH_TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 
 
+def https_or_loopback(url: str) -> bool:
+    """https, or plain http to this machine (a local rehearsal against a fake portal)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def plain_http_warning(instance: str, oauth_url: object) -> str | None:
+    """What `gateway check` and the start log say of an `oauth_url` over plain http."""
+    url = str(oauth_url or "")
+    if not url.startswith("http://"):
+        return None
+    return (
+        f"crms.{instance}: oauth_url {url} is plain http to this machine: REHEARSAL ONLY "
+        "(a fake portal); the client secret crosses it unencrypted"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What the authorization server answered to a refresh: trustworthy portal facts."""

@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from gateway import (
     AccountState,
@@ -53,7 +52,7 @@ from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
 from .landed import Landings
 from .limits import Limits
-from .oauth import OAuthClient, Tokens
+from .oauth import OAuthClient, Tokens, https_or_loopback, plain_http_warning
 from .outbound import Outbox
 from .pages import message_page
 from .placement import FormTokens, SettingsPage
@@ -150,8 +149,14 @@ class Bitrix24Provider(CRMProvider):
                 )
             )
         url = config.get("oauth_url") or ""
-        if not isinstance(url, str) or (url and not _https_or_loopback(url)):
-            problems.append(("oauth_url", "must be an https URL", "leave it out to use Bitrix24's"))
+        if not isinstance(url, str) or (url and not https_or_loopback(url)):
+            problems.append(
+                (
+                    "oauth_url",
+                    "must be an https URL (plain http only to this machine: a fake portal)",
+                    "leave it out to use Bitrix24's",
+                )
+            )
         portals = config.get("allowed_portals", [])
         if not isinstance(portals, list) or not all(isinstance(p, str) for p in portals):
             problems.append(
@@ -294,6 +299,9 @@ class Bitrix24Provider(CRMProvider):
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        plain = plain_http_warning(self.instance, self.config["oauth_url"])
+        if plain:
+            log.warning(plain)
         await self.store.load()
         await self._warn_if_shared()
         self.startup = asyncio.create_task(
@@ -319,16 +327,18 @@ class Bitrix24Provider(CRMProvider):
         return [c for c in hub.instance_names("channel") if not hub.channel_portals(c)]
 
     async def check_warnings(self, *, stored: bool) -> list[str]:
-        """Channels without `portals` while more than one portal may install or has."""
+        """A plain-http `oauth_url`; channels without `portals` while more than one portal
+        may install or has."""
+        plain = plain_http_warning(self.instance, self.config["oauth_url"])
+        found = [plain] if plain else []
         unassigned = self._unassigned()
         if not unassigned:
-            return []
+            return found
         names = ", ".join(unassigned)
         fix = (
             'set portals = ["<member_id or domain>"] under each [channels.NAME], or '
             f"allowed_portals = [one portal] under [crms.{self.instance}]"
         )
-        found = []
         allowed = self.installer.allowed
         if len(allowed) != 1:
             who = (
@@ -616,14 +626,6 @@ class Bitrix24Provider(CRMProvider):
 
     async def _portal_problem(self, record: PortalRecord) -> None:
         await self.publish_state()
-
-
-def _https_or_loopback(url: str) -> bool:
-    """https, or plain http to this machine (a local rehearsal against a fake portal)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _same(given: str, stored: str) -> bool:

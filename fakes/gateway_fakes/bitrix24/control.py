@@ -48,12 +48,15 @@ def routes(portal: FakePortal) -> list[Route]:
 
     async def operator_writes(request: Request) -> Response:
         data = await body(request)
-        emission = await portal.operator_writes(
-            int(data.get("line", 1)),
-            str(data["chat_id"]),
-            str(data.get("text", "")),
-            files=list(data.get("files") or []),
-        )
+        try:
+            emission = await portal.operator_writes(
+                int(data.get("line", 1)),
+                str(data["chat_id"]),
+                str(data.get("text", "")),
+                files=list(data.get("files") or []),
+            )
+        except LookupError as exc:  # no such chat yet: a client must write first
+            return json_response({"error": str(exc)}, status=409)
         statuses = [d.status for d in emission.deliveries]
         message_id = emission.message.im_message_id if emission.message else None
         return json_response({"message_id": message_id, "deliveries": statuses})
