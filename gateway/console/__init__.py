@@ -42,6 +42,8 @@ def console_routes(gateway: Gateway) -> Mount:
             action("/routes/unlink", actions.unlink),
             page("/parked", pages.parked),
             action("/parked/replay", actions.replay),
+            page("/unrouted", pages.unrouted),
+            action("/unrouted/replay", actions.hold_again),
             page("/trace", pages.trace),
             page("/plugins", pages.plugins),
             Mount("/static", StaticFiles(packages=[("gateway.console", "static")]), name="static"),

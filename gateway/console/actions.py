@@ -105,6 +105,18 @@ async def replay(view: View) -> Response:
     return view.redirect("/parked", notice="replayed", n=len(pairs), **{"as": shown})
 
 
+async def hold_again(view: View) -> Response:
+    """Unrouted messages that waited too long wait again (the selected ones, or all), to be
+    delivered once a route carries them; as `POST /admin/unrouted/replay`."""
+    form = await view.request.form()
+    ids = [int(str(v)) for v in form.getlist("id") if str(v).isdigit()][:MAX_SELECTED]
+    if not ids and _text(form, "all") != "1":
+        return view.redirect("/unrouted", problem="selection")
+    count = await view.gateway.store.replay_held(ids=ids, now=view.now)
+    view.gateway.wake(None)
+    return view.redirect("/unrouted", notice="held", n=count)
+
+
 def _text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value.strip()[:500] if isinstance(value, str) else ""

@@ -13,7 +13,7 @@ from gateway.console.web import View
 from gateway.models import AccountStatus
 from gateway.store.base import Job
 
-#: How many parked messages one page lists.
+#: How many parked messages (and unrouted ones, of each kind) one page lists.
 PARKED_LIMIT = 200
 
 
@@ -151,3 +151,17 @@ def _pairs(raw: str) -> list[tuple[str, str]]:
 
 async def plugins(view: View) -> Response:
     return view.render("plugins.html", plugins=await view.gateway.plugins_info())
+
+
+async def unrouted(view: View) -> Response:
+    """Messages no route carries: waiting for one, and those that waited too long."""
+    store, query = view.gateway.store, view.request.query_params
+    count = query.get("n", "")
+    return view.render(
+        "unrouted.html",
+        waiting=await store.held(limit=PARKED_LIMIT),
+        expired=await store.held(limit=PARKED_LIMIT, dead=True),
+        notice=_known(query.get("notice"), ("held",)),
+        count=int(count) if count.isdigit() else 0,
+        problem=_known(query.get("problem"), ("selection",)),
+    )

@@ -42,6 +42,10 @@ KEYS = (
     *(N_("trace.state.replayed"), N_("trace.delivered"), N_("trace.delivered.bare")),
     *(N_("trace.retried"), N_("trace.parked"), N_("trace.replayed")),
     *(N_("attention"), N_("attention.none"), N_("attention.unrouted")),
+    *(N_("nav.unrouted"), N_("unrouted.help"), N_("unrouted.held_again")),
+    *(N_("unrouted.waiting"), N_("unrouted.since"), N_("unrouted.none"), N_("unrouted.parked")),
+    *(N_("unrouted.select"), N_("unrouted.replay_selected"), N_("unrouted.replay_all")),
+    *(N_("unrouted.parked_none"),),
 )
 
 

@@ -168,3 +168,43 @@ async def test_the_overview_says_when_nothing_needs_attention(tmp_path: Path) ->
         await sign_in(h.client)
         page = await h.client.get("/console/")
         assert "Nothing needs attention." in page.text
+
+
+async def test_unrouted_messages_show_their_reason_and_wait_again(tmp_path: Path) -> None:
+    """Messages no route carries: listed with why and since when; those that waited too
+    long can wait again, one by one or all (as POST /admin/unrouted/replay)."""
+    unlinked = settings(tmp_path, routes={})
+    async with running_gateway(unlinked) as h:
+        for n in (1, 2):
+            body = {"messages": [{"id": f"m{n}", "chat": f"c{n}", "text": f"m{n}"}]}
+            answer = await h.client.post(
+                "/webhooks/wa", json=body, headers={"Authorization": "Bearer wa"}
+            )
+            assert answer.status_code == 200, answer.text
+        await sign_in(h.client)
+        overview = await h.client.get("/console/")
+        assert "2 message(s) held because no route carries them" in overview.text
+        page = await h.client.get("/console/unrouted")
+        assert page.text.count("no route carries it") == 2
+        assert "No unrouted message has been set aside." in page.text
+        store = h.gateway.store
+        expired = await store.expire_held(h.gateway.clock() + 1, "held too long", h.gateway.clock())
+        assert len(expired) == 2
+        page = await h.client.get("/console/unrouted")
+        assert "held too long" in page.text and "No message is waiting" in page.text
+        token = csrf_of(page.text)
+        first = expired[0].id
+        again = await h.client.post(
+            "/console/unrouted/replay", data={"csrf": token, "id": str(first)}
+        )
+        assert again.headers["location"] == "/console/unrouted?notice=held&n=1"
+        assert [m.id for m in await store.held()] == [first]
+        nothing = await h.client.post("/console/unrouted/replay", data={"csrf": token})
+        assert "problem=selection" in nothing.headers["location"]
+        everything = await h.client.post(
+            "/console/unrouted/replay", data={"csrf": token, "all": "1"}
+        )
+        assert everything.headers["location"].endswith("n=1")
+        assert await store.held(dead=True) == []
+        ru = await h.client.get("/console/unrouted?lang=ru")
+        assert "Сообщения без маршрута" in ru.text
