@@ -81,7 +81,13 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
         [sys.executable, *args],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "GATEWAY_LOG_LEVEL": "WARNING", **(env or {})},
+        # The test providers (`test-channel`, `test-crm`) are no entry point: load them.
+        env={
+            "GATEWAY_TEST_PLUGINS": "gateway.testing.providers",
+            **os.environ,
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        },
         cwd=ROOT,
     )
 

@@ -74,6 +74,11 @@ class Proc:
                 self.popen.wait()
 
 
+#: The benchmarks' settings use the test providers (`test-channel`, `test-crm`), which are
+#: no entry point: a child `gateway run` loads them as tests do (docs/plugins.md).
+TEST_PLUGINS = {"GATEWAY_TEST_PLUGINS": "gateway.testing.providers"}
+
+
 def spawn(name: str, args: Sequence[str], port: int, workdir: Path, **env: str) -> Proc:
     log = workdir / f"{name}.log"
     handle = open(log, "wb")  # noqa: SIM115 (the child owns it)
@@ -82,7 +87,7 @@ def spawn(name: str, args: Sequence[str], port: int, workdir: Path, **env: str) 
         stdout=handle,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**TEST_PLUGINS, **os.environ, **env},
     )
     handle.close()
     return Proc(name, popen, port, log)

@@ -50,7 +50,7 @@ from gateway.models import (
     StatusUpdate,
 )
 from gateway.phones import NotAPhoneNumber, national_to_international, phone_digits
-from gateway.ports import Fetcher, MediaStorage
+from gateway.ports import Fetcher, MediaStorage, PluginContext
 from gateway.providers import (
     Ack,
     Capabilities,
@@ -117,6 +117,7 @@ __all__ = [
     "Outcome",
     "Outgoing",
     "PermanentError",
+    "PluginContext",
     "Provider",
     "ProviderKind",
     "ProviderState",

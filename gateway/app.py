@@ -130,7 +130,8 @@ def create_app(gateway: Gateway) -> Starlette:
         admin_routes(gateway),
         console_routes(gateway),
     ]
-    for extra in succeeded(call_each(gateway.host.hook.http_routes, gateway=gateway)):
+    extras = call_each(gateway.host.hook.http_routes, context=gateway.plugin_context)
+    for extra in succeeded(extras):
         routes.extend(cast("list[BaseRoute] | None", extra) or [])
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
 

@@ -28,9 +28,10 @@ FAILED: Any = _Failed()
 
 
 def call_isolated(impl: pluggy.HookImpl, hook: str, **kwargs: Any) -> Any:
-    """`impl(**kwargs)`; on an exception, log it naming `hook` and the plugin, return FAILED."""
+    """`impl` called with the arguments it names (pluggy lets an implementation take fewer
+    than the spec); on an exception, log it naming `hook` and the plugin, return FAILED."""
     try:
-        return impl.function(**kwargs)
+        return impl.function(*(kwargs[name] for name in impl.argnames))
     except Exception as exc:
         log.error(
             "%s hook of plugin %s failed: %s: %s",

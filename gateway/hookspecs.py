@@ -1,7 +1,9 @@
 """Every hook a plugin can implement, each with a one-line docstring.
 
-Signatures are documented in docs/plugins.md. Implement them with `@gateway.hookimpl`.
-Providers are classes registered through `register_providers`; the real work lives in them.
+Signatures are documented in docs/plugins.md. Implement them with `@gateway.hookimpl`;
+an implementation may take fewer arguments than the spec, never others. Providers are
+classes registered through `register_providers`; the real work lives in them. The lifecycle
+and route hooks get a `PluginContext` (`context`), never the gateway itself.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ if TYPE_CHECKING:
 
     from gateway.models import Message
     from gateway.observe import Observation
+    from gateway.ports import PluginContext
     from gateway.providers import Provider, Route
-    from gateway.runtime import Gateway
 
 hookspec = pluggy.HookspecMarker("gateway")
 hookimpl = pluggy.HookimplMarker("gateway")
@@ -31,18 +33,19 @@ def register_providers(register: Callable[[type[Provider]], None]) -> None:
 
 
 @hookspec
-def startup(gateway: Gateway) -> Any:
+def startup(context: PluginContext) -> Any:
     """Run once after the gateway has started its instances; may return an awaitable."""
 
 
 @hookspec
-def shutdown(gateway: Gateway) -> Any:
+def shutdown(context: PluginContext) -> Any:
     """Run once before the gateway stops its instances; may return an awaitable."""
 
 
 @hookspec
-def http_routes(gateway: Gateway) -> list[BaseRoute] | None:
-    """Return extra Starlette routes to serve next to the gateway's own."""
+def http_routes(context: PluginContext) -> list[BaseRoute] | None:
+    """Return extra Starlette routes to serve next to the gateway's own (built before the
+    gateway starts: use `context` in the handlers)."""
 
 
 @hookspec

@@ -1,5 +1,7 @@
-"""What an instance is handed for files: the media store and the guarded fetcher, as Protocols.
+"""What the core hands plugins: the context of the lifecycle hooks, and the media store and
+the guarded fetcher as Protocols.
 
+`PluginContext` is what `startup`, `shutdown` and `http_routes` receive (not the gateway).
 `InstanceContext.media` and `InstanceContext.fetcher` are typed by these, so a plugin depends
 on the promises below, not on the core's classes (`gateway.media.MediaStore`,
 `gateway.fetch.GuardedFetcher`), which may change in any release. Most plugins need neither:
@@ -10,12 +12,15 @@ an attachment marked `rehost=True` is downloaded and re-hosted by the core befor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import httpx
+
     from gateway.fetch import FetchedFile
     from gateway.media import StoredMedia
     from gateway.models import Attachment
+    from gateway.providers import Hub
 
 
 class Fetcher(Protocol):
@@ -89,3 +94,38 @@ class MediaStorage(Protocol):
         """`attachment` downloaded (from `url`, default its own) and given the store's link,
         size and type, with `rehost=False`. Raises like `rehost`."""
         ...
+
+
+class PluginContext:
+    """What the `startup`, `shutdown` and `http_routes` hooks get of the running gateway.
+
+    A plugin that is no provider (a filter, an extra page, an integration that reacts to
+    account changes) asks the gateway through this, never through its internals:
+
+    * `public_url`: where providers and browsers reach the gateway (no trailing slash);
+    * `hub`: the `Hub` every provider holds (instance names, account states, routes to read,
+      add and remove, events to ingest with `emit`, webhook URLs);
+    * `http`: the gateway's shared `httpx.AsyncClient` (its pool; never close it);
+    * `settings(plugin)`: the plugin's own `[plugins.NAME]` table of the settings.
+
+    In `http_routes` the gateway has not started yet: use `hub` in the route handlers, which
+    run once it has.
+    """
+
+    def __init__(
+        self,
+        *,
+        public_url: str,
+        hub: Hub,
+        http: httpx.AsyncClient,
+        plugin_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.hub = hub
+        self.http = http
+        self._settings = dict(plugin_settings or {})
+
+    def settings(self, plugin: str) -> Mapping[str, Any]:
+        """The `[plugins.NAME]` table for `plugin` (NAME lower-cased), empty when there is
+        none. The gateway checks only that it is a table: check the keys yourself."""
+        return self._settings.get(plugin.lower(), {})

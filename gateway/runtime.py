@@ -34,6 +34,7 @@ from gateway.notify import Notifier
 from gateway.observe import Observation
 from gateway.outcomes import RetryPolicy
 from gateway.plugins import PluginHost
+from gateway.ports import PluginContext
 from gateway.providers import CRMProvider, InstanceContext, Provider, ProviderKind, Route
 from gateway.routes import RouteTable
 from gateway.sealing import Sealer
@@ -123,6 +124,13 @@ class Gateway:
             on_route_added=self.unrouted.poke,
             portals={name: channel_portals(c.options) for name, c in settings.channels.items()},
         )
+        #: What the lifecycle and route hooks get (`startup`, `shutdown`, `http_routes`).
+        self.plugin_context = PluginContext(
+            public_url=settings.public_url,
+            hub=self.hub,
+            http=self.http,
+            plugin_settings=settings.plugins,
+        )
         providers = host.providers or host.collect_providers()
         instances, kinds = build_instances(settings, providers, self._context)
         self.instances.update(instances)
@@ -192,7 +200,7 @@ class Gateway:
         self.deliverer.wake()
         self.unrouted.start()
         self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
-        await call_each_async(self.host.hook.startup, gateway=self)
+        await call_each_async(self.host.hook.startup, context=self.plugin_context)
         self.ready = True
 
     async def stop(self) -> None:
@@ -211,7 +219,7 @@ class Gateway:
         janitor, self._janitor = self._janitor, None
         if janitor is not None:
             await step(lambda: stop_tasks([janitor]))
-        await call_each_async(self.host.hook.shutdown, gateway=self)
+        await call_each_async(self.host.hook.shutdown, context=self.plugin_context)
         await step(self.unrouted.stop)
         await step(self.shared.stop)
         if self.deliverer is not None:

@@ -42,7 +42,9 @@ __all__ = [
 ]  # fmt: skip
 
 # Variables with our prefix that are not settings: plugin selection (plugins.py), test setup.
-NOT_SETTINGS = ("PLUGINS", "PLUGINS_STRICT", "TEST_", "SETTINGS_FILE")
+# (`GATEWAY_PLUGINS__NAME__KEY` is a setting: `[plugins.NAME] key`.)
+NOT_SETTINGS = ("PLUGINS", "PLUGINS_STRICT", "SETTINGS_FILE")
+NOT_SETTINGS_PREFIX = "TEST_"
 WHOLE_FILE = "(file)"
 COMMAND_LINE = "command line"
 _DYNACONF_KEYS = ("LOAD_DOTENV", "LOADERS_FOR_DYNACONF")  # our own arguments, echoed back
@@ -66,7 +68,7 @@ def _environment(
     found: dict[str, Any] = {}
     for var, text in sorted(environ.items()):
         name = var.removeprefix(ENV_PREFIX)
-        if name == var or not name or name.startswith(NOT_SETTINGS):
+        if name == var or name in ("", *NOT_SETTINGS) or name.startswith(NOT_SETTINGS_PREFIX):
             continue
         parts = name.lower().split("__")
         label = f"environment variable {var}"

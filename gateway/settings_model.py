@@ -116,6 +116,8 @@ class GatewaySettings:
     workers: WorkerSettings = WorkerSettings()
     media: MediaSettings = MediaSettings()
     fetch: FetchSettings = FetchSettings()
+    #: `[plugins.NAME]` tables, as written: each plugin reads its own (`PluginContext`).
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: tuple[str, ...] = ()
     #: Dotted key -> the file or variable that set it; "" -> the main settings file.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -139,7 +141,8 @@ _TOP: dict[str, _Kind] = {"public_url": "str", "host": "text", "port": "int"}
 _TOP |= {"max_body_bytes": "int", "log_format": ("auto", "json", "text")}
 _TOP |= {"log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 _TOP |= {"access_log": "bool", "allow_local_public_url": "bool", "ca_file": "text"}
-_SECTIONS = ("store", "admin", "retry", "workers", "media", "fetch", "channels", "crms", "routes")
+_SECTIONS: tuple[str, ...] = ("store", "admin", "retry", "workers", "media", "fetch")
+_SECTIONS += ("channels", "crms", "routes", "plugins")
 _KNOWN = (*_TOP, *_SECTIONS)
 # Spellings people carry over from the dataclass fields or from an env var with one "_".
 _ALIASES = {"store_url": "store.url", "admin_token": "admin.token", "database_url": "store.url"}
@@ -253,6 +256,17 @@ class _Reader:
         }
         return {k: v for k, v in typed.items() if v is not _BAD}
 
+    def plugin_tables(self, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """`[plugins.NAME]`: a table per plugin, its keys the plugin's own business."""
+        tables: dict[str, dict[str, Any]] = {}
+        for name, table in self.table(data, "plugins").items():
+            if isinstance(table, Mapping):
+                tables[name] = dict(table)
+            else:
+                fix = f"write it as a [plugins.{name}] table of that plugin's keys"
+                self.problem(f"plugins.{name}", f"must be a table, got {table!r}", fix)
+        return tables
+
     def section(self, cls: type[_T], data: Mapping[str, Any], name: str) -> _T:
         kinds = {
             f.name: _KINDS.get(f"{name}.{f.name}", str(f.type)) for f in dataclasses.fields(cls)
@@ -335,6 +349,7 @@ def build_settings(
         workers=r.section(WorkerSettings, data, "workers"),
         media=media,
         fetch=r.section(FetchSettings, data, "fetch"),
+        plugins=r.plugin_tables(data),
         store_url=store["url"],
         keep_events_days=store.get("keep_events_days", 30.0),
         hold_unrouted_days=store.get("hold_unrouted_days", 7.0),

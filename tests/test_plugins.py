@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
+from gateway import PluginContext
 from gateway.errors import PluginError
 from gateway.hookspecs import hookimpl
 from gateway.models import Message
@@ -166,24 +167,28 @@ class LifecyclePlugin:
         self.events: list[str] = []
 
     @hookimpl
-    async def startup(self, gateway: Any) -> None:
-        self.events.append(f"startup:{sorted(gateway.instances)}")
+    async def startup(self, context: PluginContext) -> None:
+        greeting = context.settings("lifecycle").get("greeting")
+        self.events.append(f"startup:{sorted(context.hub.instance_names())}:{greeting}")
 
     @hookimpl
-    def shutdown(self, gateway: Any) -> None:
+    def shutdown(self, context: PluginContext) -> None:
         self.events.append("shutdown")
 
     @hookimpl
-    def http_routes(self, gateway: Any) -> list[HttpRoute]:
+    def http_routes(self, context: PluginContext) -> list[HttpRoute]:
         async def hello(_request: Request) -> Response:
-            return JSONResponse({"instances": sorted(gateway.instances)})
+            routes = [route.name for route in await context.hub.routes()]
+            return JSONResponse(
+                {"instances": context.hub.instance_names("channel"), "routes": routes}
+            )
 
         return [HttpRoute("/hello", hello)]
 
 
 class FailingStartup:
     @hookimpl
-    def startup(self, gateway: Any) -> None:
+    def startup(self) -> None:
         raise RuntimeError("this plugin cannot start")
 
 
@@ -192,12 +197,11 @@ async def test_lifecycle_and_route_hooks(tmp_path: Path, caplog: pytest.LogCaptu
     recorder = Recorder()
     apps = {"channel.test": recorder.app, "crm.test": recorder.app}
     with caplog.at_level(logging.ERROR):
-        async with running_gateway(
-            settings(tmp_path), apps=apps, plugins=[plugin, FailingStartup()]
-        ) as h:
+        configured = {**settings(tmp_path), "plugins": {"Lifecycle": {"greeting": "hi"}}}
+        async with running_gateway(configured, apps=apps, plugins=[plugin, FailingStartup()]) as h:
             response = await h.client.get("/hello")
-            assert response.json() == {"instances": ["crm", "wa"]}
-    assert plugin.events == ["startup:['crm', 'wa']", "shutdown"]
+            assert response.json() == {"instances": ["wa"], "routes": ["main"]}
+    assert plugin.events == ["startup:['crm', 'wa']:hi", "shutdown"]
     assert "cannot start" in caplog.text  # reported, and the gateway still ran
 
 

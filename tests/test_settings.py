@@ -431,3 +431,17 @@ def test_ca_file_must_hold_certificates(tmp_path: Path) -> None:
     good = make_certificates(tmp_path / "tls").ca
     write(tmp_path / "settings.toml", f'public_url = "http://x.test"\nca_file = "{good}"\n')
     assert load_settings(main, environ={}).ca_file == str(good)
+
+
+def test_plugin_tables_are_kept_for_their_plugin(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "settings.toml",
+        GOOD + '[plugins.Spam_Filter]\nwords = ["buy now"]\nHeader = "X-Spam"\n',
+    )
+    settings = load_settings(path, environ={"GATEWAY_PLUGINS__AUDIT__URL": "https://a.example"})
+    assert settings.plugins == {
+        "spam_filter": {"words": ["buy now"], "header": "X-Spam"},
+        "audit": {"url": "https://a.example"},
+    }
+    broken = write(tmp_path / "broken.toml", GOOD + "[plugins]\naudit = 1\n")
+    assert pairs(problems_of(broken)) == {(broken, "plugins.audit")}
