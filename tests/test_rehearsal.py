@@ -73,7 +73,8 @@ class Rehearse:
 
 
 def _url(text: str, label: str) -> str:
-    found = re.search(rf"{label}\s+(https?://127\.0\.0\.1:\d+)", text)
+    label = {"chatapi": "Chat API", "greenapi": "GREEN-API"}.get(label, label)
+    found = re.search(rf"fake {label}\s+(https?://127\.0\.0\.1:\d+)", text)
     assert found, text
     return found[1]
 
@@ -90,7 +91,10 @@ async def test_a_bitrix24_rehearsal_installs_links_and_converses_through_real_pr
         assert READY in fakes.text, fakes.text
         settings = directory / "settings.toml"
         assert f"gateway run --settings {settings}" in fakes.text
-        portal, whatsapp = _url(fakes.text, "portal \\+ OAuth"), _url(fakes.text, "Cloud API")
+        portal, whatsapp = (
+            _url(fakes.text, "Bitrix24 portal \\+ OAuth"),
+            _url(fakes.text, "WhatsApp Cloud API"),
+        )
         assert portal.startswith("https://")
         # The settings file is `gateway check`-clean, and says what is rehearsal-only.
         assert await anyio.to_thread.run_sync(main, ["check", "--settings", str(settings)]) == 0
@@ -110,8 +114,9 @@ async def test_a_bitrix24_rehearsal_installs_links_and_converses_through_real_pr
             )
             assert installed.json() == {"status": 200}
             await b24.post("/_fake/finish_install")
-            linked = await b24.post("/_fake/link", json={"line": 1, "channel": "wa"})
-            assert linked.json()["status"] == 200, linked.text
+            for line, channel in enumerate(("wa", "wa_chatapi", "wa_green"), start=1):
+                linked = await b24.post("/_fake/link", json={"line": line, "channel": channel})
+                assert linked.json()["status"] == 200, linked.text
 
             await wa.post("/_fake/customer_writes", json={"wa_id": CUSTOMER, "text": "Hello!"})
             [delivery] = (await wa.post("/_fake/deliver")).json()
@@ -125,6 +130,30 @@ async def test_a_bitrix24_rehearsal_installs_links_and_converses_through_real_pr
             got = await wa.get("/_fake/wait", params={"to": CUSTOMER, "count": 1})
             assert got.status_code == 200, got.text
             assert "Yes, it is ready." in got.json()["messages"][0]["text"]
+
+            # The other providers push their webhooks themselves, to where the gateway
+            # pointed them at its start.
+            for name, line, customer in (
+                ("chatapi", 2, "79991234568"),
+                ("greenapi", 3, "79991234569"),
+            ):
+                async with httpx.AsyncClient(base_url=_url(fakes.text, name), timeout=60.0) as fake:
+                    writes = {"chat": customer, "text": f"Hi from {name}"}
+                    assert (
+                        await fake.post("/_fake/customer_writes", json=writes)
+                    ).status_code == 200
+                    seen = await b24.get("/_fake/wait", params={"chat_id": customer, "count": 1})
+                    [message] = seen.json()["messages"]
+                    assert (message["text"], message["line"]) == (f"Hi from {name}", line)
+                    # The connector's chat id, as the operator's chat knows it.
+                    chat = message["chat_id"]
+                    answer = {"line": line, "chat_id": chat, "text": f"Hello, {name}!"}
+                    assert (
+                        await b24.post("/_fake/operator_writes", json=answer)
+                    ).status_code == 200
+                    got = await fake.get("/_fake/wait", params={"to": customer, "count": 1})
+                    assert got.status_code == 200, got.text
+                    assert f"Hello, {name}!" in got.json()["messages"][0]["text"]
 
         # Nothing needs a person now: installed, linked, delivered.
         status = await anyio.to_thread.run_sync(main, ["status", "--settings", str(settings)])

@@ -1,11 +1,12 @@
 """`gateway rehearse`: every fake a Bitrix24 setup talks to, in real processes, offline.
 
 It starts, on loopback: a fake Bitrix24 portal with its OAuth server over https (a
-certificate from a CA made for this run, see `tls.py`) and a fake WhatsApp Cloud API number,
-then writes a ready `settings.toml` (and `.secrets.toml`) for the gateway. In another
-terminal, `gateway run --settings DIR/settings.toml` starts the gateway, and the commands
-printed here install the app, link the number to an open line and play both sides of a
-conversation, all through real HTTP between real processes.
+certificate from a CA made for this run, see `tls.py`), and a fake WhatsApp number of each
+provider (Cloud API, Chat API, GREEN-API); then it writes a ready `settings.toml` (and
+`.secrets.toml`) for the gateway (`rehearsal_text.py`). In another terminal,
+`gateway run --settings DIR/settings.toml` starts the gateway, and the commands printed here
+install the app, link the numbers to open lines and play both sides of a conversation, all
+through real HTTP between real processes.
 
 The settings are a rehearsal's, and say so: `allow_local_public_url` (the fakes call the
 gateway on 127.0.0.1 over plain http) and `ca_file` (the gateway trusts this run's CA).
@@ -20,6 +21,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +34,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway_fakes.rehearsal_text import MARK, instructions, write_settings
 from gateway_fakes.tls import Certificates, make_certificates
+
+__all__ = ["MARK", "prepare_directory", "rehearse"]
 
 LINE = 1
 WAIT_LIMIT = 60.0
-MARK = "# Written by `gateway rehearse`"
+#: The numbers of a rehearsal, one per fake WhatsApp provider, linked to lines 1, 2, 3.
+CHANNELS = ("wa", "wa_chatapi", "wa_green")
+#: Seconds between the Chat API and GREEN-API fakes' webhook pushes (as the services do).
+PUSH_EVERY = 0.5
 #: What a rehearsal writes in its folder: removed before the next one starts afresh.
 OWN = ("settings.toml", ".secrets.toml", "gateway.db", "gateway.db-wal", "gateway.db-shm")
 OWN_FOLDERS = ("media", "tls")
@@ -117,10 +125,14 @@ def portal_app(portal: Any) -> Watched:
         chat = request.query_params.get("chat_id")
 
         def chat_messages() -> list[Any]:
-            return list(portal.messages(chat_id=chat))
+            # Chat ids are the connector's: a number, or `79…@c.us` for some providers.
+            return [m for m in portal.messages() if m.chat_id.split("@")[0] == chat]
 
         done = await watched.until(lambda: len(chat_messages()) >= count, timeout)
-        rows = [{"author": m.author, "text": m.text} for m in chat_messages()]
+        rows = [
+            {"chat_id": m.chat_id, "line": m.line, "author": m.author, "text": m.text}
+            for m in chat_messages()
+        ]
         return JSONResponse({"done": done, "messages": rows}, status_code=200 if done else 408)
 
     extra = [
@@ -132,34 +144,34 @@ def portal_app(portal: Any) -> Watched:
     return watched
 
 
-def whatsapp_app(fake: Any) -> Watched:
-    """The fake Cloud API with its `/_fake/*` control API, plus
-    `GET /_fake/wait?to=…&count=N` (until N messages were sent to that number)."""
+def sent_app(app: Starlette, sent: Callable[[], list[tuple[str, str]]]) -> Watched:
+    """A fake WhatsApp provider plus `GET /_fake/wait?to=…&count=N`: until N messages were
+    sent to that number (`sent` lists (recipient, text) of what the gateway sent)."""
 
     async def wait(request: Request) -> Response:
         count, timeout = _limit(request)
-        to = request.query_params.get("to")
+        to = request.query_params.get("to", "")
 
-        def sent() -> list[Any]:
-            return [m for m in fake.sent if to is None or to in (m.to, m.wa_id)]
+        def rows() -> list[dict[str, str]]:
+            return [{"to": who, "text": text} for who, text in sent() if to in who]
 
-        done = await watched.until(lambda: len(sent()) >= count, timeout)
-        rows = [{"id": m.id, "type": m.type, "text": m.text} for m in sent()]
-        return JSONResponse({"done": done, "messages": rows}, status_code=200 if done else 408)
+        done = await watched.until(lambda: len(rows()) >= count, timeout)
+        return JSONResponse({"done": done, "messages": rows()}, status_code=200 if done else 408)
 
-    watched = Watched(Starlette(routes=[Route("/_fake/wait", wait), *fake.app.routes]))
+    routes = [Route("/_fake/wait", wait, methods=["GET"]), *app.routes]
+    watched = Watched(Starlette(routes=routes, lifespan=app.router.lifespan_context))
     return watched
 
 
 @dataclass(frozen=True, slots=True)
-class Rehearsal:
-    directory: Path
-    settings: Path
-    certificates: Certificates
-    gateway_url: str
-    portal_url: str
-    whatsapp_url: str
-    admin_token: str
+class Fakes:
+    """The fakes of one rehearsal and where they listen."""
+
+    portal: Any
+    cloudapi: Any
+    chatapi: Any
+    greenapi: Any
+    urls: dict[str, str]  # portal, cloudapi, chatapi, greenapi, gateway
 
 
 @contextlib.contextmanager
@@ -176,9 +188,9 @@ def _bound(port: int = 0) -> Iterator[socket.socket]:
 
 @contextlib.asynccontextmanager
 async def _serve(
-    app: ASGIApp, sock: socket.socket, tls: Certificates | None
+    app: ASGIApp, sock: socket.socket, tls: Certificates | None = None
 ) -> AsyncIterator[None]:
-    options: dict[str, Any] = {"log_level": "warning", "lifespan": "off"}
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
     if tls is not None:
         options |= {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
     server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=1, **options))
@@ -196,169 +208,85 @@ def _free_port() -> int:
         return port
 
 
+def make_fakes(urls: dict[str, str]) -> Fakes:
+    """Every fake, told where it and the gateway listen (`urls`)."""
+    from gateway_fakes.bitrix24 import FakePortal
+    from gateway_fakes.chatapi import FakeChatApi
+    from gateway_fakes.cloudapi import FakeCloudApi
+    from gateway_fakes.greenapi import FakeGreenApi
+    from gateway_fakes.greenapi.model import ALL_NOTIFICATIONS_ON
+
+    portal = FakePortal(
+        domain=urls["portal"].removeprefix("https://"),
+        scheme="https",
+        server_endpoint=f"{urls['portal']}/rest/",
+        installed=False,
+        auto_flush=True,
+        rate=None,
+    )
+    for name in CHANNELS[1:]:  # line 1 exists; one line per number
+        portal.add_line(f"WhatsApp ({name})")
+    cloudapi = FakeCloudApi(callback_url=f"{urls['gateway']}/webhooks/wa")
+    cloudapi.media_base_url = urls["cloudapi"]
+    # The other two push their webhooks themselves, to where the gateway points them.
+    chatapi = FakeChatApi(token=secrets.token_hex(8), clock=time.time, host=urls["chatapi"])
+    greenapi = FakeGreenApi(
+        api_token=secrets.token_hex(12),
+        clock=time.time,
+        host=urls["greenapi"],
+        settings=ALL_NOTIFICATIONS_ON,
+    )
+    for fake in (chatapi, greenapi):
+        fake.faults.timeout_behaviour = "hang"  # over a socket, as their standalone mains
+    return Fakes(portal, cloudapi, chatapi, greenapi, urls)
+
+
+def _apps(fakes: Fakes) -> dict[str, ASGIApp]:
+    cloud, chat, green = fakes.cloudapi, fakes.chatapi, fakes.greenapi
+    return {
+        "portal": portal_app(fakes.portal),
+        "cloudapi": sent_app(cloud.app, lambda: [(m.to, m.text or m.type) for m in cloud.sent]),
+        "chatapi": sent_app(
+            chat.make_app(deliver_every=PUSH_EVERY),
+            lambda: [(m.chat_id, m.body) for m in chat.sent],
+        ),
+        "greenapi": sent_app(
+            green.make_app(deliver_every=PUSH_EVERY),
+            lambda: [(m.chat_id, str(m.params.get("message", ""))) for m in green.sent],
+        ),
+    }
+
+
 async def rehearse(
     directory: Path,
     *,
     gateway_port: int | None = None,
     out: TextIO = sys.stdout,
-    ready: Callable[[Rehearsal], Any] | None = None,
 ) -> int:
     """Start the fakes, write the settings into `directory` (absolute: the settings name
     files by it), print the steps; serve until cancelled."""
-    from gateway_fakes.bitrix24 import FakePortal
-    from gateway_fakes.cloudapi import FakeCloudApi
-
     certificates = make_certificates(directory / "tls")
     port = gateway_port or _free_port()
-    gateway_url = f"http://127.0.0.1:{port}"
-    with _bound() as portal_sock, _bound() as whatsapp_sock:
-        portal_url = f"https://127.0.0.1:{portal_sock.getsockname()[1]}"
-        whatsapp_url = f"http://127.0.0.1:{whatsapp_sock.getsockname()[1]}"
-        host = portal_url.removeprefix("https://")
-        portal = FakePortal(
-            domain=host,
-            scheme="https",
-            server_endpoint=f"{portal_url}/rest/",
-            installed=False,
-            auto_flush=True,
-            rate=None,
-        )
-        whatsapp = FakeCloudApi(callback_url=f"{gateway_url}/webhooks/wa")
-        whatsapp.media_base_url = whatsapp_url
+    names = ("portal", "cloudapi", "chatapi", "greenapi")
+    with contextlib.ExitStack() as sockets:
+        bound = {name: sockets.enter_context(_bound()) for name in names}
+        urls = {
+            name: f"{'https' if name == 'portal' else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
+            for name, sock in bound.items()
+        }
+        urls["gateway"] = f"http://127.0.0.1:{port}"
+        fakes = make_fakes(urls)
         token = secrets.token_urlsafe(16)
-        settings = write_settings(
-            directory, port, portal, whatsapp, whatsapp_url, certificates, token
-        )
-        found = Rehearsal(
-            directory, settings, certificates, gateway_url, portal_url, whatsapp_url, token
-        )
-        async with (
-            _serve(portal_app(portal), portal_sock, certificates),
-            _serve(whatsapp_app(whatsapp), whatsapp_sock, None),
-        ):
-            out.write(instructions(found))
+        settings = write_settings(directory, port, fakes, certificates, token)
+        apps = _apps(fakes)
+        async with contextlib.AsyncExitStack() as serving:
+            for name in names:
+                tls = certificates if name == "portal" else None
+                await serving.enter_async_context(_serve(apps[name], bound[name], tls))
+            out.write(instructions(directory, settings, certificates, urls, token))
             out.flush()
-            if ready is not None:
-                ready(found)
             try:
                 await asyncio.Event().wait()
             finally:
-                await portal.aclose()
+                await fakes.portal.aclose()
     return 0
-
-
-def write_settings(
-    directory: Path,
-    port: int,
-    portal: Any,
-    whatsapp: Any,
-    whatsapp_url: str,
-    certificates: Certificates,
-    admin_token: str,
-) -> Path:
-    """`settings.toml` and `.secrets.toml` for `gateway run` against these fakes."""
-    settings = directory / "settings.toml"
-    settings.write_text(
-        f"""{MARK}: a gateway for the fakes it runs, offline.
-# Not for production: the two rehearsal-only keys below say why.
-
-public_url = "http://127.0.0.1:{port}"
-host = "127.0.0.1"
-port = {port}
-# REHEARSAL ONLY: the fakes reach the gateway on 127.0.0.1 over plain http, which
-# Bitrix24 and Meta would not.
-allow_local_public_url = true
-# REHEARSAL ONLY: trust the CA made for this run (the fake portal's https certificate).
-ca_file = "{certificates.ca}"
-log_format = "text"
-
-[store]
-url = "sqlite:///{directory / "gateway.db"}"
-
-[media]
-directory = "{directory / "media"}"
-
-[fetch]
-# Files come from the fakes on loopback.
-allowed_hosts = ["127.0.0.1"]
-
-[retry]
-base_delay = 0.5
-max_delay = 5.0
-
-[workers]
-poll_interval = 0.5
-
-[channels.wa]
-provider = "cloudapi"
-phone_number_id = "{whatsapp.phone_number_id}"
-# REHEARSAL ONLY: the fake Cloud API instead of https://graph.facebook.com.
-api_base = "{whatsapp_url}"
-
-[crms.b24]
-provider = "bitrix24"
-client_id = "{portal.client_id}"
-connector_id = "whatschat"
-connector_name = "WhatsApp (rehearsal)"
-# The fake portal's OAuth server, over https with this run's certificate.
-oauth_url = "{portal.oauth_token_url}"
-# Only this (fake) portal may install the app.
-allowed_portals = ["{portal.member_id}"]
-"""
-    )
-    secrets_file = directory / ".secrets.toml"
-    secrets_file.write_text(
-        f"""{MARK}: the fakes' well-known secrets, this run's admin token.
-[admin]
-token = "{admin_token}"
-
-[channels.wa]
-access_token = "{whatsapp.access_token}"
-app_secret = "{whatsapp.app_secret}"
-verify_token = "{secrets.token_urlsafe(12)}"
-
-[crms.b24]
-client_secret = "{portal.client_secret}"
-"""
-    )
-    secrets_file.chmod(0o600)
-    return settings
-
-
-def instructions(r: Rehearsal) -> str:
-    ca = f"--cacert {r.certificates.ca}"
-    post = "curl -s -H 'Content-Type: application/json' -X POST"
-    customer = "79991234567"
-    install = json.dumps({"url": f"{r.gateway_url}/webhooks/b24/install"})
-    writes = json.dumps({"wa_id": customer, "text": "Hello! Is my order ready?"})
-    answers = json.dumps({"line": LINE, "chat_id": customer, "text": "Yes, it is ready."})
-    return f"""
-── Bitrix24 rehearsal, offline ───────────────────────────────────────────
-   fake Bitrix24 portal + OAuth  {r.portal_url}  (https; CA {r.certificates.ca})
-   fake WhatsApp Cloud API       {r.whatsapp_url}
-   settings for the gateway      {r.settings}  (+ .secrets.toml beside it)
-
-1. Start the gateway, in another terminal:
-   gateway run --settings {r.settings}
-
-2. Bitrix24 installs the app:
-   {post} {ca} {r.portal_url}/_fake/install -d '{install}'
-   {post} {ca} {r.portal_url}/_fake/finish_install
-
-3. The administrator links the WhatsApp number to open line {LINE}:
-   {post} {ca} {r.portal_url}/_fake/link -d '{{"line": {LINE}, "channel": "wa"}}'
-
-4. A customer writes on WhatsApp, and the operator sees it:
-   {post} {r.whatsapp_url}/_fake/customer_writes -d '{writes}'
-   {post} {r.whatsapp_url}/_fake/deliver
-   curl -s {ca} '{r.portal_url}/_fake/wait?chat_id={customer}&count=1'
-
-5. The operator answers, and the customer gets it:
-   {post} {ca} {r.portal_url}/_fake/operator_writes -d '{answers}'
-   curl -s '{r.whatsapp_url}/_fake/wait?to={customer}&count=1'
-
-   The console: {r.gateway_url}/console/  (admin token: {r.admin_token})
-   Everything stays in {r.directory}; delete it when done.
-
-Serving the fakes until Ctrl-C.
-"""
