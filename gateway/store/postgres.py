@@ -57,6 +57,7 @@ from gateway.store.base import (
     StoredEvent,
     StoredRoute,
 )
+from gateway.store.postgres_ingest import GroupedIngest
 from gateway.store.postgres_notify import Notifier
 from gateway.store.postgres_schema import advisory_key, channel, current_version, migrate
 from gateway.store.rows import sort_time
@@ -85,6 +86,7 @@ class PostgresStore(Store):
         self._lock_pool = None
         self._notifier: Notifier | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._ingests = GroupedIngest(self._run, self._announce, self._announce_state)
 
     def __repr__(self) -> str:
         return f"PostgresStore({redacted(self.url)!r})"
@@ -162,6 +164,7 @@ class PostgresStore(Store):
         self._notifier = Notifier(self.url, self.channel, pool)
 
     async def close(self) -> None:
+        await self._ingests.drain()
         notifier, self._notifier = self._notifier, None
         if notifier is not None:
             await notifier.close()
@@ -192,13 +195,8 @@ class PostgresStore(Store):
             )
             for i in items
         ]
-        ids, held, late = await self._run(lambda c: q.ingest(c, rows, now))
-        if late:
-            await self._run(lambda c: q.place_late(c, late), transaction=True)
-        self._announce(j.destination for i, n in zip(items, ids, strict=True) if n for j in i.jobs)
-        if held:
-            self._announce_state()
-        return ids
+        # Webhooks of one loop turn share one statement and one commit.
+        return await self._ingests.submit((rows, now))
 
     async def prune_events(self, before: float) -> int:
         async def run(conn: Any) -> int:

@@ -24,7 +24,7 @@ import sqlite3
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
 
 import orjson
 
@@ -50,11 +50,16 @@ from gateway.store.base import (
     StoredEvent,
     StoredRoute,
 )
+from gateway.store.group import TickGroup
 from gateway.store.rows import sort_time
 from gateway.store.sqlite_schema import MEMORY, connect, current_version
-from gateway.store.sqlite_thread import Writer
+from gateway.store.sqlite_thread import Writer, as_store_error
 
 T = TypeVar("T")
+
+_IngestRow: TypeAlias = tuple[str, str, bytes, list[q.JobRow], bool, str | None, str | None]
+_IngestRequest: TypeAlias = tuple[list[_IngestRow], float]
+_IngestOutcome: TypeAlias = list[int | None] | BaseException
 
 _MAPPING_COLUMNS = "route, source, source_id, destination, destination_id, conversation_id, extra"
 
@@ -73,6 +78,7 @@ class SQLiteStore(Store):
         # Told when this store object changed shared state (other processes sharing the
         # file find out by reading `versions`).
         self._listeners: list[Callable[[str | None], None]] = []
+        self._ingests: TickGroup[_IngestRequest, list[int | None]] = TickGroup(self._ingest_batch)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -97,6 +103,7 @@ class SQLiteStore(Store):
             await self._run(q.free_all_leases)
 
     async def close(self) -> None:
+        await self._ingests.drain()
         self._listeners.clear()
         writer, self._writer = self._writer, None
         if writer is not None:
@@ -126,11 +133,15 @@ class SQLiteStore(Store):
             )
             for i in items
         ]
+        # Webhooks of one loop turn share one writer operation, hand-off and commit.
+        return await self._ingests.submit((rows, now))
+
+    async def _ingest_batch(self, requests: Sequence[_IngestRequest]) -> list[_IngestOutcome]:
         held: list[str] = []
-        ids = await self._run(lambda c: q.ingest(c, rows, now, held))
+        outcomes = await self._run(lambda c: _ingest_group(c, requests, held))
         if held:
             self._announce_state()
-        return ids
+        return outcomes
 
     async def prune_events(self, before: float) -> int:
         return await self._run(lambda c: _prune(c, before))
@@ -480,3 +491,33 @@ def _exclusive_lock(path: str) -> IO[bytes]:
             "serves one process (use a postgresql:// store URL to run several)"
         ) from None
     return handle
+
+
+def _ingest_group(
+    connection: sqlite3.Connection, requests: Sequence[_IngestRequest], held: list[str]
+) -> list[_IngestOutcome]:
+    """Every caller's ingest in this transaction. Tried all at once first; if one fails,
+    all are rolled back and each runs in a savepoint of its own, so only the failing
+    caller hears of its failure (its rows are not stored) and the others commit."""
+    connection.execute("SAVEPOINT ingest_group")
+    try:
+        outcomes: list[_IngestOutcome] = [q.ingest(connection, r, t, held) for r, t in requests]
+    except Exception:
+        connection.execute("ROLLBACK TO ingest_group")
+        held.clear()
+    else:
+        connection.execute("RELEASE ingest_group")
+        return outcomes
+    outcomes = []
+    for rows, now in requests:
+        connection.execute("SAVEPOINT ingest_one")
+        mark = len(held)
+        try:
+            outcomes.append(q.ingest(connection, rows, now, held))
+        except Exception as exc:
+            connection.execute("ROLLBACK TO ingest_one")
+            del held[mark:]
+            outcomes.append(as_store_error(exc))
+        connection.execute("RELEASE ingest_one")
+    connection.execute("RELEASE ingest_group")
+    return outcomes
