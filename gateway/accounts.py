@@ -34,6 +34,9 @@ class AccountStates:
         self._notifier = notifier
         self._states: dict[str, AccountState] = {}
         self._watchers: list[Watcher] = []
+        # States set here, counted per instance: a reload that read the store while one
+        # was set must not show the older stored state over it.
+        self._sets: dict[str, int] = {}
 
     def watch(self, watcher: Watcher) -> None:
         """Call `watcher` when an instance's status changes as this process learns it
@@ -47,6 +50,7 @@ class AccountStates:
     async def set(self, instance: str, state: AccountState) -> None:
         """Record `instance`'s state here and, when it changed, in the store for all."""
         previous = self._states.get(instance)
+        self._sets[instance] = self._sets.get(instance, 0) + 1
         self.show(instance, state)
         if previous != state:
             await self._store.kv_put(ACCOUNTS, instance, state_json(state))
@@ -73,10 +77,13 @@ class AccountStates:
             )
 
     async def load(self, instances: Collection[str]) -> None:
-        """Show the states other processes wrote for `instances`."""
+        """Show the states other processes wrote for `instances` (not for an instance
+        whose state was set here while the store was read: that one is newer)."""
+        sets = dict(self._sets)
         for instance, value in await self._store.kv_items(ACCOUNTS):
             state = state_from_json(value)
-            if instance in instances and state is not None:
+            fresh = self._sets.get(instance) == sets.get(instance)
+            if instance in instances and state is not None and fresh:
                 self.show(instance, state)
 
 
