@@ -46,8 +46,13 @@ def create_app(gateway: Gateway) -> Starlette:
             await gateway.stop()
 
     deadlines = BodyDeadlines()
+
     # Observations (metrics, logs, the observe hook) are handled after the answer is sent.
-    after_answer = BackgroundTask(gateway.notifier.flush)
+    async def flush_observations() -> None:
+        # On the loop: a plain function given to BackgroundTask would run in a thread.
+        gateway.notifier.flush()
+
+    after_answer = BackgroundTask(flush_observations)
 
     async def webhook(request: Request) -> Response:
         """Authenticate, parse and validate (the provider), plan and commit (ingest),
