@@ -208,3 +208,75 @@ async def test_unrouted_messages_show_their_reason_and_wait_again(tmp_path: Path
         assert await store.held(dead=True) == []
         ru = await h.client.get("/console/unrouted?lang=ru")
         assert "Сообщения без маршрута" in ru.text
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(fg: str, bg: str) -> float:
+    light, dark = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_text_colours_meet_wcag_aa_on_every_background_they_are_used_on() -> None:
+    import re
+    from importlib.resources import files
+
+    css = (files("gateway.console") / "static" / "console.css").read_text()
+    palette = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    backgrounds = ["#ffffff", palette["bg-soft"], "#eef7f0", "#fbeeee"]
+    for name in ("fg", "muted", "accent", "bad", "ok"):
+        for background in backgrounds:
+            ratio = _contrast(palette[name], background)
+            assert ratio >= 4.5, f"--{name} on {background}: {ratio:.2f}"
+    assert _contrast("#ffffff", palette["accent"]) >= 4.5  # button text
+
+
+async def test_every_control_on_every_page_has_a_name(tmp_path: Path) -> None:
+    """Labels for keyboard and screen-reader users: every visible input, select and button
+    on every page is named (a <label for>, aria-label, or its own text)."""
+    from html.parser import HTMLParser
+
+    class Controls(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.labelled: set[str] = set()
+            self.controls: list[dict[str, str | None]] = []
+            self.button: dict[str, str | None] | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag == "label" and found.get("for"):
+                self.labelled.add(str(found["for"]))
+            if tag in ("input", "select", "textarea") and found.get("type") != "hidden":
+                self.controls.append(found)
+            if tag == "button":
+                self.button = {**found, "text": ""}
+                self.controls.append(self.button)
+
+        def handle_data(self, data: str) -> None:
+            if self.button is not None:
+                self.button["text"] = (self.button["text"] or "") + data.strip()
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "button":
+                self.button = None
+
+    async with running_gateway(settings(tmp_path)) as h:
+        await sign_in(h.client)
+        for page in ("/", "/routes", "/parked", "/unrouted", "/trace?q=%2B79990001122", "/plugins"):
+            for lang in ("en", "ru"):
+                answer = await h.client.get(f"/console{page}", params={"lang": lang})
+                assert answer.status_code == 200, page
+                parsed = Controls()
+                parsed.feed(answer.text)
+                for control in parsed.controls:
+                    named = (
+                        control.get("aria-label")
+                        or control.get("text")
+                        or control.get("id") in parsed.labelled
+                    )
+                    assert named, f"{page} ({lang}): an unnamed control {control}"
