@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from gateway.providers import Provider, Route
 
 hookspec = pluggy.HookspecMarker("gateway")
+#: Marks a hook implementation: `@hookimpl` on a module-level function or a method named
+#: like the hook (`gateway.hookimpl` for plugins).
 hookimpl = pluggy.HookimplMarker("gateway")
 
 

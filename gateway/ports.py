@@ -37,6 +37,11 @@ class Fetcher(Protocol):
         """The largest download allowed by the operator (`[fetch] max_bytes`)."""
         ...
 
+    async def check_url(self, url: str | httpx.URL) -> httpx.URL:
+        """The parsed `url` if it may be fetched (http(s), no credentials in it, a public
+        address or a host the operator allowed); `ForbiddenAddress` otherwise."""
+        ...
+
     async def fetch(
         self,
         url: str,
