@@ -87,6 +87,9 @@ class Deliverer:
         self._armed: dict[str, list[asyncio.Event]] = {name: [] for name in providers}
         # Per destination, one poller keeps the clock (next due time); see `_poll`.
         self._pokes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in providers}
+        # Per destination, wakes that found no armed slot (every slot was delivering): a
+        # slot back from a batch claims again only if one came (or its batch was full).
+        self._unheard: dict[str, int] = dict.fromkeys(providers, 0)
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
@@ -100,6 +103,8 @@ class Deliverer:
                 poke.set()
         elif armed := self._armed.get(destination):
             armed.pop().set()
+        elif destination in self._unheard:
+            self._unheard[destination] += 1
 
     def idle_slots(self, destination: str) -> int:
         """Slots of `destination` waiting for work (for tests and the admin view)."""
@@ -158,7 +163,19 @@ class Deliverer:
                         # A full batch: more may be due, so rouse another slot to claim
                         # in parallel (one wake per webhook would otherwise leave one).
                         self.wake(destination)
+                    heard = self._unheard[destination]
                     await self.process(destination, jobs, owner)
+                    if (
+                        len(jobs) < limit
+                        and not wakeup.is_set()
+                        and (self._unheard[destination] == heard)
+                    ):
+                        # The claim took everything due, and no wake went unheard while
+                        # the batch was out: nothing to claim now (a retry or a released
+                        # lane told the poller or a slot in `_record`). Saves a claim and
+                        # a look at the next due time per batch.
+                        armed.append(wakeup)
+                        await wakeup.wait()
                     continue
                 # Nothing due for this slot: the poller learns the next due time (a retry
                 # just recorded, a lease running out) and wakes a slot then.
@@ -552,6 +569,8 @@ class Deliverer:
                     {"error": error, "kind": job.kind, "retry_in": at - now},
                 )
             )
+        if results.retries or results.holds:
+            self._pokes[destination].set()  # the poller learns the new due times
         if results.followups:
             await self.store.enqueue(results.followups, now)
         await self.store.finish(results.finished, owner, now)
@@ -565,6 +584,7 @@ class Deliverer:
             blocked = sorted(results.unsent - decided)
             await self.store.release(owner, untouched, now, unsent=blocked)
             results.unsent.clear()
+            self.wake(destination)  # the released lanes are due now
         by_id = {job.id: job for job in jobs}
         for finished in results.finished:
             job = by_id[finished.job_id]

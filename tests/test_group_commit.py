@@ -60,15 +60,15 @@ async def test_no_webhook_is_answered_before_its_group_committed(tmp_path: Path)
         group: Any = store._ingests
         grouped: list[int] = []
         all_grouped = asyncio.Event()
-        run = group._run
+        start = group._start
 
-        async def spy(requests: Sequence[Any]) -> Any:
+        def spy(requests: Sequence[Any]) -> Any:
             grouped.append(len(requests))
             if sum(grouped) >= N:
                 all_grouped.set()
-            return await run(requests)
+            return start(requests)
 
-        group._run = spy
+        group._start = spy
         # Park the store's writer thread: nothing can commit until the gate opens.
         entered, gate = threading.Event(), threading.Event()
 

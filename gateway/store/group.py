@@ -2,12 +2,13 @@
 with one call to the backend (one transaction, one commit), and each caller hears back
 only once that call has returned, i.e. after the commit.
 
-`TickGroup(run)`: `await group.submit(request)` queues `request`; the first submission of a
-turn schedules the flush with `loop.call_soon`, so it runs after every callback that is
-ready in this turn (the webhooks whose bodies arrived together). The flush hands the whole
-batch to `run(requests)`, which returns one result per request, each a value or the
-exception for that request alone. If `run` itself raises (the transaction or its commit
-failed), every caller of the batch gets that exception: nothing of theirs is stored.
+`TickGroup(start)`: `await group.submit(request)` queues `request`; the first submission
+of a turn schedules the flush with `loop.call_soon`, so it runs after every callback that
+is ready in this turn (the webhooks whose bodies arrived together). The flush hands the
+whole batch to `start(requests)`, which returns a future (the SQLite writer's own, so no
+task is made per batch) of one result per request, each a value or the exception for that
+request alone. If that future fails (the transaction or its commit failed), every caller
+of the batch gets its exception: nothing of theirs is stored.
 
 A caller cancelled while its batch runs is not un-stored: like any write in flight, it
 lands or not as a whole with its group, and a redelivery is deduplicated.
@@ -16,7 +17,8 @@ lands or not as a whole with its group, and a redelivery is deduplicated.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 R = TypeVar("R")
@@ -24,14 +26,14 @@ T = TypeVar("T")
 
 
 class TickGroup(Generic[R, T]):
-    """Batches `submit` calls of one loop turn into one `run` call."""
+    """Batches `submit` calls of one loop turn into one `start` call."""
 
-    def __init__(self, run: Callable[[Sequence[R]], Awaitable[Sequence[T | BaseException]]]):
-        self._run = run
+    def __init__(self, start: Callable[[Sequence[R]], asyncio.Future[Sequence[T | BaseException]]]):
+        self._start = start
         self._pending: list[tuple[R, asyncio.Future[T]]] = []
         self._scheduled = False
-        self._running: set[asyncio.Task[None]] = set()
-        self.batches = 0  # batches handed to `run`; lets tests observe the grouping
+        self._running: set[asyncio.Future[Sequence[T | BaseException]]] = set()
+        self.batches = 0  # batches handed to `start`; lets tests observe the grouping
 
     async def submit(self, request: R) -> T:
         loop = asyncio.get_running_loop()
@@ -49,23 +51,32 @@ class TickGroup(Generic[R, T]):
         if not batch:
             return
         self.batches += 1
-        task = asyncio.get_running_loop().create_task(self._complete(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _complete(self, batch: list[tuple[R, asyncio.Future[T]]]) -> None:
         try:
-            results = await self._run([request for request, _ in batch])
-        except asyncio.CancelledError:
+            running = self._start([request for request, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        self._running.add(running)
+        running.add_done_callback(functools.partial(self._complete, batch))
+
+    def _complete(
+        self,
+        batch: list[tuple[R, asyncio.Future[T]]],
+        running: asyncio.Future[Sequence[T | BaseException]],
+    ) -> None:
+        self._running.discard(running)
+        if running.cancelled():
             for _, future in batch:
                 future.cancel()
-            raise
-        except BaseException as exc:
+            return
+        failure = running.exception()
+        if failure is not None:
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, running.result(), strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):

@@ -9,6 +9,7 @@ database that is down fails each of them (and each webhook is answered 503).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
@@ -34,7 +35,9 @@ class GroupedIngest:
         self._store_run = run
         self._announce = announce
         self._announce_state = announce_state
-        self._group: TickGroup[_IngestRequest, list[int | None]] = TickGroup(self._batch)
+        self._group: TickGroup[_IngestRequest, list[int | None]] = TickGroup(
+            lambda requests: asyncio.ensure_future(self._batch(requests))
+        )
 
     async def submit(self, request: _IngestRequest) -> list[int | None]:
         return await self._group.submit(request)

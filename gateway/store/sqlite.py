@@ -78,7 +78,7 @@ class SQLiteStore(Store):
         # Told when this store object changed shared state (other processes sharing the
         # file find out by reading `versions`).
         self._listeners: list[Callable[[str | None], None]] = []
-        self._ingests: TickGroup[_IngestRequest, list[int | None]] = TickGroup(self._ingest_batch)
+        self._ingests: TickGroup[_IngestRequest, list[int | None]] = TickGroup(self._start_ingests)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -86,7 +86,7 @@ class SQLiteStore(Store):
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreError(f"the SQLite store {self.path} is not open")
-        return await asyncio.wrap_future(self._writer.submit(operation))
+        return await self._writer.submit_async(operation)
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -136,12 +136,20 @@ class SQLiteStore(Store):
         # Webhooks of one loop turn share one writer operation, hand-off and commit.
         return await self._ingests.submit((rows, now))
 
-    async def _ingest_batch(self, requests: Sequence[_IngestRequest]) -> list[_IngestOutcome]:
+    def _start_ingests(
+        self, requests: Sequence[_IngestRequest]
+    ) -> asyncio.Future[Sequence[_IngestOutcome]]:
+        if self._writer is None:
+            raise StoreError(f"the SQLite store {self.path} is not open")
         held: list[str] = []
-        outcomes = await self._run(lambda c: _ingest_group(c, requests, held))
-        if held:
-            self._announce_state()
-        return outcomes
+        running = self._writer.submit_async(lambda c: _ingest_group(c, requests, held))
+
+        def announce(_: object) -> None:
+            if held:
+                self._announce_state()
+
+        running.add_done_callback(announce)
+        return running  # type: ignore[return-value]
 
     async def prune_events(self, before: float) -> int:
         return await self._run(lambda c: _prune(c, before))

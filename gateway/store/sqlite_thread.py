@@ -6,28 +6,30 @@ wakes it takes *everything* queued (up to `MAX_BATCH`) and runs it in one transa
 operation inside its own SAVEPOINT: a failing operation rolls back only its own savepoint
 and fails only its own future, while the rest share a single COMMIT and a single fsync.
 
-Results are handed back through `concurrent.futures.Future`s that callers await with
-`asyncio.wrap_future`, which resolves them on the caller's own loop via
-`loop.call_soon_threadsafe`. So the thread never touches an event loop, and stores work from
-any loop (or several, one after another). Futures are resolved only after COMMIT returns:
-an awaited write is durable.
+Results are handed back on the caller's own loop: `submit_async` returns an asyncio
+future that the thread resolves with `loop.call_soon_threadsafe` (a `LoopReply`; lighter
+than a `concurrent.futures.Future` wrapped with `asyncio.wrap_future`, which costs a lock,
+a condition and two callbacks per call); `submit` returns a `concurrent.futures.Future`
+for callers without a loop. So stores work from any loop (or several, one after another).
+Futures are resolved only after COMMIT returns: an awaited write is durable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from gateway.errors import StoreError
 
 T = TypeVar("T")
 Operation: TypeAlias = Callable[[sqlite3.Connection], Any]
-_Item: TypeAlias = tuple[Operation, "Future[Any]"]
+_Item: TypeAlias = tuple[Operation, "Future[Any] | LoopReply[Any]"]
 
 # Bounds the time one transaction holds the write lock and how long the first caller of a
 # burst waits; large enough that a burst of webhooks still shares one fsync.
@@ -41,6 +43,49 @@ def as_store_error(exc: BaseException) -> BaseException:
         error.__cause__ = exc
         return error
     return exc
+
+
+class LoopReply(Generic[T]):
+    """The writer thread's answer to one operation, delivered to an asyncio future on its
+    loop; has the part of `concurrent.futures.Future`'s interface the thread uses."""
+
+    __slots__ = ("_done", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[T] = loop.create_future()
+        self._done = False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        # A caller cancelled before its turn never runs (a benign race: one cancelled just
+        # now still runs, and its result is dropped below).
+        return not self.future.cancelled()
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: T) -> None:
+        self._done = True
+        self._call(_set_result, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._done = True
+        self._call(_set_exception, exc)
+
+    def _call(self, callback: Callable[[asyncio.Future[T], Any], None], value: Any) -> None:
+        # A loop closed meanwhile has nobody waiting on it any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(callback, self.future, value)
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class Writer:
@@ -64,11 +109,20 @@ class Writer:
 
     def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
         future: Future[T] = Future()
+        self._put(operation, future)
+        return future
+
+    def submit_async(self, operation: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """`submit` for a caller on a running loop: an asyncio future of that loop."""
+        reply: LoopReply[T] = LoopReply(asyncio.get_running_loop())
+        self._put(operation, reply)
+        return reply.future
+
+    def _put(self, operation: Operation, reply: Future[Any] | LoopReply[Any]) -> None:
         with self._gate:
             if self._closing or not self._thread.is_alive():
                 raise StoreError("the SQLite store is closed")
-            self._queue.put((operation, future))
-        return future
+            self._queue.put((operation, reply))
 
     def stop(self) -> Future[None]:
         """Finish what is queued, close the connection; the future resolves when done."""
@@ -119,7 +173,7 @@ class Writer:
                 item[1].set_exception(StoreError("the SQLite store thread stopped"))
 
     def _transaction(self, connection: sqlite3.Connection, items: list[_Item]) -> None:
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        outcomes: list[tuple[Future[Any] | LoopReply[Any], bool, Any]] = []
         try:
             # IMMEDIATE takes the write lock up front, so a busy database shows up here
             # (after busy_timeout) rather than as a failed upgrade halfway through the batch.
