@@ -35,6 +35,18 @@ packages = ["gateway___NAME__"]
 [tool.ruff]
 line-length = 100
 
+# `lint-imports` (pip install import-linter): the plugin imports only the public `gateway`
+# (its tests may use `gateway.testing` too); every other gateway module is internal.
+[tool.importlinter]
+root_packages = ["gateway___NAME__", "gateway"]
+
+[[tool.importlinter.contracts]]
+name = "The plugin imports only the facade `gateway`"
+type = "forbidden"
+source_modules = ["gateway___NAME__"]
+forbidden_modules = ["gateway.*"]
+allow_indirect_imports = true
+
 [tool.pytest.ini_options]
 testpaths = ["tests"]
 pythonpath = [".", "tests"]

@@ -38,6 +38,14 @@ def test_new_plugin_writes_a_distribution_that_passes_its_tests(tmp_path: Path) 
             [sys.executable, "-m", "ruff", *check], cwd=root, capture_output=True, text=True
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
+    contracts = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert contracts.returncode == 0, contracts.stdout + contracts.stderr
+    assert "1 kept, 0 broken" in contracts.stdout
 
 
 @pytest.mark.parametrize("name", ["Telegram", "2fa", "my-plugin", ""])
