@@ -74,6 +74,7 @@ class Items:
             target_native_id=target_id,
             quoted_target_id=quoted_id,
             attempt=job.attempts + 1,
+            sending_since=job.sending_since,
         )
 
     async def translate(

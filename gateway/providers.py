@@ -154,6 +154,9 @@ class Outgoing:
     target_native_id: str | None = None
     quoted_target_id: str | None = None
     attempt: int = 1
+    #: When an earlier attempt whose outcome is unknown began (UNIX seconds), else None:
+    #: `find_sent` looks for what was sent from then on.
+    sending_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

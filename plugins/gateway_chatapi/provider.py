@@ -25,6 +25,7 @@ from gateway import (
     DeliveryError,
     InboundEvent,
     InstanceContext,
+    Landing,
     Message,
     Outcome,
     Outgoing,
@@ -39,6 +40,7 @@ from gateway import (
 from gateway_chatapi.client import ChatApiClient
 from gateway_chatapi.config import OPTIONAL, REQUIRED, SECRETS, ChatApiConfig, parse_config
 from gateway_chatapi.convert import account_state
+from gateway_chatapi.landed import Landings
 from gateway_chatapi.outbound import plan_send
 from gateway_chatapi.pacing import Pacer
 from gateway_chatapi.webhooks import (
@@ -67,6 +69,9 @@ WEBHOOK_SETTINGS: dict[str, Any] = {
 # How long an unknown `fromMe` echo waits for sends in flight before it counts as typed on
 # the phone: Chat API may echo a send before answering it.
 ECHO_WAIT_SECONDS = 10.0
+# How long after an attempt began Chat API may still take it: the gateway's read timeout
+# (30 s) and a margin; only then is the queue or history asked whether it landed.
+SETTLE_SECONDS = 60.0
 _RECENT_SENDS = 5000
 
 
@@ -97,8 +102,12 @@ class ChatApiChannel(ChannelProvider):
             max_text_length=65536,
             max_batch=1,
             idempotent_sends=False,
+            # A send whose answer was lost is looked for in the queue and history.
+            finds_sent=True,
+            settle_seconds=SETTLE_SECONDS,
         )
         self.client = ChatApiClient(context.http, config.base_url, config.token)
+        self.landings = Landings(self.client, context.state, context.hub, context.name)
         self.pacer = Pacer(config.messages_per_second)
         #: The background part of `start()` (webhook retries, refill); tests may await it.
         self.startup_task: asyncio.Task[None] | None = None
@@ -314,6 +323,10 @@ class ChatApiChannel(ChannelProvider):
         if self.settings.read_on_reply:
             await self._read_on_reply(parts[0].body)
         return Sent(native_id=done[0], extra={"parts": done[1:]} if len(done) > 1 else {})
+
+    async def find_sent(self, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+        """Look for sends whose answer was lost: see `landed.py`."""
+        return await self.landings.find(batch)
 
     async def _read_on_reply(self, body: dict[str, Any]) -> None:
         """The operator answered: the customer's chat is read (`/readChat` with the same

@@ -30,6 +30,7 @@ from gateway import (
     Edit,
     InboundEvent,
     InstanceContext,
+    Landing,
     Message,
     Outcome,
     Outgoing,
@@ -46,6 +47,7 @@ from gateway_greenapi import outbound
 from gateway_greenapi.avatars import Avatars
 from gateway_greenapi.chats import chat_id_for
 from gateway_greenapi.client import GreenClient
+from gateway_greenapi.landed import PROGRESS, Landings
 from gateway_greenapi.loops import NotificationReceiver, StateWatcher
 from gateway_greenapi.notifications import Options, Unparsable, parse_notification
 from gateway_greenapi.pacing import Pacer
@@ -66,7 +68,10 @@ NOTIFICATION_SETTINGS: dict[str, str] = {
 }
 #: How long the parts already sent of an unfinished multi-part message are remembered.
 PROGRESS_TTL_SECONDS = 7 * 86_400.0
-_PROGRESS = "send:"
+_PROGRESS = PROGRESS
+# GREEN shows a sent message in its journal up to 2 minutes late, and a send may run for
+# the gateway's read timeout (30 s): only then is it asked whether a send landed.
+SETTLE_SECONDS = 150.0
 
 
 class GreenApiProvider(ChannelProvider):
@@ -96,11 +101,18 @@ class GreenApiProvider(ChannelProvider):
             max_file_size=100 * 1024 * 1024,
             max_batch=1,
             idempotent_sends=False,
+            # A send whose answer was lost is looked for in the queue and the journal, once
+            # the journal can show it (see landed.py).
+            finds_sent=True,
+            settle_seconds=SETTLE_SECONDS,
             # "read" statuses from the CRM become readChat: the customer sees blue ticks.
             wants_statuses=True,
         )
         self.client = GreenClient(context.http, self.green)
         self.avatars = Avatars(self.client) if self.green.avatars else None
+        self.landings = Landings(
+            self.client, context.state, context.hub, context.name, groups=self.green.groups
+        )
         self.options = Options(
             id_instance=self.green.id_instance,
             groups=self.green.groups,
@@ -238,6 +250,10 @@ class GreenApiProvider(ChannelProvider):
             extra["idMessages"] = ids
         # The last part stands for the message: once it is delivered or read, all are.
         return Sent(native_id=ids[-1], extra=extra)
+
+    async def find_sent(self, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+        """Look for sends whose answer was lost: see `landed.py`."""
+        return await self.landings.find(batch)
 
     async def _change(self, item: Outgoing, chat_id: str) -> Outcome:
         """An operator's edit or delete of a message the API sent (`editMessage`,

@@ -28,6 +28,7 @@ from gateway.testing.fake_delivery import (
     delivery_lifespan,
 )
 
+from . import journals
 from .messages import (
     contact_data,
     error_body,
@@ -262,6 +263,23 @@ def reboot(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload])
 def logout(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
     fake.logout()
     return Result({"isLogout": True})
+
+
+# -- journals and the send queue -----------------------------------------------------------
+
+
+@endpoint("lastOutgoingMessages", "GET")
+def last_outgoing(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    try:
+        minutes = int(params.get("minutes", 1440))
+    except ValueError:
+        raise invalid('"minutes" must be an integer') from None
+    return Result(journals.outgoing_journal(fake, minutes))
+
+
+@endpoint("showMessagesQueue", "GET")
+def show_queue(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    return Result(journals.send_queue(fake))
 
 
 # -- receiving by polling (spec 2.5) -------------------------------------------------------

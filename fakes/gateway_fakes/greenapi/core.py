@@ -75,6 +75,9 @@ class FakeGreenApi:
     pushes it head first, otherwise the gateway polls `receiveNotification`.
     """
 
+    #: Seconds before a sent message shows in `lastOutgoingMessages` (GREEN: up to 120).
+    journal_delay: float = 0.0
+
     def __init__(
         self,
         id_instance: str = "1101000001",
@@ -588,6 +591,7 @@ class FakeGreenApi:
             self._dispatch(sent)
 
     def _dispatch(self, sent: GreenSent) -> None:
+        sent.sent_at = self.clock()
         magic = magic_of(sent.chat_id)
         if magic is not None and magic in FAILING:
             status, description = FAILING[magic]

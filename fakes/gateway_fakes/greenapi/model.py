@@ -144,6 +144,8 @@ class GreenSent:
     status: str = "queued"  # queued | sent | delivered | read | failed | noAccount | ...
     statuses: list[str] = field(default_factory=list)
     send_at: float = 0.0
+    #: When it left the send queue (None while queued).
+    sent_at: float | None = None
     #: Texts it was edited to (`editMessage`), and whether it was deleted (`deleteMessage`).
     edits: list[str] = field(default_factory=list)
     deleted: bool = False
