@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from gateway_chatapi.provider import ChatApiChannel
-from gateway_fakes.chatapi import FakeChatApi
+from gateway_fakes.chatapi import FakeChatApi, Magic, magic_phone
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
+from gateway.testing.fake_common import ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -157,3 +158,45 @@ async def test_chatapi_round_trip_over_real_http(tmp_path: Path) -> None:
     assert crm.texts()[4] == "Anyone there?"
     assert crm.duplicates == 0
     assert len(fake.sent) == 1
+
+
+async def test_an_operator_reply_whose_answer_was_lost_is_looked_for_not_parked(
+    tmp_path: Path,
+) -> None:
+    """A crash or a timeout loses Chat API's answer to a send: once it has settled, the
+    gateway finds the message in Chat API's history (recorded, not resent) or does not
+    (sent again); none is parked for a person."""
+    crm = Recorder(name="crm")
+    clock = ManualClock()
+    fake = FakeChatApi(clock=clock)
+    apps = {"api.chat-api.test": fake.app, "crm.test": crm.app}
+    lost = magic_phone(Magic.TIMEOUT_AFTER_EFFECT) + "@c.us"  # sent; the answer never comes
+    async with running_gateway(make_settings(tmp_path, fake), apps=apps, clock=clock) as h:
+        provider = h.gateway.instances["wa"]
+        assert isinstance(provider, ChatApiChannel)
+        if provider.startup_task is not None:
+            await provider.startup_task
+        fake.faults.fail_next("sendMessage", kind="timeout")  # times out before it took effect
+        replies = [
+            {"id": "op-2", "chat": CHAT, "from": "anna", "text": "never left"},
+            {"id": "op-1", "chat": lost, "from": "anna", "text": "landed, answer lost"},
+        ]
+        for count, reply in enumerate(replies, 1):
+            response = await h.client.post(
+                "/webhooks/crm", json={"messages": [reply]}, headers=CRM_AUTH
+            )
+            assert response.status_code == 200
+            # Its outcome is unknown: it waits until Chat API could still be acting on it.
+            await h.observer.wait_for("retried", count)
+        assert [s.body for s in fake.sent] == ["landed, answer lost"]
+        clock.advance(provider.capabilities.settle_seconds + 1)
+        assert h.gateway.deliverer is not None
+        h.gateway.deliverer.wake()
+        await crm.wait_for(lambda r: len(r.acks) == 2)
+        dead = await h.gateway.store.dead_letters()
+    reconciled = {o.message_id: o.detail["landed"] for o in h.observer.of_type("reconciled")}
+    assert reconciled == {"op-1": True, "op-2": False}
+    assert [s.body for s in fake.sent] == ["landed, answer lost", "never left"]  # one each
+    by_message = {a["message_id"]: a["delivered_id"] for a in crm.acks}
+    assert by_message == {"op-1": fake.sent[0].id, "op-2": fake.sent[1].id}
+    assert dead == []
