@@ -140,9 +140,14 @@ class Landings:
         taken: set[str],
     ) -> str | None:
         for entry in queued:
+            # The queue names the chat in `metadata` or inside the message id
+            # (`true_{chatId}_{hex}`); an entry whose chat cannot be told is not ours to take.
             metadata = entry.get("metadata")
             chat = metadata.get("chatId") if isinstance(metadata, dict) else None
-            if chat not in (None, wanted.chat_id) or str(entry.get("body")) != wanted.text:
+            in_id = f"_{wanted.chat_id}_" in str(entry.get("id"))
+            if not (chat == wanted.chat_id or (chat is None and in_id)):
+                continue
+            if str(entry.get("body")) != wanted.text:
                 continue
             if await self._free(entry.get("id"), taken, wanted.chat_id):
                 return str(entry["id"])
