@@ -19,6 +19,7 @@ import json
 import re
 import socket
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,6 +362,9 @@ async def replay_parked(stack: Stack, tally: Tally) -> None:
         tally.park(key)
     to_replay = sorted({job for key, (job, _) in parked.items() if key not in landed})
     tally.extra["parked_already_landed"] = sum(1 for key in parked if key in landed)
+    # Why each was parked (the reason names the destination that could not be asked).
+    reasons = Counter(reason.split(",")[0][:120] for _, reason in parked.values())
+    tally.extra["parked_reasons"] = dict(reasons)
     if not to_replay:
         return
     async with httpx.AsyncClient(base_url=stack.public_url) as admin:
