@@ -353,6 +353,11 @@ async def _install(stack: Stack) -> None:
         await gateway.stop()
 
 
+def _why(reason: str) -> str:
+    found = re.search(r"and (\S+) (cannot recognise a resend|could not tell)", reason)
+    return f"{found[1]}: {found[2]}" if found else reason[:120]
+
+
 async def replay_parked(stack: Stack, tally: Tally) -> None:
     """Count dead-lettered sends as parked; replay, through the admin API, those that did
     not land (what an administrator would do), and wait for them to arrive."""
@@ -362,9 +367,8 @@ async def replay_parked(stack: Stack, tally: Tally) -> None:
         tally.park(key)
     to_replay = sorted({job for key, (job, _) in parked.items() if key not in landed})
     tally.extra["parked_already_landed"] = sum(1 for key in parked if key in landed)
-    # Why each was parked (the reason names the destination that could not be asked).
-    reasons = Counter(reason.split(",")[0][:120] for _, reason in parked.values())
-    tally.extra["parked_reasons"] = dict(reasons)
+    # Why each was parked: the reason names the destination that could not be asked.
+    tally.extra["parked_reasons"] = dict(Counter(_why(reason) for _, reason in parked.values()))
     if not to_replay:
         return
     async with httpx.AsyncClient(base_url=stack.public_url) as admin:
