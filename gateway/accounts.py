@@ -88,7 +88,12 @@ class AccountStates:
 
 
 def state_json(state: AccountState) -> JSON:
-    return {"status": state.status.value, "detail": state.detail}
+    data: dict[str, JSON] = {"status": state.status.value, "detail": state.detail}
+    if state.phone:
+        data["phone"] = state.phone
+    if state.name:
+        data["name"] = state.name
+    return data
 
 
 def state_from_json(value: JSON) -> AccountState | None:
@@ -98,5 +103,10 @@ def state_from_json(value: JSON) -> AccountState | None:
         status = AccountStatus(str(value.get("status")))
     except ValueError:
         return None
-    detail = value.get("detail")
-    return AccountState(status, detail if isinstance(detail, str) else None)
+    detail, phone, name = (value.get(key) for key in ("detail", "phone", "name"))
+    return AccountState(
+        status,
+        detail if isinstance(detail, str) else None,
+        phone=phone if isinstance(phone, str) else None,
+        name=name if isinstance(name, str) else None,
+    )

@@ -53,6 +53,9 @@ class GatewayHub:
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
         return [name for name, k in self._kinds.items() if kind is None or k == kind]
 
+    def provider_of(self, instance: str) -> str:
+        return self._instances[instance].name
+
     def channel_portals(self, channel: str) -> frozenset[str]:
         return self._portals.get(channel, frozenset())
 

@@ -177,11 +177,16 @@ class StatusUpdate:
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
-    """A channel account changed state (needs QR, banned, ...); `qr` is a data: URL image."""
+    """A channel account changed state (needs QR, banned, ...); `qr` is a data: URL image.
+
+    `phone` (international digits) and `name` (the WhatsApp account's name) identify the
+    number to people, where the provider tells them."""
 
     status: AccountStatus
     detail: str | None = None
     qr: str | None = None
+    phone: str | None = None
+    name: str | None = None
     kind: Literal["account"] = "account"
 
 

@@ -284,6 +284,10 @@ class Hub(Protocol):
 
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]: ...
 
+    def provider_of(self, instance: str) -> str:
+        """The provider behind `instance` (its plugin's name, e.g. `greenapi`)."""
+        ...
+
     def channel_portals(self, channel: str) -> frozenset[str]:
         """`[channels.NAME] portals`: the CRM tenants (for Bitrix24 member_ids or domains)
         that may see and link `channel`; empty when the channel is unassigned (any)."""

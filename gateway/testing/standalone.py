@@ -100,6 +100,9 @@ class RecordingHub:
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
         return []
 
+    def provider_of(self, instance: str) -> str:
+        return "test-channel"
+
     def channel_portals(self, channel: str) -> frozenset[str]:
         return frozenset()
 

@@ -180,6 +180,9 @@ class SyncingHub:
     def instance_names(self, kind: ProviderKind | None = None) -> list[str]:
         return self.hub.instance_names(kind)
 
+    def provider_of(self, instance: str) -> str:
+        return self.hub.provider_of(instance)
+
     def channel_portals(self, channel: str) -> frozenset[str]:
         return self.hub.channel_portals(channel)
 

@@ -57,11 +57,14 @@ def page(
     frame_origin: str | None = None,
     status: int = 200,
     script: str = "BX24.init(function(){BX24.fitWindow();});",
+    own_script: str = "",
 ) -> HTMLResponse:
+    """`script` runs once Bitrix24's SDK is there; `own_script` (shipped in this package,
+    e.g. the settings page's refresh) runs whether or not the SDK loaded."""
     nonce = secrets.token_urlsafe(16)
     ancestors = f"frame-ancestors {frame_origin}" if frame_origin else "frame-ancestors *"
     policy = (
-        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; connect-src 'self'; "
         f"script-src 'nonce-{nonce}' https://api.bitrix24.com; form-action 'self'; "
         f"base-uri 'none'; {ancestors}"
     )
@@ -70,7 +73,9 @@ def page(
         f"<title>{escape(title)}</title><style>{_STYLE}</style>"
         f'<script src="{BX24_SDK}" nonce="{nonce}"></script></head><body>'
         f"<h1>{escape(title)}</h1>{body}"
-        f'<script nonce="{nonce}">if(window.BX24){{{script}}}</script></body></html>'
+        f'<script nonce="{nonce}">if(window.BX24){{{script}}}</script>'
+        + (f'<script nonce="{nonce}">{own_script}</script>' if own_script else "")
+        + "</body></html>"
     )
     headers = {
         "Content-Security-Policy": policy,
@@ -94,7 +99,7 @@ def message_page(
     )
 
 
-def _html(template: str, **fragments: str) -> str:
+def html_of(template: str, **fragments: str) -> str:
     """A translated text as HTML: its words escaped, `fragments` (already HTML) put in."""
     return escape(template).format(**fragments)
 
@@ -104,13 +109,13 @@ def install_page(t: Translator, domain: str, error: str | None, origin: str) -> 
     if error:
         body = (
             '<p class="notice error">'
-            + _html(t.gettext("install.failed"), domain=escape(domain), error=escape(error))
+            + html_of(t.gettext("install.failed"), domain=escape(domain), error=escape(error))
             + "</p><p>"
             + escape(t.gettext("install.failed.help"))
             + "</p>"
         )
         return page(title, body, language=t.language, frame_origin=origin)
-    done = _html(t.gettext("install.done"), domain=escape(domain))
+    done = html_of(t.gettext("install.done"), domain=escape(domain))
     body = f'<p class="notice">{done}</p>'
     # Until installFinish runs, Bitrix24 sends no events and shows the app as unfinished.
     return page(
@@ -126,6 +131,7 @@ def install_page(t: Translator, domain: str, error: str | None, origin: str) -> 
 class ChannelView:
     name: str
     state: AccountState
+    provider: str = ""
     linked_here: bool = False
     linked_elsewhere: str | None = None
     fixed: bool = False  # linked by settings.toml, not changeable here
@@ -147,15 +153,15 @@ class LineView:
     language: str = "en"
 
 
-def _ids(t: Translator, member_id: str, line: int | None) -> str:
+def ids(t: Translator, member_id: str, line: int | None) -> str:
     # What an integrator needs to write this link into settings.toml instead.
     target = f"{member_id}/{line}" if line is not None else f"{member_id}/<line id>"
     code = f"<code>{escape(target)}</code>"
-    text = _html(t.gettext("page.route_target"), target=code)
+    text = html_of(t.gettext("page.route_target"), target=code)
     return f'<p class="muted">{text}</p>'
 
 
-def _state(t: Translator, state: AccountState) -> str:
+def state_html(t: Translator, state: AccountState) -> str:
     css, label, help_ = STATE_TEXTS.get(state.status, STATE_TEXTS[AccountStatus.UNKNOWN])
     html = f'<span class="{css}">{escape(t.gettext(label))}</span>'
     if state.detail:
@@ -167,7 +173,7 @@ def _state(t: Translator, state: AccountState) -> str:
     return html
 
 
-def _button(
+def button(
     view: LineView, action: str, label: str, channel: str = "", primary: bool = False
 ) -> str:
     css = ' class="primary"' if primary else ""
@@ -182,16 +188,17 @@ def _button(
     )
 
 
-def _para(html: str, css: str = "") -> str:
+def para(html: str, css: str = "") -> str:
     return f'<p class="{css}">{html}</p>' if css else f"<p>{html}</p>"
 
 
-def _muted(text: str) -> str:
+def muted(text: str) -> str:
     return f'<span class="muted">{escape(text)}</span>'
 
 
-def _banners(t: Translator, down: list[tuple[str, AccountState]]) -> list[str]:
-    """A warning per linked number that does not work, saying what to do."""
+def banners(t: Translator, down: list[tuple[str, AccountState]]) -> list[str]:
+    """A warning per linked number that does not work, saying what to do (`down` pairs a
+    number's label with its state)."""
     out = []
     for name, state in down:
         _, label, help_ = STATE_TEXTS.get(state.status, STATE_TEXTS[AccountStatus.UNKNOWN])
@@ -202,59 +209,7 @@ def _banners(t: Translator, down: list[tuple[str, AccountState]]) -> list[str]:
     return out
 
 
-def line_page(t: Translator, view: LineView) -> HTMLResponse:
-    parts = _banners(
-        t, [(c.name, c.state) for c in view.channels if c.linked_here and _is_down(c.state)]
-    )
-    if view.notice:
-        parts.append(f'<p class="notice">{escape(view.notice)}</p>')
-    if view.error:
-        parts.append(f'<p class="notice error">{escape(view.error)}</p>')
-    if view.parked:
-        paused = _html(t.gettext("line.paused"), reason=escape(view.parked))
-        parts.append(f'<p class="notice error">{paused}</p>')
-    linked = [c for c in view.channels if c.linked_here]
-    if linked:
-        names = f"<b>{escape(', '.join(c.name for c in linked))}</b>"
-        parts.append(_para(_html(t.gettext("line.linked_to"), names=names)))
-    else:
-        parts.append(_para(escape(t.gettext("line.not_linked"))))
-    if not view.channels:
-        parts.append(_para(escape(t.gettext("line.no_channels")), "muted"))
-    else:
-        rows = []
-        for channel in view.channels:
-            reconnect = ""
-            if channel.linked_here and view.parked:
-                label = t.gettext("button.reconnect")
-                reconnect = _button(view, "link", label, channel.name, primary=True) + " "
-            if channel.linked_here and channel.fixed:
-                action = reconnect + _muted(t.gettext("line.fixed_in_settings"))
-            elif channel.linked_here:
-                action = reconnect + _button(
-                    view, "unlink", t.gettext("button.unlink"), channel.name
-                )
-            elif channel.linked_elsewhere:
-                elsewhere = t.gettext("line.linked_elsewhere", where=channel.linked_elsewhere)
-                action = _muted(elsewhere)
-            elif linked:
-                action = _muted(t.gettext("line.unlink_first"))
-            else:
-                action = _button(view, "link", t.gettext("button.link"), channel.name, primary=True)
-            rows.append(
-                f"<tr><td><b>{escape(channel.name)}</b></td><td>{_state(t, channel.state)}</td>"
-                f"<td>{action}</td></tr>"
-            )
-        headers = (t.gettext("line.column.channel"), t.gettext("line.column.state"), "")
-        head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-        parts.append(f"<table><tr>{head}</tr>" + "".join(rows) + "</table>")
-    parts.append(_para(_button(view, "refresh", t.gettext("button.refresh"))))
-    parts.append(_ids(t, view.member_id, view.line))
-    title = t.gettext("line.title", line=view.line, domain=view.domain)
-    return page(title, "".join(parts), language=t.language, frame_origin=view.origin)
-
-
-def _is_down(state: AccountState) -> bool:
+def is_down(state: AccountState) -> bool:
     return state.status in DOWN_STATES
 
 
@@ -307,7 +262,7 @@ class PortalView:
 
 
 def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
-    parts = _banners(t, view.down)
+    parts = banners(t, view.down)
     if view.error:
         parts.append(f'<p class="notice error">{escape(view.error)}</p>')
     if view.notice:
@@ -315,19 +270,21 @@ def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
     if view.problem:
         parts.append(f'<p class="notice error">{escape(view.problem)}</p>')
     if view.setup_error:
-        incomplete = _html(t.gettext("portal.setup_incomplete"), error=escape(view.setup_error))
+        incomplete = html_of(t.gettext("portal.setup_incomplete"), error=escape(view.setup_error))
         parts.append(f'<p class="notice error">{incomplete}</p>')
     if view.lines:
         items = "".join(
             "<li>"
-            + _html(t.gettext("portal.line_item"), line=str(line), channel=f"<b>{escape(name)}</b>")
+            + html_of(
+                t.gettext("portal.line_item"), line=str(line), channel=f"<b>{escape(name)}</b>"
+            )
             + "</li>"
             for line, name in view.lines
         )
-        parts.append(_para(escape(t.gettext("portal.linked_lines"))) + f"<ul>{items}</ul>")
+        parts.append(para(escape(t.gettext("portal.linked_lines"))) + f"<ul>{items}</ul>")
     else:
-        parts.append(_para(escape(t.gettext("portal.no_lines"))))
-    parts.append(_para(escape(t.gettext("portal.how_to_link"))))
+        parts.append(para(escape(t.gettext("portal.no_lines"))))
+    parts.append(para(escape(t.gettext("portal.how_to_link"))))
     form = LineView(
         view.member_id,
         view.domain,
@@ -339,7 +296,7 @@ def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
         language=view.language,
     )
     parts.append(_users_form(t, view))
-    parts.append(_para(_button(form, "setup", t.gettext("button.repair"))))
-    parts.append(_ids(t, view.member_id, None))
+    parts.append(para(button(form, "setup", t.gettext("button.repair"))))
+    parts.append(ids(t, view.member_id, None))
     title = t.gettext("portal.title", domain=view.domain)
     return page(title, "".join(parts), language=t.language, frame_origin=view.origin)

@@ -13,38 +13,22 @@ Linking writes a route `{member_id}/{line}` into the gateway store.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 import logging
 import re
-import secrets
-import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import (
-    AccountState,
-    DeliveryError,
-    Hub,
-    ProviderState,
-    Route,
-    TemporaryError,
-    WebhookResult,
-)
+from starlette.responses import JSONResponse
+
+from gateway import AccountState, DeliveryError, Hub, Route, TemporaryError, WebhookResult
 
 from .alerts import USERS_KEY, Alerts, alert_users, parse_users
+from .form_tokens import FormTokens
 from .forms import as_dict, as_int, as_str
-from .pages import (
-    DOWN_STATES,
-    ChannelView,
-    LineView,
-    PortalView,
-    line_page,
-    message_page,
-    portal_page,
-)
+from .line_page import POLL_SECONDS, line_page, live_html, needs_polling, number_label
+from .pages import DOWN_STATES, ChannelView, LineView, PortalView, message_page, portal_page
 from .records import PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient
 from .setup import PortalSetup
@@ -52,64 +36,12 @@ from .texts import Translator, translator
 
 log = logging.getLogger("gateway.bitrix24")
 
-FORM_TTL = 1800.0
 _SAFE_NAME = re.compile(r"[^a-z0-9_-]")
 
 
 def route_name(instance: str, member_id: str, line: int) -> str:
     name = _SAFE_NAME.sub("-", f"{instance}-{member_id[:12]}-{line}".lower())
     return name[:63]
-
-
-class FormTokens:
-    """Signed, expiring tokens binding a settings form to one portal and line."""
-
-    def __init__(self, state: ProviderState, clock: Callable[[], float] = time.time) -> None:
-        self.state = state
-        self.clock = clock
-        self._secret: bytes | None = None
-
-    async def _key(self) -> bytes:
-        if self._secret is None:
-            async with self.state.lock("form-secret"):
-                stored = await self.state.get("form-secret")
-                if not isinstance(stored, str):
-                    stored = secrets.token_hex(32)
-                    await self.state.put("form-secret", stored)
-            self._secret = bytes.fromhex(stored)
-        return self._secret
-
-    async def issue(self, member_id: str, line: int, auth_id: str) -> str:
-        payload = json.dumps(
-            {"m": member_id, "l": line, "u": _session(auth_id), "e": int(self.clock() + FORM_TTL)}
-        )
-        encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-        signature = hmac.new(await self._key(), encoded.encode(), hashlib.sha256).hexdigest()
-        return f"{encoded}.{signature}"
-
-    async def verify(self, token: str, auth_id: str) -> tuple[str, int] | None:
-        """(member_id, line) of a valid, unexpired token issued with this `auth_id`."""
-        encoded, _, signature = token.partition(".")
-        expected = hmac.new(await self._key(), encoded.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(signature.encode(), expected.encode()):
-            return None
-        try:
-            data = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        member_id, line, expires = data.get("m"), data.get("l"), data.get("e")
-        if (
-            not isinstance(member_id, str)
-            or not isinstance(line, int)
-            or not isinstance(expires, int)
-            or not hmac.compare_digest(str(data.get("u")), _session(auth_id))
-        ):
-            return None
-        if expires < self.clock():
-            return None
-        return member_id, line
 
 
 class SettingsPage:
@@ -136,6 +68,8 @@ class SettingsPage:
         self.run_setup = run_setup
         self.alerts = alerts
         self.url = hub.webhook_url(instance, "placement")
+        #: Seconds between the refreshes of a settings page that waits for a number.
+        self.poll_seconds = POLL_SECONDS
 
     async def handle(self, form: dict[str, Any], lang: str | None = None) -> WebhookResult:
         """A page open (Bitrix24's POST) or a button's POST; `lang` is Bitrix24's `LANG`."""
@@ -162,7 +96,7 @@ class SettingsPage:
             return message_page(t, t.gettext("page.not_from_portal"), status=403)
         refusal = await self._verify_user(record, auth_id, t)
         if refusal is not None:
-            return refusal
+            return message_page(t, refusal[1], status=refusal[0])
         if (as_str(form.get("PLACEMENT")) or "DEFAULT") == "SETTING_CONNECTOR":
             options = _options(form.get("PLACEMENT_OPTIONS"))
             connector = (as_str(options.get("CONNECTOR")) or "").lower()
@@ -172,35 +106,39 @@ class SettingsPage:
             return await self._line(record, line, auth_id, t)
         return await self._portal(record, auth_id, t)
 
-    async def _verify_user(self, record: PortalRecord, auth_id: str, t: Translator) -> Any:
-        """None if the portal says `auth_id` is an administrator's, else the refusal page."""
+    async def _verify_user(
+        self, record: PortalRecord, auth_id: str, t: Translator
+    ) -> tuple[int, str] | None:
+        """None if the portal says `auth_id` is an administrator's, else (status, why not)."""
         try:
             admin = await self.rest.ask_as(record, "user.admin", auth_id)
         except TemporaryError as exc:
-            return message_page(t, t.gettext("page.portal_busy", code=exc.code), status=503)
+            return 503, t.gettext("page.portal_busy", code=exc.code)
         except DeliveryError:
             log.warning("settings page of %s: Bitrix24 refused the AUTH_ID", record.domain)
-            return message_page(t, t.gettext("page.session_unverified"), status=403)
+            return 403, t.gettext("page.session_unverified")
         if admin is not True and admin not in ("true", "1", "Y"):
             log.warning("settings page of %s: refused a user who is not an admin", record.domain)
-            return message_page(t, t.gettext("page.admins_only"), status=403)
+            return 403, t.gettext("page.admins_only")
         return None
 
     async def _action(self, form: dict[str, Any], lang: str | None) -> Any:
         auth_id = as_str(form.get("AUTH_ID")) or ""
+        action = as_str(form.get("action")) or "refresh"
+        # The page's own refresh asks for JSON; a refusal then says why in JSON too.
+        answer = _json_refusal if action == "state" else message_page
         verified = await self.tokens.verify(as_str(form.get("form_token")) or "", auth_id)
         t = translator(lang)
         if verified is None or not auth_id:
-            return message_page(t, t.gettext("page.form_expired"), status=403)
+            return answer(t, t.gettext("page.form_expired"), status=403)
         member_id, line = verified
         record = await self.store.get(member_id)
         if record is None:
-            return message_page(t, t.gettext("page.no_longer_installed"), status=404)
+            return answer(t, t.gettext("page.no_longer_installed"), status=404)
         t = translator(lang, record.language)
         refusal = await self._verify_user(record, auth_id, t)
         if refusal is not None:
-            return refusal
-        action = as_str(form.get("action")) or "refresh"
+            return answer(t, refusal[1], status=refusal[0])
         channel = as_str(form.get("channel")) or ""
         if line == 0:
             notice = None
@@ -216,12 +154,19 @@ class SettingsPage:
                 notice, error = await self._alert_users(record, as_str(form.get("alert_users")), t)
             fresh = await self.store.get(member_id) or record
             return await self._portal(fresh, auth_id, t, notice, error)
+        if action == "state":
+            view = await self._line_view(record, line, auth_id, t)
+            return JSONResponse(
+                {"html": live_html(t, view), "poll": needs_polling(view)},
+                headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+            )
         notice = error = None
         if action == "link":
             notice, error = await self._link(record, line, channel, auth_id, t)
         elif action == "unlink":
             notice, error = await self._unlink(record, line, auth_id, t)
-        return await self._line(record, line, auth_id, t, notice, error)
+        view = await self._line_view(record, line, auth_id, t, notice, error)
+        return line_page(t, view, self.poll_seconds)
 
     def _may_link(self, channel: str, record: PortalRecord) -> bool:
         """Whether `[channels.NAME] portals` lets this portal see and link `channel`."""
@@ -252,14 +197,15 @@ class SettingsPage:
         await self.store.unpark(record.member_id, line)
         if self.alerts is not None:
             await self.alerts.remember_linker(record, channel, auth_id)
+        label = number_label(channel, await self.hub.account_state(channel))
         if existing is not None:  # reconnecting a parked line: the route is there already
-            return t.gettext("link.reconnected", channel=channel), None
+            return t.gettext("link.reconnected", channel=label), None
         name = route_name(self.instance, record.member_id, line)
         await self.hub.add_route(
             Route(name=name, channel=channel, crm=self.instance, target=target)
         )
         log.info("linked %s to line %s of %s (route %s)", channel, line, record.domain, name)
-        return t.gettext("link.linked", channel=channel), None
+        return t.gettext("link.linked", channel=label), None
 
     async def _unlink(
         self, record: PortalRecord, line: int, auth_id: str, t: Translator
@@ -289,7 +235,11 @@ class SettingsPage:
             return t.gettext("where.other_portal")
         return t.gettext("where.other_crm", crm=route.crm)
 
-    async def _line(
+    async def _line(self, record: PortalRecord, line: int, auth_id: str, t: Translator) -> Any:
+        view = await self._line_view(record, line, auth_id, t)
+        return line_page(t, view, self.poll_seconds)
+
+    async def _line_view(
         self,
         record: PortalRecord,
         line: int,
@@ -297,14 +247,15 @@ class SettingsPage:
         t: Translator,
         notice: str | None = None,
         error: str | None = None,
-    ) -> Any:
+    ) -> LineView:
         target = target_of(record.member_id, line)
         routes = await self.hub.routes()
         channels = []
         for name in self.hub.instance_names("channel"):
             if not self._may_link(name, record):
                 continue  # another tenant's number: not even its name is shown
-            view = ChannelView(name, await self.hub.account_state(name))
+            state = await self.hub.account_state(name)
+            view = ChannelView(name, state, provider=self.hub.provider_of(name))
             for route in routes:
                 if route.channel != name:
                     continue
@@ -325,7 +276,7 @@ class SettingsPage:
                 view.state = AccountState(view.state.status)
             channels.append(view)
         parked = self.store.parked(record.member_id, line)
-        view_ = LineView(
+        return LineView(
             member_id=record.member_id,
             domain=record.domain,
             origin=record.base_url,
@@ -339,7 +290,6 @@ class SettingsPage:
             parked=parked.text if parked else None,
             language=t.language,
         )
-        return line_page(t, view_)
 
     async def _alert_users(
         self, record: PortalRecord, typed: str | None, t: Translator
@@ -370,10 +320,11 @@ class SettingsPage:
         for route in await self.hub.routes():
             parsed = parse_target(route.target) if route.crm == self.instance else None
             if parsed is not None and parsed[0] == record.member_id:
-                lines.append((parsed[1], route.channel))
                 state = await self.hub.account_state(route.channel)
+                label = number_label(route.channel, state)
+                lines.append((parsed[1], label))
                 if state.status in DOWN_STATES:
-                    down.append((route.channel, state))
+                    down.append((label, state))
         view = PortalView(
             member_id=record.member_id,
             domain=record.domain,
@@ -393,9 +344,8 @@ class SettingsPage:
         return portal_page(t, view)
 
 
-def _session(auth_id: str) -> str:
-    """What a form token keeps of the AUTH_ID it was issued with (never the token itself)."""
-    return hashlib.sha256(b"b24-form|" + auth_id.encode()).hexdigest()[:32]
+def _json_refusal(t: Translator, text: str, *, status: int) -> JSONResponse:
+    return JSONResponse({"error": text}, status_code=status)
 
 
 def _options(raw: Any) -> dict[str, Any]:

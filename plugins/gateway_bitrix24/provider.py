@@ -48,6 +48,7 @@ from . import events as ev
 from .acks import Acknowledger, is_own_note
 from .alerts import Alerts
 from .crm import Crm, SyncingHub
+from .form_tokens import FormTokens
 from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
 from .landed import Landings
@@ -55,7 +56,7 @@ from .limits import Limits
 from .oauth import OAuthClient, Tokens, https_or_loopback, plain_http_warning
 from .outbound import Outbox
 from .pages import message_page
-from .placement import FormTokens, SettingsPage
+from .placement import SettingsPage
 from .quotes import QuoteFinder
 from .records import NEEDS_REINSTALL, UNPAID, PortalRecord, PortalStore, parse_target, target_of
 from .rest import RestClient

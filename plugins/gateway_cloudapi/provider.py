@@ -200,7 +200,12 @@ class CloudApiProvider(ChannelProvider):
         data = await self.client.phone_number(HEALTH_FIELDS)
         digits = "".join(ch for ch in str(data.get("display_phone_number") or "") if ch.isdigit())
         await self._learn_display_number(digits)
-        return state_from_health(data)
+        name = data.get("verified_name")
+        return replace(
+            state_from_health(data),
+            phone=digits or None,
+            name=name if isinstance(name, str) and name else None,
+        )
 
     async def _learn_display_number(self, digits: str | None) -> None:
         if digits and digits != self.display_number:

@@ -74,6 +74,11 @@ class GreenClient:
         body = await self.call("GET", "qr")
         return body if isinstance(body, dict) else {}
 
+    async def wa_settings(self) -> dict[str, JSON]:
+        """`getWaSettings`: the account's `phone` (and avatar), empty unless authorized."""
+        body = await self.call("GET", "getWaSettings")
+        return body if isinstance(body, dict) else {}
+
     async def get_settings(self) -> dict[str, JSON]:
         body = await self.call("GET", "getSettings")
         return body if isinstance(body, dict) else {}

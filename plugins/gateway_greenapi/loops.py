@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gateway import AccountState, AccountStatus, DeliveryError, InboundEvent, PermanentError
@@ -50,18 +51,32 @@ class StateWatcher:
         self.clock = clock
         self.last: AccountState | None = None
         self.failures = 0
+        #: The authorized account's number (`getWaSettings`), asked once per login.
+        self.phone: str | None = None
 
     async def fetch(self) -> AccountState:
         """The state now; raises `DeliveryError` when GREEN-API cannot tell."""
         state = await self.client.get_state()
         qr = None
         if state == "notAuthorized":
+            self.phone = None  # a new scan may link another phone
             try:
                 qr = qr_data_url(await self.client.qr())
             except DeliveryError as exc:
                 # The state is worth reporting without its picture.
                 log.warning("GREEN-API instance %s: no QR code: %s", self.id_instance, exc)
-        return account_state(state, qr)
+        elif state == "authorized" and self.phone is None:
+            await self._learn_phone()
+        return replace(account_state(state, qr), phone=self.phone)
+
+    async def _learn_phone(self) -> None:
+        try:
+            phone = (await self.client.wa_settings()).get("phone")
+        except DeliveryError as exc:
+            log.info("GREEN-API instance %s: number unknown: %s", self.id_instance, exc)
+            return
+        digits = "".join(ch for ch in str(phone or "") if ch.isdigit())
+        self.phone = digits or None
 
     async def poll_once(self) -> AccountState | None:
         """Poll and emit if the state changed; the state emitted, or None."""

@@ -235,6 +235,23 @@ def qr(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> 
     return Result({"type": "error", "message": f"instance is in state {fake.state}"})  # [U]
 
 
+@endpoint("getWaSettings", "GET")
+def get_wa_settings(
+    fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]
+) -> Result:
+    # The docs: avatar, phone and deviceId are empty unless the instance is authorized.
+    authorized = fake.state == "authorized"
+    phone = fake.me_id.split("@")[0] if authorized else ""
+    return Result(
+        {
+            "avatar": "",
+            "phone": phone,
+            "stateInstance": fake.state,
+            "deviceId": f"{phone}:8@s.whatsapp.net" if authorized else "",
+        }
+    )
+
+
 @endpoint("getSettings", "GET")
 def get_settings(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
     return Result(fake.settings.as_json())

@@ -91,6 +91,7 @@ async def running(
     routes: dict[str, Any] | None = None,
     plugins: Sequence[object] = (),
     channels: dict[str, Any] | None = None,
+    apps: dict[str, Any] | None = None,
     **b24: Any,
 ) -> AsyncIterator[Setup]:
     portal = portal or FakePortal(installed=False)
@@ -121,6 +122,7 @@ async def running(
         "routes": routes or {},
     }
     apps = {
+        **(apps or {}),
         "acme.bitrix24.com": portal.app,
         "oauth.bitrix.info": portal.oauth_app,
         "channel.test": recorder.app,
