@@ -236,9 +236,7 @@ def qr(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> 
 
 
 @endpoint("getWaSettings", "GET")
-def get_wa_settings(
-    fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]
-) -> Result:
+def get_wa_settings(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
     # The docs: avatar, phone and deviceId are empty unless the instance is authorized.
     authorized = fake.state == "authorized"
     phone = fake.me_id.split("@")[0] if authorized else ""
