@@ -78,8 +78,11 @@ def needs_polling(view: LineView) -> bool:
 
 
 def _number(channel: ChannelView) -> str:
-    label = escape(number_label(channel.name, channel.state))
-    origin = " · ".join(p for p in (provider_title(channel.provider), channel.name) if p)
+    label = number_label(channel.name, channel.state)
+    # Under the number: its provider and the gateway's name for it (unless that is the label).
+    names = (provider_title(channel.provider), "" if label == channel.name else channel.name)
+    origin = " · ".join(p for p in names if p)
+    label = escape(label)
     return f'<b class="number">{label}</b><br><span class="muted">{escape(origin)}</span>'
 
 

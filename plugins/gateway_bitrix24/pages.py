@@ -161,10 +161,14 @@ def ids(t: Translator, member_id: str, line: int | None) -> str:
     return f'<p class="muted">{text}</p>'
 
 
+_SELF_EXPLAINED = frozenset({AccountStatus.NEEDS_QR, AccountStatus.STARTING})
+
+
 def state_html(t: Translator, state: AccountState) -> str:
     css, label, help_ = STATE_TEXTS.get(state.status, STATE_TEXTS[AccountStatus.UNKNOWN])
     html = f'<span class="{css}">{escape(t.gettext(label))}</span>'
-    if state.detail:
+    # The provider's own words (English) add nothing to the catalogue's while it waits.
+    if state.detail and state.status not in _SELF_EXPLAINED:
         html += f' <span class="muted">{escape(state.detail[:200])}</span>'
     html += f'<br><span class="help">{escape(t.gettext(help_))}</span>'
     if state.status is AccountStatus.NEEDS_QR and state.qr and state.qr.startswith("data:image/"):

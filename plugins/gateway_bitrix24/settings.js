@@ -26,7 +26,8 @@
 
   function tick() {
     var body = new URLSearchParams(new FormData(form));
-    fetch(form.action, {
+    // Not form.action: the form's field named "action" hides that property.
+    fetch(form.getAttribute("action"), {
       method: "POST",
       body: body,
       credentials: "same-origin",

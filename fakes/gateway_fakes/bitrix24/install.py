@@ -34,9 +34,10 @@ def frame_form(
     }
 
 
-async def open_frame(
+def frame_request(
     portal: FakePortal, url: str, placement: str, options: dict[str, Any], user_id: int
-) -> httpx.Response:
+) -> tuple[str, dict[str, str]]:
+    """The URL (with Bitrix's query) and the form Bitrix POSTs into an app page's iframe."""
     portal.app_sids += 1
     query = {
         "DOMAIN": portal.domain,
@@ -47,8 +48,15 @@ async def open_frame(
     }
     form = frame_form(portal, portal.tokens.issue(user_id), placement, options)
     separator = "&" if "?" in url else "?"
+    return f"{url}{separator}{urlencode(query)}", form
+
+
+async def open_frame(
+    portal: FakePortal, url: str, placement: str, options: dict[str, Any], user_id: int
+) -> httpx.Response:
+    target, form = frame_request(portal, url, placement, options, user_id)
     return await portal.client().post(
-        f"{url}{separator}{urlencode(query)}",
+        target,
         content=urlencode(form),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )

@@ -490,6 +490,17 @@ class FakePortal:
             self, owner.placement_handler, "SETTING_CONNECTOR", options, 1
         )
 
+    def connector_settings_frame(
+        self, line: int = 1, *, connector: str | None = None, user_id: int = 1
+    ) -> tuple[str, dict[str, str]]:
+        """What `open_connector_settings` POSTs, for a browser to submit: (URL, form)."""
+        owner = operator.resolve_connector(self, line, connector)
+        self.state.status(owner.id, line).active = True
+        options = installing.connector_options(self, owner.id, line)
+        return installing.frame_request(
+            self, owner.placement_handler, "SETTING_CONNECTOR", options, user_id
+        )
+
     async def uninstall(self, *, clean: bool = True) -> list[EventDelivery]:
         """ONAPPUNINSTALL (auth without tokens), then connectors, handlers and tokens go."""
         return await installing.uninstall(self, clean=clean)

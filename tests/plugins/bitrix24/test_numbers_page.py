@@ -51,7 +51,7 @@ async def test_numbers_by_phone_with_provider_and_a_state_that_refreshes(tmp_pat
         await s.install()
         page = await s.settings_page()
         # Waiting for a scan: the provider and the gateway's name, what to do, the QR code.
-        assert "GREEN-API · wa_green" in page
+        assert '>wa_green</b><br><span class="muted">GREEN-API</span>' in page
         assert "Linked devices" in page
         assert 'data-poll="1"' in page and "settings.js" not in page  # inlined, no URL
         first_qr = qr_of(page)
@@ -74,6 +74,7 @@ async def test_numbers_by_phone_with_provider_and_a_state_that_refreshes(tmp_pat
         assert data["poll"] is False  # connected: the page stops asking
         shown = html.unescape(data["html"])
         assert "+7 987 654-32-10" in shown and 'data-state="connected"' in shown
+        assert "GREEN-API · wa_green" in shown
         assert "<img" not in shown
 
 
