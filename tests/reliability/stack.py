@@ -347,7 +347,10 @@ async def _install(stack: Stack) -> None:
             linked = await client.post(
                 "/webhooks/b24/placement", data=_form_fields(page.text, "link", "wa")
             )
-            assert "Linked wa to this open line." in linked.text, linked.text
+            # The number by its phone and verified name, as the Cloud API tells them.
+            assert "Linked +15550783881 · WhatsChat Test to this open line." in linked.text, (
+                linked.text
+            )
     finally:
         portal.http = saved
         await gateway.stop()
