@@ -54,9 +54,13 @@ from gateway_chatapi.webhooks import (
 log = logging.getLogger("gateway_chatapi")
 
 CURSOR_KEY = "last_message_number"
-# Refills re-read this many numbers below the cursor: the cursor is saved while a webhook
-# is parsed, before the core has committed its events, and numbers arrive out of order.
+# Refills re-read this many numbers below the cursor: numbers arrive out of order (the
+# cursor itself may lag what was stored, see CURSOR_SAVE_SECONDS; dedupe drops repeats).
 REFILL_OVERLAP = 100
+# Webhooks store the cursor in the background, at most this often: it is not needed to
+# answer a webhook (the refill after a restart re-reads from where it is, and dedupe drops
+# what was stored already), so one commit per webhook for it would be wasted.
+CURSOR_SAVE_SECONDS = 1.0
 REFILL_PAGE = 100
 REFILL_MAX_PAGES = 50
 # What the gateway needs from the instance (spec 1.4). `ignoreOldMessages` is left alone:
@@ -115,6 +119,7 @@ class ChatApiChannel(ChannelProvider):
         # The highest cursor known to be stored, and the highest any webhook asked for.
         self._saved_cursor: int | None = None
         self._wanted_cursor: int | None = None
+        self._cursor_saver: asyncio.Task[None] | None = None
         # Ids this process sent, until the core's id map has them (it commits after `send`).
         self._recent: dict[str, None] = {}
         self._in_flight = 0
@@ -153,6 +158,13 @@ class ChatApiChannel(ChannelProvider):
             self.startup_task.cancel()
             await asyncio.gather(self.startup_task, return_exceptions=True)
             self.startup_task = None
+        saver, self._cursor_saver = self._cursor_saver, None
+        if saver is not None:
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
+        if self._wanted_cursor is not None:
+            # What the webhooks asked for last, stored before the store closes.
+            await self._advance_cursor(self._wanted_cursor)
 
     async def configure_webhook(self) -> None:
         """Point the instance's webhook at the gateway, with acks and retries on."""
@@ -198,7 +210,7 @@ class ChatApiChannel(ChannelProvider):
             is_own=self._is_own,
         )
         if parsed.highest is not None:
-            await self._advance_cursor(parsed.highest)
+            self._cursor_later(parsed.highest)
         if self.settings.rehost_media:
             return [self._rehosted(event) for event in parsed.events]
         return parsed.events
@@ -223,6 +235,26 @@ class ChatApiChannel(ChannelProvider):
             return event
         marked = tuple(replace(a, rehost=True) for a in message.attachments)
         return replace(event, event=replace(message, attachments=marked))
+
+    def _cursor_later(self, number: int) -> None:
+        """Have `number` stored as the cursor soon, if it is higher (see
+        CURSOR_SAVE_SECONDS); the webhook does not wait for it."""
+        if self._saved_cursor is not None and number <= self._saved_cursor:
+            return
+        self._wanted_cursor = max(self._wanted_cursor or number, number)
+        if self._cursor_saver is None or self._cursor_saver.done():
+            self._cursor_saver = asyncio.create_task(self._save_cursor(), name="chatapi-cursor")
+
+    async def _save_cursor(self) -> None:
+        while (wanted := self._wanted_cursor) is not None and (
+            self._saved_cursor is None or wanted > self._saved_cursor
+        ):
+            try:
+                await self._advance_cursor(wanted)
+            except Exception as exc:
+                # Only a longer refill after a restart depends on it: tried again below.
+                log.warning("%s: storing the message cursor failed: %s", self.instance, exc)
+            await asyncio.sleep(CURSOR_SAVE_SECONDS)
 
     async def _advance_cursor(self, number: int) -> None:
         """Store `number` as the cursor if it is higher; it is stored when this returns.

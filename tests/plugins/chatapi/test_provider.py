@@ -456,3 +456,24 @@ async def test_concurrent_webhooks_share_cursor_writes(started: Started) -> None
         await provider._advance_cursor(numbers[0])  # lower: nothing to store
         assert await state.get(CURSOR_KEY) == numbers[-1]
         assert len(puts) < len(numbers) / 4
+
+
+async def test_webhooks_store_the_cursor_after_their_answer(started: Started) -> None:
+    async with started() as h:
+        provider = channel_of(h)
+        state = provider.context.state
+        puts: list[Any] = []
+        put = state.put
+
+        async def counting_put(key: str, value: Any) -> None:
+            puts.append(value)
+            await put(key, value)
+
+        state.put = counting_put  # type: ignore[method-assign]
+        base = int(await state.get(CURSOR_KEY) or 0)
+        for n in range(1, 21):  # webhooks in a burst: none waits for the cursor
+            provider._cursor_later(base + n)
+        provider._cursor_later(base + 3)  # lower: changes nothing
+        await provider.stop()  # stores what the webhooks asked for, before the store closes
+        assert await state.get(CURSOR_KEY) == base + 20
+        assert len(puts) <= 2  # one write for the burst (and at most one more at the stop)
