@@ -21,6 +21,7 @@ import httpx
 import pytest
 from gateway_fakes.bitrix24 import FakePortal
 from gateway_fakes.bitrix24.browser import form_fields
+from gateway_fakes.cloudapi import FakeCloudApi
 from gateway_fakes.greenapi import FakeGreenApi
 
 from gateway.testing import GatewayHarness, running_gateway
@@ -31,6 +32,14 @@ PUBLIC = "https://gw.example.com"
 GREEN_HOST = "api.green-api.test"
 CUSTOMER = "79001234567"
 CHAT = f"{CUSTOMER}@c.us"
+CLOUD = {
+    "provider": "cloudapi",
+    "phone_number_id": "106540352242922",
+    "access_token": "EAAGfakeAccessToken0000000000",
+    "app_secret": "fake-app-secret",
+    "verify_token": "verify-me-please",
+    "pair_interval": 0,
+}
 
 
 class ToGateway(httpx.AsyncBaseTransport):
@@ -81,23 +90,21 @@ class World:
         return message_id
 
 
-def settings(tmp_path: Path, portal: FakePortal, **channel: Any) -> dict[str, Any]:
+def settings(tmp_path: Path, portal: FakePortal, cloud: bool, **channel: Any) -> dict[str, Any]:
+    green = {
+        "provider": "greenapi",
+        "api_url": f"https://{GREEN_HOST}",
+        "id_instance": "1101000001",
+        "api_token": "fake0green0api0token",
+        "webhook_token": "green-hook-token-0123456789",
+    }
     return {
         "public_url": PUBLIC,
         "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
         "media": {"directory": str(tmp_path / "media")},
         "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 5, "jitter": 0.0},
         "workers": {"poll_interval": 0.05},
-        "channels": {
-            "wa": {
-                "provider": "greenapi",
-                "api_url": f"https://{GREEN_HOST}",
-                "id_instance": "1101000001",
-                "api_token": "fake0green0api0token",
-                "webhook_token": "green-hook-token-0123456789",
-                **channel,
-            }
-        },
+        "channels": {"wa": {**(CLOUD if cloud else green), **channel}},
         "crms": {
             "b24": {
                 "provider": "bitrix24",
@@ -110,7 +117,10 @@ def settings(tmp_path: Path, portal: FakePortal, **channel: Any) -> dict[str, An
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, language: str = "en", **channel: Any) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, language: str = "en", cloud: FakeCloudApi | None = None, **channel: Any
+) -> AsyncIterator[World]:
+    """A linked line; the channel is GREEN-API, or the Cloud API when `cloud` is given."""
     to_gateway = ToGateway()
     async with httpx.AsyncClient(transport=to_gateway, timeout=30.0) as http:
         portal = FakePortal(http=http, installed=False)
@@ -121,9 +131,11 @@ async def world(tmp_path: Path, language: str = "en", **channel: Any) -> AsyncIt
             "oauth.bitrix.info": portal.oauth_app,
             GREEN_HOST: green.app,
         }
-        async with running_gateway(
-            settings(tmp_path, portal, **channel), apps=apps, serve_http=True
-        ) as h:
+        if cloud is not None:
+            cloud.http = http
+            apps["graph.facebook.com"] = cloud.app
+        config = settings(tmp_path, portal, cloud is not None, **channel)
+        async with running_gateway(config, apps=apps, serve_http=True) as h:
             assert h.url is not None
             to_gateway.target = httpx.URL(h.url)
             response = await portal.install(f"{PUBLIC}/webhooks/b24/install")
@@ -254,3 +266,24 @@ async def test_messages_typed_on_the_business_phone_are_mirrored_and_marked(
         assert (await green.deliver_webhooks()).failed == 0
         await w.until(lambda: len(portal.calls_to("imconnector.send.status.delivery")) == 1)
         assert len(portal.messages(chat_id=CHAT)) == 3  # hello, typed, the operator's
+
+
+async def test_cloud_api_contact_card_once_and_quote_as_context(tmp_path: Path) -> None:
+    cloud = FakeCloudApi(app_secret=CLOUD["app_secret"], callback_url=f"{PUBLIC}/webhooks/wa")
+    async with world(tmp_path, cloud=cloud) as w:
+        portal = w.portal
+        card = cloud.customer_writes(CUSTOMER, "Jane Doe", kind="contacts", name="Ivan")
+        asked = cloud.customer_writes(CUSTOMER, "Is it in stock?")
+        assert all(d.status == 200 for d in await cloud.deliver_webhooks())
+        await w.until(lambda: len(portal.messages(chat_id=CUSTOMER)) == 2)
+        shown, question = portal.messages(chat_id=CUSTOMER)
+        # The card once, from its structure (Cloud API sends no text with it).
+        assert shown.text.count("Jane Doe") == 1 and shown.text.startswith("[b]Contact:[/b]")
+        assert "picture" not in shown.user  # the Cloud API gives no profile photo
+
+        await portal.operator_writes(1, CUSTOMER, "Yes.", quote=question)
+        await w.until(lambda: len(cloud.sent) == 1)
+        [sent] = cloud.sent
+        assert sent.request["context"] == {"message_id": asked}
+        assert sent.request["text"]["body"] == "*Anna:*\nYes."
+        assert card != asked
