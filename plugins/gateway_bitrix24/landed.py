@@ -98,6 +98,10 @@ class Landings:
             await self.state.put(key, {"chat_id": ids.chat_id, "session_id": ids.session_id})
         self._known[key] = ids
 
+    async def chat_ids(self, member: str, line: int, conversation: str) -> ChatIds | None:
+        """The portal's ids of a customer chat, when a delivered message taught them."""
+        return await self._ids(_key(member, str(line), conversation))
+
     async def _ids(self, key: str) -> ChatIds | None:
         if key not in self._known:
             stored = as_dict(await self.state.get(key))

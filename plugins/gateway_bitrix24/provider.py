@@ -235,7 +235,6 @@ class Bitrix24Provider(CRMProvider):
             need_signature=bool(config["need_signature"]),
         )
         self.languages = PortalLanguages(self.rest, self.store)
-        self.quotes = QuoteFinder(self.rest)
         self.crm = Crm(
             self.instance, self.connector_id, hub, context.state, self.rest, self.store,
             self.languages,
@@ -251,6 +250,7 @@ class Bitrix24Provider(CRMProvider):
             on_change=self.publish_state,
         )
         self.landings = Landings(self.rest, context.state)
+        self.quotes = QuoteFinder(self.rest, self.landings)
         self.outbox = Outbox(
             self.rest,
             self.store,
@@ -515,7 +515,7 @@ class Bitrix24Provider(CRMProvider):
             record, found[1], found[0], self.strip_operator_name, self.spec.need_signature
         )
         parsed = [e for e in parser.parse(event) if not _is_own_note(e)]
-        parsed = await self.quotes.resolve(record.member_id, parsed)
+        parsed = await self.quotes.resolve(record.member_id, found[1], parsed)
         for problem in parser.skipped:
             log.warning("%s from %s: skipped %s", event.name, record.domain, problem)
         target = target_of(record.member_id, found[1])

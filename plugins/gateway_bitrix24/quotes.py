@@ -16,14 +16,14 @@ newer *Reply* action stores `REPLY_ID` in the message's params, which is not amo
 passed to a connector, so such a reply reaches the gateway as plain text and is sent so.
 
 No id travels with a quote. The gateway finds the quoted message by reading the chat back
-(`imopenlines.session.history.get` with the event's `im.chat_id`, the chat's latest
-session): the newest earlier message whose text is the quoted text. A customer's message
-there carries the WhatsApp id the gateway gave it (`CONNECTOR_MID`), an operator's is known
-by its own id; the core translates either through the id map into the WhatsApp id of the
-quoted message (Chat API `quotedMsgId`, GREEN-API `quotedMessageId`, Cloud API
-`context.message_id`). When the quoted message cannot be found (older session, the portal
-cannot be read now), the quote is kept as WhatsApp quote lines (`> …`) above the reply, so
-the customer still sees what is answered.
+(`imopenlines.session.history.get` with the event's `im.chat_id` and the session the gateway
+last saw the chat in, or else the chat's latest session): the newest earlier message whose
+text is the quoted text. A customer's message there carries the WhatsApp id the gateway gave
+it (`CONNECTOR_MID`), an operator's is known by its own id; the core translates either
+through the id map into the WhatsApp id of the quoted message (Chat API `quotedMsgId`,
+GREEN-API `quotedMessageId`, Cloud API `context.message_id`). When the quoted message cannot
+be found (older session, the portal cannot be read now), the quote is kept as WhatsApp quote
+lines (`> …`) above the reply, so the customer still sees what is answered.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from gateway import DeliveryError, InboundEvent, Message
 
 from .formatting import bbcode_to_whatsapp, split_signature
 from .forms import as_dict, as_int, as_items, as_str
+from .landed import Landings
 from .rest import RestClient
 
 log = logging.getLogger("gateway.bitrix24")
@@ -100,28 +101,36 @@ def comparable(text: str) -> str:
 class QuoteFinder:
     """Gives operator messages with a quote the id of the quoted message."""
 
-    def __init__(self, rest: RestClient) -> None:
+    def __init__(self, rest: RestClient, landings: Landings) -> None:
         self.rest = rest
+        self.landings = landings
 
-    async def resolve(self, member_id: str, parsed: Sequence[InboundEvent]) -> list[InboundEvent]:
+    async def resolve(
+        self, member_id: str, line: int, parsed: Sequence[InboundEvent]
+    ) -> list[InboundEvent]:
         resolved: list[InboundEvent] = []
         for item in parsed:
             event = item.event
             if isinstance(event, Message) and event.quoted_text and not event.quoted_native_id:
-                event = await self._one(member_id, event)
+                event = await self._one(member_id, line, event)
                 item = dataclasses.replace(item, event=event)
             resolved.append(item)
         return resolved
 
-    async def _one(self, member_id: str, message: Message) -> Message:
+    async def _one(self, member_id: str, line: int, message: Message) -> Message:
         info = as_dict(message.extra.get("b24"))
         im = as_dict(info.get("im"))
         chat, own = as_int(im.get("chat_id")), as_int(im.get("message_id"))
         quoted = message.quoted_text or ""
         found: str | None = None
         if chat:
+            params: dict[str, Any] = {"CHAT_ID": chat}
+            # By session it needs no chat membership (see landed.py); else the latest one.
+            known = await self.landings.chat_ids(member_id, line, message.conversation_id)
+            if known is not None and known.session_id and known.session_id.isdigit():
+                params["SESSION_ID"] = int(known.session_id)
             try:
-                reply = await self.rest.call(member_id, HISTORY, {"CHAT_ID": chat})
+                reply = await self.rest.call(member_id, HISTORY, params)
             except DeliveryError as exc:
                 log.info("the quoted message of %s is not looked up: %s", own, exc)
             else:
