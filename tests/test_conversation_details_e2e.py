@@ -22,7 +22,7 @@ import pytest
 from gateway_fakes.bitrix24 import FakePortal
 from gateway_fakes.bitrix24.browser import form_fields
 from gateway_fakes.cloudapi import FakeCloudApi
-from gateway_fakes.greenapi import FakeGreenApi
+from gateway_fakes.greenapi import FakeGreenApi, Magic, magic_phone
 
 from gateway.testing import GatewayHarness, running_gateway
 
@@ -287,3 +287,24 @@ async def test_cloud_api_contact_card_once_and_quote_as_context(tmp_path: Path) 
         assert sent.request["context"] == {"message_id": asked}
         assert sent.request["text"]["body"] == "*Anna:*\nYes."
         assert card != asked
+
+
+async def test_the_gateways_notes_keep_the_customers_name(tmp_path: Path) -> None:
+    nobody = magic_phone(Magic.NO_ACCOUNT)
+    async with world(tmp_path) as w:
+        portal, green = w.portal, w.green
+        await w.customer_writes(nobody, "Hello", sender_name="Ivan Petrov")
+        await w.until(lambda: len(portal.messages(chat_id=f"{nobody}@c.us")) == 1)
+        [hello] = portal.messages(chat_id=f"{nobody}@c.us")
+        assert portal.state.user_names[hello.author_id] == "Ivan Petrov"
+
+        # WhatsApp reports the reply failed: a note in the chat, on the customer's side.
+        await portal.operator_writes(1, f"{nobody}@c.us", "Hi")
+        await w.until(lambda: len(green.sent) == 1)
+        assert (await green.deliver_webhooks()).failed == 0
+        await w.until(lambda: len(portal.messages(chat_id=f"{nobody}@c.us")) == 3)
+        note = portal.messages(chat_id=f"{nobody}@c.us")[-1]
+        assert note.text.startswith("[b]⚠ Not delivered to WhatsApp[/b]")
+        # The same user block as the customer's own: Bitrix24 does not rename them "Guest".
+        assert note.user == hello.user
+        assert portal.state.user_names[hello.author_id] == "Ivan Petrov"

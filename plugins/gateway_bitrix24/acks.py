@@ -154,10 +154,10 @@ class Acknowledger:
         text = f"[b]{t.gettext(NOT_DELIVERED)}[/b]: {reason[:400]}"
         if original:
             text += "\n" + quote_bbcode(original, limit=200)
-        user = await self.store.user_of(origin.member_id, origin.line, origin.chat_id)
+        user = await self.store.user_block_of(origin.member_id, origin.line, origin.chat_id)
         note_id = f"gw-failed-{origin.im['message_id']}-{what}-{int(self.clock() * 1000)}"
         return {
-            "user": {"id": user},
+            "user": user,
             "message": {"id": note_id, "date": int(self.clock()), "text": text},
             "chat": {"id": origin.chat_id},
         }

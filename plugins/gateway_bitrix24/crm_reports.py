@@ -194,7 +194,7 @@ class CrmReporter:
 
     async def _mirror(self, origin: CrmOrigin, sent_id: str) -> tuple[str, dict[str, Any]]:
         language = await self.languages.of(origin.member_id)
-        user = await self.store.user_of(origin.member_id, origin.line, origin.chat_id)
+        user = await self.store.user_block_of(origin.member_id, origin.line, origin.chat_id)
         message: dict[str, Any] = {
             "id": sent_id or f"crm-{origin.message_id or int(self.clock() * 1000)}",
             "date": int(self.clock()),
@@ -203,7 +203,7 @@ class CrmReporter:
         if origin.user_id:
             message["user_id"] = origin.user_id
         item = {
-            "user": {"id": user, "phone": f"+{origin.phone}", "skip_phone_validate": "Y"},
+            "user": {**user, "phone": f"+{origin.phone}", "skip_phone_validate": "Y"},
             "message": message,
             "chat": {"id": origin.chat_id},
         }
@@ -211,10 +211,10 @@ class CrmReporter:
 
     async def _note(self, origin: CrmOrigin, reason: str) -> tuple[str, dict[str, Any]]:
         title = (await self.languages.translator(origin.member_id)).gettext(NOT_DELIVERED)
-        user = await self.store.user_of(origin.member_id, origin.line, origin.chat_id)
+        user = await self.store.user_block_of(origin.member_id, origin.line, origin.chat_id)
         stamp = int(self.clock() * 1000)
         item = {
-            "user": {"id": user},
+            "user": user,
             "message": {
                 "id": f"gw-failed-crm-{origin.message_id or stamp}-{stamp}",
                 "date": int(self.clock()),

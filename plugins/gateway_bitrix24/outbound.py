@@ -264,7 +264,7 @@ class Outbox:
         if chat_name:
             chat["name"] = chat_name[:100]
         payload = {"user": user, "message": message, "chat": chat}
-        await self.store.remember_user(member_id, line, msg.conversation_id, user_id)
+        await self.store.remember_user(member_id, line, msg.conversation_id, user)
         native = native_id_for(msg.native_id, user_id, msg.conversation_id)
         remember = photo[1] if photo is not None else None
         return Item(index, outgoing, line, SEND, payload, native, len(files), remember)

@@ -14,7 +14,7 @@ authenticates Bitrix24's event POSTs. Keys in the instance's key/value space:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -118,7 +118,7 @@ class PortalStore:
         self.clock = clock
         self._portals: dict[str, PortalRecord] = {}
         self._lines: dict[tuple[str, int], LineRecord] = {}
-        self._users: dict[str, str] = {}
+        self._users: dict[str, dict[str, Any]] = {}
         self._loaded = False
         self._generation = 0
 
@@ -211,21 +211,32 @@ class PortalStore:
             await self.state.changed()
 
     # chat users -----------------------------------------------------------------------
-    async def remember_user(self, member_id: str, line: int, chat_id: str, user_id: str) -> None:
-        """Keep the `user.id` of a chat when it is not the chat id (group-like chats)."""
-        if user_id == chat_id:
-            return
+    async def remember_user(
+        self, member_id: str, line: int, chat_id: str, user: Mapping[str, Any]
+    ) -> None:
+        """Keep the `user` block last given for a chat's customer (without the picture).
+
+        The gateway's own messages into the chat (notes, mirrors) repeat it: Bitrix24 keys a
+        chat by `user.id`, and rewrites its user from any block that differs from the last
+        (a block of the id alone renames the customer "Guest")."""
         key = f"user:{member_id}:{line}:{chat_id}"
-        if self._users.get(key) != user_id:
-            await self.state.put(key, user_id)
-            self._users[key] = user_id
+        block = {k: v for k, v in user.items() if k != "picture"}
+        if self._users.get(key) != block:
+            await self.state.put(key, block)
+            self._users[key] = block
 
     async def user_of(self, member_id: str, line: int, chat_id: str) -> str:
         """The `user.id` to write into a chat as its customer (Bitrix24 keys chats by it)."""
+        return str((await self.user_block_of(member_id, line, chat_id))["id"])
+
+    async def user_block_of(self, member_id: str, line: int, chat_id: str) -> dict[str, Any]:
+        """The chat's customer as last given (`{"id": chat_id}` when none was)."""
         key = f"user:{member_id}:{line}:{chat_id}"
         if key not in self._users:
             value = await self.state.get(key)
-            if not isinstance(value, str):
-                return chat_id
+            if isinstance(value, str):
+                value = {"id": value}  # kept by an earlier version: the id alone
+            if not isinstance(value, dict) or not value.get("id"):
+                return {"id": chat_id}
             self._users[key] = value
-        return self._users[key]
+        return dict(self._users[key])

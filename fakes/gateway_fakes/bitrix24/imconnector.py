@@ -216,6 +216,8 @@ async def _receive(
     if state.user_blocks.get(user_key) != user:
         # The user is updated only when the block changed; a picture is downloaded then.
         state.user_blocks[user_key] = dict(user)
+        name = " ".join(str(user.get(k) or "") for k in ("name", "last_name")).strip()
+        state.user_names[bitrix_user] = name or str(user.get("title") or "") or "Guest"
         picture = user.get("picture")
         if isinstance(picture, dict) and await portal.fetch_file(picture):
             state.photos.setdefault(bitrix_user, []).append(str(picture.get("url")))

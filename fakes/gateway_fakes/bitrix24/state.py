@@ -217,6 +217,9 @@ class PortalState:
     #: The last `user` block per external user (imconnector keeps its MD5), and the
     #: photos (`user.picture.url`) downloaded for Bitrix24 users.
     user_blocks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: The name each external user shows: rewritten from every block that differs from the
+    #: last, "Guest" when it has neither name nor title (preparationUserFields).
+    user_names: dict[int, str] = field(default_factory=dict)
     photos: dict[int, list[str]] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
     placements: list[dict[str, Any]] = field(default_factory=list)
