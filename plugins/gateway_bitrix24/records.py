@@ -221,9 +221,13 @@ class PortalStore:
         (a block of the id alone renames the customer "Guest")."""
         key = f"user:{member_id}:{line}:{chat_id}"
         block = {k: v for k, v in user.items() if k != "picture"}
-        if self._users.get(key) != block:
-            await self.state.put(key, block)
-            self._users[key] = block
+        if self._users.get(key) == block:
+            return
+        if key not in self._users and await self.state.get(key) == block:
+            self._users[key] = block  # kept already (another process, before a restart)
+            return
+        await self.state.put(key, block)
+        self._users[key] = block
 
     async def user_of(self, member_id: str, line: int, chat_id: str) -> str:
         """The `user.id` to write into a chat as its customer (Bitrix24 keys chats by it)."""
