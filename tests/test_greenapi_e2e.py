@@ -17,6 +17,7 @@ import pytest
 from gateway_fakes.greenapi import FakeGreenApi, Magic, magic_phone
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
+from gateway.testing.fake_common import ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -241,3 +242,34 @@ async def test_polling_mode_delivers_the_same_messages(tmp_path: Path, crm: Reco
     assert crm.texts() == ["Hello", "", "about this"]
     assert [s.params["message"] for s in fake.sent] == ["Hi"]
     assert any(c.method == "deleteNotification" for c in fake.calls)
+
+
+async def test_an_operator_reply_whose_answer_was_lost_is_looked_for_once_the_journal_shows_it(
+    tmp_path: Path, crm: Recorder
+) -> None:
+    """A lost answer to a send: the gateway waits until GREEN's journal, which shows a sent
+    message up to 2 minutes late, can show it; then the one found there is recorded (not
+    resent), the one absent is sent again; none is parked for a person."""
+    clock = ManualClock()
+    fake = FakeGreenApi(clock=clock)
+    fake.journal_delay = 120.0
+    lost = magic_phone(Magic.TIMEOUT_AFTER_EFFECT) + "@c.us"  # sent; the answer never comes
+    async with running_gateway(make_settings(tmp_path), apps=apps(fake, crm), clock=clock) as h:
+        fake.faults.fail_next("sendMessage", kind="timeout")  # before it took effect
+        await reply(h, "op-2", CHAT, "never left")
+        await h.observer.wait_for("retried", 1)
+        await reply(h, "op-1", lost, "landed, answer lost")
+        await h.observer.wait_for("retried", 2)
+        assert [s.text for s in fake.sent] == ["landed, answer lost"]
+        provider = h.gateway.instances["wa"]
+        clock.advance(provider.capabilities.settle_seconds + 1)
+        assert h.gateway.deliverer is not None
+        h.gateway.deliverer.wake()
+        await crm.wait_for(lambda r: len(r.acks) == 2)
+        dead = await h.gateway.store.dead_letters()
+    reconciled = {o.message_id: o.detail["landed"] for o in h.observer.of_type("reconciled")}
+    assert reconciled == {"op-1": True, "op-2": False}
+    assert [s.text for s in fake.sent] == ["landed, answer lost", "never left"]  # one each
+    by_message = {a["message_id"]: a["delivered_id"] for a in crm.acks}
+    assert by_message == {"op-1": fake.sent[0].id_message, "op-2": fake.sent[1].id_message}
+    assert dead == []
