@@ -62,9 +62,12 @@ def _start_demo(tmp: Path) -> subprocess.Popen[str]:
     )
 
 
-async def test_the_serving_demo_shows_the_console_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_the_serving_demo_shows_the_console_and_cleans_up_when_stopped(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     """`gateway demo` in its own process: the printed URL and token sign in to the console,
-    and Ctrl-C leaves no `whatschat-demo-*` folder behind."""
+    and Ctrl-C (or a service manager's SIGTERM) leaves no `whatschat-demo-*` folder behind."""
     process = _start_demo(tmp_path)
     lines: list[str] = []
     try:
@@ -86,7 +89,7 @@ async def test_the_serving_demo_shows_the_console_and_cleans_up_on_ctrl_c(tmp_pa
             page = await client.get(console[1])
             assert page.status_code == 200
             assert "wa" in page.text and "b24" in page.text
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         rest = await asyncio.to_thread(process.communicate, None, 30)
     finally:
         if process.poll() is None:

@@ -12,8 +12,10 @@ light to import: the plugin host loads it on every CLI start that needs plugin c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gateway import hookimpl
 
@@ -44,23 +46,16 @@ def cli_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; 0 when the conversation played through."""
-    import asyncio
-
     from gateway.testing import configure_logging
     from gateway_fakes.demo import run_demo
 
     # The demo prints its own trace; a parked message is part of the story, not an alarm.
     configure_logging("ERROR", "text")
-    try:
-        code: int = asyncio.run(run_demo(once=args.once))
-    except KeyboardInterrupt:
-        return 0
-    return code
+    return _until_stopped(run_demo(once=args.once))
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
     """Serve the fakes until Ctrl-C; 2 when the folder holds something else."""
-    import asyncio
     from pathlib import Path
 
     from gateway.testing import configure_logging
@@ -72,8 +67,26 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     if problem:
         print(f"gateway rehearse: {problem}", file=sys.stderr)
         return 2
+    return _until_stopped(rehearse(directory, gateway_port=args.port))
+
+
+def _until_stopped(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main`; Ctrl-C (SIGINT) or SIGTERM cancel it, so its cleanup runs (the demo's
+    temporary folder is removed), and the command exits 0."""
+    import asyncio
+    import signal
+
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            return 0
+
     try:
-        code: int = asyncio.run(rehearse(directory, gateway_port=args.port))
+        return asyncio.run(guarded())
     except KeyboardInterrupt:
         return 0
-    return code
