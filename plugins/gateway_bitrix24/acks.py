@@ -41,8 +41,6 @@ from .texts import CATALOGUE, N_, PortalLanguages
 DELIVERY = "imconnector.send.status.delivery"
 READING = "imconnector.send.status.reading"
 NOT_DELIVERED = N_("notice.not_delivered")
-#: The notice's title in English; the portal's language is used when the catalogue has it.
-NOTE_PREFIX = f"[b]{CATALOGUE.translator('en').gettext(NOT_DELIVERED)}[/b]"
 #: Its title in every language, to recognise the gateway's own notes.
 NOTE_TITLES = tuple(
     CATALOGUE.translator(language).gettext(NOT_DELIVERED) for language in CATALOGUE.languages

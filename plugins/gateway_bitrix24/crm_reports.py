@@ -137,7 +137,7 @@ class CrmReporter:
             if origin.via == "sms":
                 commands["status"] = self._status(origin, _STATUS_NAMES[update.status])
             if update.status is DeliveryStatus.FAILED:
-                reason = update.error_text or update.error_code or "WhatsApp reported it failed"
+                reason = update.error_text or update.error_code
                 commands["note"] = await self._note(origin, reason)
             outcomes.append(await self._run(origin.member_id, commands))
         return outcomes
@@ -209,8 +209,11 @@ class CrmReporter:
         }
         return self._messages(origin, item)
 
-    async def _note(self, origin: CrmOrigin, reason: str) -> tuple[str, dict[str, Any]]:
-        title = (await self.languages.translator(origin.member_id)).gettext(NOT_DELIVERED)
+    async def _note(self, origin: CrmOrigin, reason: str | None) -> tuple[str, dict[str, Any]]:
+        t = await self.languages.translator(origin.member_id)
+        title = t.gettext(NOT_DELIVERED)
+        # WhatsApp's own words when it gave some (not translated), else the catalogue's.
+        reason = reason or t.gettext("notice.whatsapp_reported_failure")
         user = await self.store.user_block_of(origin.member_id, origin.line, origin.chat_id)
         stamp = int(self.clock() * 1000)
         item = {
