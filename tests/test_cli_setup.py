@@ -159,3 +159,22 @@ def test_status_names_every_route_whose_portal_is_not_installed(
     out = capsys.readouterr().out
     assert "b24: route first: the app is not installed on portal 0123abcd" in out
     assert "b24: route second: the app is not installed on portal 4567ef" in out
+
+
+def test_a_plain_http_oauth_url_is_for_loopback_only_and_marked_as_a_rehearsal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = _b24(tmp_path, 'public_url = "https://gw.example.com"\n')
+    with settings.open("a") as handle:
+        handle.write('oauth_url = "http://oauth.example.com/oauth/token/"\n')
+    assert main(["check", "--settings", str(settings)]) == 2
+    err = capsys.readouterr().err
+    assert "crms.b24.oauth_url: must be an https URL (plain http only to this machine" in err
+    settings.write_text(
+        settings.read_text().replace("http://oauth.example.com", "http://127.0.0.1:8010")
+    )
+    assert main(["check", "--settings", str(settings)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: crms.b24: oauth_url http://127.0.0.1:8010/oauth/token/ is plain http" in out
+    assert "REHEARSAL ONLY" in out
