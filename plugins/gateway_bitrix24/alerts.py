@@ -9,18 +9,25 @@ neither polls that repeat a state nor several gateway processes seeing the same 
 it twice. *Starting*, *error* and *unknown* states wait for a clearer one.
 
 Who is told: the user ids set on the app's page, else the administrator who linked the
-number (asked with `user.current` when linking). A portal whose tokens were refused cannot
-be notified through its REST API at all: the app's page shows that as a banner.
+number (asked with `user.current` when linking).
+
+A portal whose tokens were refused (the app must be reinstalled, or paid for) cannot be
+notified through its REST API while that lasts: every call would be refused too. The
+settings and app pages show it as a banner, and since when is kept; once the portal works
+again (a reinstall) the same people are told what happened, once (`portal_refused`,
+`portal_back`), tagged `whatschat|portal`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from gateway import AccountState, AccountStatus, DeliveryError, Hub, ProviderState
 
 from .forms import as_dict, as_int
+from .line_page import number_label
 from .pages import STATE_TEXTS
 from .records import PortalRecord, PortalStore, parse_target
 from .rest import RestClient
@@ -35,6 +42,8 @@ ALERTING = frozenset(
 )
 _TOLD = "alert:"
 _LINKER = "linker:"
+_PORTAL = "*portal*"
+_NUMBER = "number:"
 USERS_KEY = "alert_users"
 
 
@@ -68,6 +77,7 @@ class Alerts:
         store: PortalStore,
         state: ProviderState,
         languages: PortalLanguages,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.instance = instance
         self.hub = hub
@@ -75,6 +85,7 @@ class Alerts:
         self.store = store
         self.state = state
         self.languages = languages
+        self.clock = clock
 
     async def channel_changed(self, channel: str, state: AccountState) -> list[str]:
         """Tell each portal that links `channel`; the member_ids told."""
@@ -84,6 +95,57 @@ class Alerts:
                 await self._notify(member_id, channel, state)
                 told.append(member_id)
         return told
+
+    async def portal_refused(self, record: PortalRecord) -> None:
+        """Bitrix24 refused the portal's tokens: keep since when, for `portal_back`.
+
+        Nobody can be told through this portal's REST API now; its pages show a banner."""
+        key = f"{_TOLD}{record.member_id}:{_PORTAL}"
+        async with self.state.lock(key):
+            if isinstance(await self.state.get(key), dict):
+                return  # already known: the first refusal's time stays
+            await self.state.put(key, {"problem": record.problem, "since": self.clock()})
+        log.warning("portal %s refused the gateway's tokens: told once it works", record.domain)
+
+    async def portal_back(self, member_id: str) -> bool:
+        """The portal works again (reinstalled): tell the chosen people what happened, once."""
+        key = f"{_TOLD}{member_id}:{_PORTAL}"
+        async with self.state.lock(key):
+            refused = await self.state.get(key)
+            if not isinstance(refused, dict):
+                return False
+            await self.state.delete(key)
+        t = await self.languages.translator(member_id)
+        since = refused.get("since")
+        moment = float(since) if isinstance(since, int | float) else self.clock()
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
+        try:
+            status = AccountStatus(str(refused.get("problem")))
+        except ValueError:
+            status = AccountStatus.NEEDS_REINSTALL
+        label = t.gettext(STATE_TEXTS.get(status, STATE_TEXTS[AccountStatus.NEEDS_REINSTALL])[1])
+        text = t.gettext("alert.portal_back", since=when, state=label)
+        users = await self._portal_recipients(member_id)
+        if not users:
+            log.warning("no one to tell on %s that the gateway works again", member_id)
+        await self._send(member_id, users, text, "portal")
+        return True
+
+    async def _portal_recipients(self, member_id: str) -> list[int]:
+        """The users set on the app's page, else whoever linked any of its numbers."""
+        record = await self.store.get(member_id)
+        chosen = alert_users(record) if record is not None else []
+        if chosen:
+            return chosen
+        users: list[int] = []
+        for route in await self.hub.routes():
+            parsed = parse_target(route.target) if route.crm == self.instance else None
+            if parsed is None or parsed[0] != member_id:
+                continue
+            linker = await self.state.get(f"{_LINKER}{member_id}:{route.channel}")
+            if isinstance(linker, int) and linker not in users:
+                users.append(linker)
+        return users
 
     async def remember_linker(self, record: PortalRecord, channel: str, auth_id: str) -> None:
         """Keep who linked `channel` (the default recipient of its alerts)."""
@@ -130,14 +192,26 @@ class Alerts:
                 await self.state.put(key, status.value)
             return news
 
+    async def _label(self, channel: str, state: AccountState) -> str:
+        """The number as people know it: its phone and name, remembered from when the
+        provider told them (a number that needs its QR scanned may no longer say)."""
+        label = number_label(channel, state)
+        key = f"{_NUMBER}{channel}"
+        if label != channel:
+            await self.state.put(key, label)
+            return label
+        known = await self.state.get(key)
+        return known if isinstance(known, str) else channel
+
     async def _notify(self, member_id: str, channel: str, state: AccountState) -> None:
         t = await self.languages.translator(member_id)
+        number = await self._label(channel, state)
         if state.status is AccountStatus.CONNECTED:
-            text = t.gettext("alert.back", channel=channel)
+            text = t.gettext("alert.back", channel=number)
         else:
             _, label, help_ = STATE_TEXTS[state.status]
             text = t.gettext(
-                "alert.down", channel=channel, state=t.gettext(label), help=t.gettext(help_)
+                "alert.down", channel=number, state=t.gettext(label), help=t.gettext(help_)
             )
         users = await self.recipients(member_id, channel)
         if not users:

@@ -47,7 +47,8 @@ from .texts import translator
 log = logging.getLogger("gateway.bitrix24")
 
 LinesOf = Callable[[str], Awaitable[dict[int, str]]]
-Changed = Callable[[], Awaitable[None]]
+#: Told the member_id of a portal just installed or set up again.
+Changed = Callable[[str], Awaitable[None]]
 
 
 class Installer:
@@ -168,7 +169,7 @@ class Installer:
             )
         log.info("installed on portal %s (%s)", record.domain, record.member_id)
         if self.on_change is not None:
-            await self.on_change()
+            await self.on_change(record.member_id)
         return record
 
     async def _confirm_admin(self, record: PortalRecord) -> None:
@@ -225,7 +226,7 @@ class Installer:
 
         await self.store.update(member_id, note)
         if self.on_change is not None:
-            await self.on_change()
+            await self.on_change(member_id)
         return error
 
 

@@ -30,6 +30,7 @@ from .pages import (
     muted,
     page,
     para,
+    problem_banner,
     state_html,
 )
 from .texts import Translator
@@ -157,7 +158,7 @@ def _script() -> str:
 
 
 def line_page(t: Translator, view: LineView, poll_seconds: float = POLL_SECONDS) -> HTMLResponse:
-    parts = []
+    parts = [problem_banner(t, *view.problem)] if view.problem else []
     if view.notice:
         parts.append(f'<p class="notice" role="status">{escape(view.notice)}</p>')
     if view.error:

@@ -151,6 +151,8 @@ class LineView:
     error: str | None = None
     parked: str | None = None
     language: str = "en"
+    #: `PortalRecord.problem` and its detail: Bitrix24 refuses the portal's tokens.
+    problem: tuple[str, str] | None = None
 
 
 def ids(t: Translator, member_id: str, line: int | None) -> str:
@@ -213,6 +215,28 @@ def banners(t: Translator, down: list[tuple[str, AccountState]]) -> list[str]:
     return out
 
 
+#: What an administrator does when Bitrix24 refuses the portal's tokens, per problem.
+_PORTAL_HELP = {
+    AccountStatus.UNPAID.value: N_("portal.problem.unpaid.help"),
+    AccountStatus.NEEDS_REINSTALL.value: N_("state.needs_reinstall.help"),
+}
+
+
+def problem_banner(t: Translator, problem: str, detail: str) -> str:
+    """Bitrix24 refuses the portal's tokens: what it means, what to do, Bitrix24's words."""
+    try:
+        status = AccountStatus(problem)
+    except ValueError:
+        status = AccountStatus.NEEDS_REINSTALL
+    label = STATE_TEXTS.get(status, STATE_TEXTS[AccountStatus.NEEDS_REINSTALL])[1]
+    help_ = _PORTAL_HELP.get(status.value, N_("state.needs_reinstall.help"))
+    text = t.gettext("banner.portal_problem", state=t.gettext(label), help=t.gettext(help_))
+    return (
+        f'<p class="notice error banner" role="alert">{escape(text)}'
+        f'<br><span class="muted">{escape(detail[:300])}</span></p>'
+    )
+
+
 def is_down(state: AccountState) -> bool:
     return state.status in DOWN_STATES
 
@@ -254,7 +278,7 @@ class PortalView:
     form_token: str
     auth_id: str
     lines: list[tuple[int, str]]
-    problem: str | None = None
+    problem: tuple[str, str] | None = None
     setup_error: str | None = None
     notice: str | None = None
     language: str = "en"
@@ -272,7 +296,7 @@ def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
     if view.notice:
         parts.append(f'<p class="notice">{escape(view.notice)}</p>')
     if view.problem:
-        parts.append(f'<p class="notice error">{escape(view.problem)}</p>')
+        parts.append(problem_banner(t, *view.problem))
     if view.setup_error:
         incomplete = html_of(t.gettext("portal.setup_incomplete"), error=escape(view.setup_error))
         parts.append(f'<p class="notice error">{incomplete}</p>')

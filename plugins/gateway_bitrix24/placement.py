@@ -288,6 +288,7 @@ class SettingsPage:
             notice=notice,
             error=error,
             parked=parked.text if parked else None,
+            problem=_problem(record),
             language=t.language,
         )
 
@@ -333,7 +334,7 @@ class SettingsPage:
             form_token=await self.tokens.issue(record.member_id, 0, auth_id),
             auth_id=auth_id,
             lines=sorted(lines),
-            problem=record.problem_detail if record.problem else None,
+            problem=_problem(record),
             setup_error=record.setup_error,
             notice=notice,
             language=t.language,
@@ -342,6 +343,12 @@ class SettingsPage:
             error=error,
         )
         return portal_page(t, view)
+
+
+def _problem(record: PortalRecord) -> tuple[str, str] | None:
+    if not record.problem:
+        return None
+    return record.problem, record.problem_detail or record.problem
 
 
 def _json_refusal(t: Translator, text: str, *, status: int) -> JSONResponse:

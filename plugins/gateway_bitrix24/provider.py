@@ -247,7 +247,7 @@ class Bitrix24Provider(CRMProvider):
             self.setup,
             self._lines_of,
             allowed_portals=frozenset(str(p) for p in config["allowed_portals"]),
-            on_change=self.publish_state,
+            on_change=self._installed,
         )
         self.landings = Landings(self.rest, context.state)
         self.quotes = QuoteFinder(self.rest, self.landings)
@@ -626,7 +626,15 @@ class Bitrix24Provider(CRMProvider):
             log.exception("could not publish the state of %s", self.instance)
 
     async def _portal_problem(self, record: PortalRecord) -> None:
+        await self.alerts.portal_refused(record)
         await self.publish_state()
+
+    async def _installed(self, member_id: str) -> None:
+        """A portal was (re)installed or set up again: if it works now, say so."""
+        await self.publish_state()
+        record = await self.store.get(member_id)
+        if record is not None and not record.problem:
+            await self.alerts.portal_back(member_id)
 
 
 def _same(given: str, stored: str) -> bool:
