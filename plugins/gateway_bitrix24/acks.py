@@ -34,6 +34,7 @@ from gateway import (
 from .formatting import quote_bbcode
 from .forms import as_dict, as_int, as_items, as_str
 from .outbound import SEND
+from .reasons import explain
 from .records import PortalStore
 from .rest import RestClient
 from .texts import CATALOGUE, N_, PortalLanguages
@@ -107,7 +108,7 @@ class Acknowledger:
             if ack.error is not None:
                 what = "edit" if isinstance(ack.message, Edit) else "message"
                 text = getattr(ack.message, "text", "") or ""
-                note = await self._note(origin, f"{ack.error.text}", text, what)
+                note = await self._note(origin, ack.error.code, ack.error.text, text, what)
                 _add(plan, origin, SEND, note, index)
             elif isinstance(ack.message, Message):
                 delivered = ack.delivered_id or ack.message.native_id
@@ -138,17 +139,16 @@ class Acknowledger:
                 }
                 _add(plan, origin, READING, item, index)
             elif update.status is DeliveryStatus.FAILED:
-                reason = update.error_text or update.error_code
-                note = await self._note(origin, reason, "", "message")
+                note = await self._note(origin, update.error_code, update.error_text, "", "message")
                 _add(plan, origin, SEND, note, index)
         await self._run(plan, outcomes)
         return outcomes
 
     async def _note(
-        self, origin: Origin, reason: str | None, original: str, what: str
+        self, origin: Origin, code: str | None, reason: str | None, original: str, what: str
     ) -> dict[str, Any]:
         t = await self.languages.translator(origin.member_id)
-        reason = reason or t.gettext("notice.whatsapp_reported_failure")
+        reason = explain(t, code, reason)
         text = f"[b]{t.gettext(NOT_DELIVERED)}[/b]: {reason[:400]}"
         if original:
             text += "\n" + quote_bbcode(original, limit=200)

@@ -38,6 +38,7 @@ from gateway import (
 from .acks import NOT_DELIVERED
 from .crm_texts import text
 from .forms import as_dict, as_int, as_items, as_str
+from .reasons import explain
 from .records import PortalStore
 from .rest import RestClient
 from .texts import PortalLanguages
@@ -137,8 +138,7 @@ class CrmReporter:
             if origin.via == "sms":
                 commands["status"] = self._status(origin, _STATUS_NAMES[update.status])
             if update.status is DeliveryStatus.FAILED:
-                reason = update.error_text or update.error_code
-                commands["note"] = await self._note(origin, reason)
+                commands["note"] = await self._note(origin, update.error_text, update.error_code)
             outcomes.append(await self._run(origin.member_id, commands))
         return outcomes
 
@@ -209,11 +209,13 @@ class CrmReporter:
         }
         return self._messages(origin, item)
 
-    async def _note(self, origin: CrmOrigin, reason: str | None) -> tuple[str, dict[str, Any]]:
+    async def _note(
+        self, origin: CrmOrigin, reason: str | None, code: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
         t = await self.languages.translator(origin.member_id)
         title = t.gettext(NOT_DELIVERED)
-        # WhatsApp's own words when it gave some (not translated), else the catalogue's.
-        reason = reason or t.gettext("notice.whatsapp_reported_failure")
+        # Known codes in the portal's language, WhatsApp's own words after them.
+        reason = explain(t, code, reason)
         user = await self.store.user_block_of(origin.member_id, origin.line, origin.chat_id)
         stamp = int(self.clock() * 1000)
         item = {
