@@ -31,25 +31,29 @@ from bench.b_ingest import CONVERSATIONS, WRK
 #: Steps of the request path and what sits beside it, each the outermost frame(s) of
 #: these functions (file name ending, function name). Nested matches are not counted twice.
 STEPS: dict[str, list[tuple[str, str]]] = {
+    "Starlette's route (request object, then the handler)": [("starlette/routing.py", "app")],
     "request path (the webhook handler, all of it)": [("gateway/app.py", "webhook")],
-    "  read the body": [("gateway/app.py", "_read_body")],
+    "  read the body": [("gateway/bodies.py", "read_body")],
+    "  the provider (handle_webhook, all of it)": [
+        ("gateway_chatapi/provider.py", "handle_webhook")
+    ],
     "  authenticate": [("gateway_chatapi/webhooks.py", "authenticate")],
     "  parse and validate": [
         ("gateway_chatapi/webhooks.py", "decode"),
-        ("gateway_chatapi/convert.py", "message_events"),
+        ("gateway_chatapi/webhooks.py", "message_events"),
     ],
     "  cursor (messageNumber) stored": [("gateway_chatapi/provider.py", "_advance_cursor")],
+    "  ingest (plan, commit, observations)": [("gateway/ingest.py", "__call__")],
     "  plan": [("gateway/planning.py", "plan")],
     "  commit (loop side: rows encoded, hand-off, wait)": [
         ("gateway/store/sqlite.py", "ingest"),
-        ("gateway/store/group.py", "ingest"),
         ("gateway/store/postgres.py", "ingest"),
     ],
-    "  observations (count, log, observe hook)": [("gateway/notify.py", "notify")],
+    "  observations queued (notify_later)": [("gateway/notify.py", "notify_later")],
     "  answer (JSON body)": [("orjson", "dumps")],
     "delivery (claim, provider call, record)": [("gateway/delivery.py", "_slot")],
     "  httpx (provider POST)": [("httpx/_client.py", "send")],
-    "observations after the answer (queued)": [("gateway/notify.py", "drain")],
+    "observations, handled after the answer": [("gateway/notify.py", "flush")],
 }
 
 

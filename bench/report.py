@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def _ingest(r: dict[str, Any], title: str) -> list[Row]:
 def _floor(r: dict[str, Any], title: str) -> list[Row]:
     if "floor_ratio" not in r:
         return []
+    shares = [run["gateway_rps"] / run["floor_rps"] for run in r["runs"]]
+    of_floor = {"median": statistics.median(shares), "min": min(shares), "max": max(shares)}
     return [
         (
             f"{title}: the durable floor (bare endpoint + one write through the gateway's "
@@ -65,7 +68,13 @@ def _floor(r: dict[str, Any], title: str) -> list[Row]:
             f"{_s(r['floor_ratio'], '{:.2f}', 'x')}: {_s(r['floor_rps'])} req/s, "
             f"p99 {_s(r['floor_p99_ms'], '{:.1f}', ' ms')}",
             "shown",
-        )
+        ),
+        (
+            f"{title}: the gateway against its own durable floor",
+            "≥ 0.8x",
+            _s(of_floor, "{:.2f}", "x"),
+            _met(of_floor["median"] >= 0.8),
+        ),
     ]
 
 
@@ -142,6 +151,26 @@ def _light(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _cpu(r: dict[str, Any]) -> list[Row]:
+    from bench.b_cpu import BASELINE
+
+    rows = []
+    for key, title in (
+        ("live_us_per_msg", "7. Gateway CPU per delivered message, 250 msg/s of webhooks"),
+        ("backlog_us_per_msg", "7. … draining a backlog (delivery alone, 50 per POST)"),
+    ):
+        base = BASELINE[key]
+        rows.append(
+            (
+                title,
+                f"reported; ≤ half the baseline ({base:.0f} us, {BASELINE['commit']})",
+                f"{_s(r[key], '{:.0f}', ' us')}: {r[key]['median'] / base:.2f}x the baseline",
+                _met(r[key]["median"] <= base / 2),
+            )
+        )
+    return rows
+
+
 def _scale(r: dict[str, Any]) -> list[Row]:
     return [
         (
@@ -184,6 +213,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "latency": _latency,
     "scale": _scale,
     "startup": _startup,
+    "delivery-cpu": _cpu,
 }
 
 

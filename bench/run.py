@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import b_delivery, b_ingest, b_latency, b_scale, b_startup
+from bench import b_cpu, b_delivery, b_ingest, b_latency, b_scale, b_startup
 from bench import common as c
 from bench.report import write_report
 
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest-bitrix24": b_ingest.bitrix24,
     "delivery-bitrix24": b_delivery.delivery,
     "latency": b_latency.latency,
+    "delivery-cpu": b_cpu.delivery_cpu,
     "scale": b_scale.scale,
     "startup": b_startup.startup,
 }
