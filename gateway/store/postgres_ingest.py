@@ -1,10 +1,14 @@
-"""Group commit of the PostgreSQL store's ingest: the webhooks of one loop turn become one
-INGEST statement (one round trip, one commit; see `group.TickGroup`).
+"""The PostgreSQL store's ingest, grouped per loop turn (`group.TickGroup`) like SQLite's,
+but each caller's rows are still one INGEST statement of their own (one round trip, one
+commit), the statements of a group running side by side on the pool's connections.
 
-The statement keeps the first of several rows with one dedupe key, so callers grouped
-together dedupe exactly as they would one after the other. If the group's statement fails,
-each caller is tried alone, so a row only one caller sent fails only that caller; a
-database that is down fails each of them (and each webhook is answered 503).
+Combining a group into one statement was measured (`python -m bench.bench_postgres`) and
+is not done: a statement with many conversations' jobs takes many lanes' row locks, and
+it deadlocked against the transactions that lock lanes (`lock_lanes` in finish and
+`place_late`, other processes' ingests); each deadlock costs PostgreSQL's
+`deadlock_timeout` (1 s), and ingest fell from about 700 to under 150 webhooks a second.
+One webhook's statement locks one lane, as before. A caller whose statement fails fails
+alone; a database that is down fails each of them (and each webhook is answered 503).
 """
 
 from __future__ import annotations
@@ -50,25 +54,22 @@ class GroupedIngest:
         return self._group.batches
 
     async def _batch(self, requests: Sequence[_IngestRequest]) -> list[_IngestOutcome]:
-        try:
-            return list(await self._ingest_rows(requests))
-        except StoreError:
-            if len(requests) == 1:
-                raise
-        # The group failed as a whole: each caller alone, so one caller's bad row fails
-        # only that caller (a database that is down fails each of them again).
+        found = await asyncio.gather(
+            *(self._ingest_rows([request]) for request in requests), return_exceptions=True
+        )
         outcomes: list[_IngestOutcome] = []
-        for request in requests:
-            try:
-                outcomes.extend(await self._ingest_rows([request]))
-            except StoreError as exc:
-                outcomes.append(exc)
+        for result in found:
+            if isinstance(result, StoreError):
+                outcomes.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcomes.extend(result)
         return outcomes
 
     async def _ingest_rows(self, requests: Sequence[_IngestRequest]) -> list[list[int | None]]:
-        """One INGEST statement per distinct `now` (one in practice): the statement keeps
-        the first of several rows with one dedupe key, so callers in a group dedupe as
-        they would one after the other."""
+        """One INGEST statement per distinct `now` (one per caller, as `_batch` calls it);
+        the statement keeps the first of several rows with one dedupe key."""
         parts: dict[float, list[_IngestRow]] = {}
         for rows, now in requests:
             parts.setdefault(now, []).extend(rows)
