@@ -32,6 +32,7 @@ from .pages import (
     para,
     problem_banner,
     state_html,
+    users_form,
 )
 from .texts import Translator
 
@@ -172,6 +173,7 @@ def line_page(t: Translator, view: LineView, poll_seconds: float = POLL_SECONDS)
         f' data-poll-ms="{int(poll_seconds * 1000)}">{live_html(t, view)}</div>'
     )
     parts.append(_poll_form(t, view))
+    parts.append(users_form(t, view))
     parts.append('<p id="poll-note" class="muted" role="status"></p>')
     parts.append(para(button(view, "refresh", t.gettext("button.refresh"))))
     parts.append(ids(t, view.member_id, view.line))

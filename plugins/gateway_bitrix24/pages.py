@@ -153,6 +153,8 @@ class LineView:
     language: str = "en"
     #: `PortalRecord.problem` and its detail: Bitrix24 refuses the portal's tokens.
     problem: tuple[str, str] | None = None
+    #: The alert recipients as typed ("1, 27"); empty: who linked each number.
+    alert_users: str = ""
 
 
 def ids(t: Translator, member_id: str, line: int | None) -> str:
@@ -247,8 +249,9 @@ DOWN_STATES = frozenset(
 )
 
 
-def _users_form(t: Translator, view: PortalView) -> str:
-    """Who gets the alerts: Bitrix24 user ids, or empty for who linked each number."""
+def users_form(t: Translator, view: PortalView | LineView) -> str:
+    """Who gets the alerts: Bitrix24 user ids, or empty for who linked each number (one
+    setting per portal, on the app's page and on every line's settings page)."""
     hidden = "".join(
         f'<input type="hidden" name="{name}" value="{escape(value, quote=True)}">'
         for name, value in (
@@ -323,7 +326,7 @@ def portal_page(t: Translator, view: PortalView) -> HTMLResponse:
         view.auth_id,
         language=view.language,
     )
-    parts.append(_users_form(t, view))
+    parts.append(users_form(t, view))
     parts.append(para(button(form, "setup", t.gettext("button.repair"))))
     parts.append(ids(t, view.member_id, None))
     title = t.gettext("portal.title", domain=view.domain)

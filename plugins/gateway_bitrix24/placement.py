@@ -161,6 +161,9 @@ class SettingsPage:
                 headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
             )
         notice = error = None
+        if action == "alerts":
+            notice, error = await self._alert_users(record, as_str(form.get("alert_users")), t)
+            record = await self.store.get(member_id) or record
         if action == "link":
             notice, error = await self._link(record, line, channel, auth_id, t)
         elif action == "unlink":
@@ -289,6 +292,7 @@ class SettingsPage:
             error=error,
             parked=parked.text if parked else None,
             problem=_problem(record),
+            alert_users=", ".join(str(u) for u in alert_users(record)),
             language=t.language,
         )
 

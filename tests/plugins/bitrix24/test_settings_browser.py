@@ -39,6 +39,7 @@ TEXTS = {
     "en": {"link": "Link", "qr": "needs the QR code scanned", "connected": "connected"},
     "ru": {"link": "Подключить", "qr": "нужно отсканировать QR-код", "connected": "подключён"},
 }
+PHONE = "+7 987 654-32-10"
 
 
 def settings(tmp_path: Path, portal: FakePortal) -> dict[str, Any]:
@@ -175,11 +176,46 @@ async def test_link_a_number_watch_its_qr_renew_and_see_it_connect(
         green.scan_qr()  # the phone scans it: connected, shown without a reload
         connected = page.locator('tr[data-channel="wa_green"][data-state="connected"]')
         await connected.wait_for()
-        await connected.get_by_text("+7 987 654-32-10").wait_for()
+        await connected.get_by_text(PHONE).wait_for()
         await connected.get_by_text("GREEN-API · wa_green").wait_for()
         await connected.locator(".state").get_by_text(words["connected"], exact=True).wait_for()
         await page.locator('#live[data-poll="0"]').wait_for(state="attached")  # stopped asking
         assert await qr.count() == 0
         await snap(page, f"settings-connected-{language}", tmp_path)
+        await context.close()
+        await portal.http.aclose()
+
+
+async def test_without_javascript_the_buttons_do_the_same(browser: Browser, tmp_path: Path) -> None:
+    clock = ManualClock()
+    green = FakeGreenApi(state="notAuthorized", me="79876543210", clock=clock)
+    portal = FakePortal(installed=False)
+    apps = {
+        "api.green-api.test": green.app,
+        "acme.bitrix24.com": portal.app,
+        "oauth.bitrix.info": portal.oauth_app,
+    }
+    async with running_gateway(settings(tmp_path, portal), apps=apps, serve_http=True) as h:
+        assert h.url is not None
+        portal.http = httpx.AsyncClient(transport=ToGateway(h.url))
+        await portal.install(f"{PUBLIC}/webhooks/b24/install")
+        portal.finish_install()
+        context = await browser.new_context(java_script_enabled=False)
+        await only_the_gateway(context, h)
+        page = await context.new_page()
+        await open_as_bitrix24(page, portal, line=1)
+        await page.get_by_role("button", name="Link").click()
+        await page.get_by_text("Linked wa_green to this open line.").wait_for()
+        assert await page.locator('#live[data-poll="1"]').count() == 1  # nothing asks, though
+
+        # Who gets the alerts, set on the line's settings page.
+        await page.get_by_label("Who is notified in Bitrix24").fill("1, 27")
+        await page.get_by_role("button", name="Save").click()
+        await page.get_by_text("Saved: alerts go to users 1, 27.").wait_for()
+        assert await page.get_by_label("Who is notified in Bitrix24").input_value() == "1, 27"
+
+        green.scan_qr()
+        await page.get_by_role("button", name="Refresh").click()
+        await page.locator('tr[data-state="connected"]').get_by_text(PHONE).wait_for()
         await context.close()
         await portal.http.aclose()
