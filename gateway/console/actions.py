@@ -13,6 +13,7 @@ from typing import Any
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
+from gateway.admin import MAX_JOB_ID
 from gateway.console import session as sessions
 from gateway.console.web import View, end_session, start_session
 from gateway.providers import Route
@@ -20,6 +21,14 @@ from gateway.providers import Route
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DIRECTIONS = ("both", "inbound", "outbound")
 MAX_SELECTED = 1000
+
+
+def job_id(value: object) -> int | None:
+    """A job id typed into a form: ASCII digits within the stores' 64-bit ids, else None."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_JOB_ID:
+        return None
+    return int(text)
 
 
 async def signin(view: View) -> Response:
@@ -81,7 +90,7 @@ async def replay(view: View) -> Response:
     selector: dict[str, Any]
     if mode in ("one", "selected"):
         raw = form.getlist("job") if mode == "selected" else [form.get("job")]
-        ids = [int(str(v)) for v in raw if str(v).isdigit()][:MAX_SELECTED]
+        ids = [job for job in map(job_id, raw) if job is not None][:MAX_SELECTED]
         if not ids:
             return view.redirect("/parked", problem="selection")
         if mode == "one":
@@ -109,7 +118,7 @@ async def hold_again(view: View) -> Response:
     """Unrouted messages that waited too long wait again (the selected ones, or all), to be
     delivered once a route carries them; as `POST /admin/unrouted/replay`."""
     form = await view.request.form()
-    ids = [int(str(v)) for v in form.getlist("id") if str(v).isdigit()][:MAX_SELECTED]
+    ids = [held for held in map(job_id, form.getlist("id")) if held is not None][:MAX_SELECTED]
     if not ids and _text(form, "all") != "1":
         return view.redirect("/unrouted", problem="selection")
     count = await view.gateway.store.replay_held(ids=ids, now=view.now)

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from gateway.admin import summarize_payload
 from gateway.console import chart as charts
+from gateway.console.actions import job_id
 from gateway.console.trace import trace as trace_of
 from gateway.console.web import View
 from gateway.models import AccountStatus
@@ -111,7 +112,7 @@ async def parked(view: View) -> Response:
         "parked.html",
         jobs=[parked_row(job) for job in jobs],
         notice=query.get("notice"),
-        count=int(query.get("n", "0")) if query.get("n", "").isdigit() else 0,
+        count=job_id(query.get("n", "0")) or 0,
         pairs=_pairs(query.get("as", "")),
         problem=query.get("problem"),
         job=query.get("job"),
@@ -162,6 +163,6 @@ async def unrouted(view: View) -> Response:
         waiting=await store.held(limit=PARKED_LIMIT),
         expired=await store.held(limit=PARKED_LIMIT, dead=True),
         notice=_known(query.get("notice"), ("held",)),
-        count=int(count) if count.isdigit() else 0,
+        count=job_id(count) or 0,
         problem=_known(query.get("problem"), ("selection",)),
     )

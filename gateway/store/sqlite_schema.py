@@ -10,6 +10,7 @@ already answered 200, and the sender will never redeliver them, so NORMAL would 
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -22,8 +23,23 @@ from gateway.store.migrations import Migration, load_migrations
 BACKEND = "sqlite"
 MEMORY = ":memory:"
 
+log = logging.getLogger("gateway.store")
+
 # Another process (an admin CLI, a backup) may hold the lock briefly; wait rather than fail.
 BUSY_TIMEOUT_MS = 5000
+
+
+def _owner_only(path: str) -> None:
+    """Close a store file (and its -wal/-shm) that an older release created group- or
+    world-readable: it holds tokens and messages."""
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = os.stat(name).st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(name, 0o600)
+            log.warning("the store file %s was readable by others (%o); now 0600", name, mode)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -34,6 +50,7 @@ def connect(path: str) -> sqlite3.Connection:
             # Owner only: the store holds tokens and messages. SQLite gives its -wal and
             # -shm files the database file's mode.
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            _owner_only(path)
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc}") from exc
     # isolation_level=None: the writer issues BEGIN/SAVEPOINT/COMMIT itself.

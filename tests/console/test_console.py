@@ -280,3 +280,33 @@ async def test_every_control_on_every_page_has_a_name(tmp_path: Path) -> None:
                         or control.get("id") in parsed.labelled
                     )
                     assert named, f"{page} ({lang}): an unnamed control {control}"
+
+
+async def test_ids_out_of_range_are_refused_as_such_not_500(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path)) as h:
+        await sign_in(h.client)
+        token = csrf_of((await h.client.get("/console/parked")).text)
+        for job in ("999999999999999999999", "²", "0", "-1"):
+            answer = await h.client.post(
+                "/console/parked/replay", data={"mode": "one", "job": job, "csrf": token}
+            )
+            assert answer.status_code == 303, (job, answer.text)
+            assert "problem=selection" in answer.headers["location"]
+        for query in ("#999999999999999999", "job:²", "?n=99999999999999999999999"):
+            page = await h.client.get("/console/trace", params={"q": query})
+            assert page.status_code == 200, (query, page.text)
+        listing = await h.client.get("/console/parked", params={"n": "9" * 40})
+        assert listing.status_code == 200
+
+
+async def test_unrouted_ids_out_of_range_select_nothing(tmp_path: Path) -> None:
+    async with running_gateway(settings(tmp_path, routes={})) as h:
+        await sign_in(h.client)
+        token = csrf_of((await h.client.get("/console/unrouted")).text)
+        for held in ("999999999999999999999", "²"):
+            answer = await h.client.post(
+                "/console/unrouted/replay", data={"csrf": token, "id": held}
+            )
+            assert "problem=selection" in answer.headers["location"], held
+        page = await h.client.get("/console/unrouted", params={"n": "²"})
+        assert page.status_code == 200

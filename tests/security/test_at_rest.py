@@ -26,3 +26,16 @@ async def test_store_and_media_are_created_owner_only(b24: Runner, tmp_path: Pat
         for sidecar in ("gw.db-wal", "gw.db-shm"):
             if (tmp_path / sidecar).exists():
                 assert mode(tmp_path / sidecar) & 0o077 == 0, sidecar
+
+
+def test_a_store_file_left_readable_by_an_older_release_is_closed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.store.sqlite_schema import connect
+
+    path = tmp_path / "old.db"
+    connect(str(path)).close()
+    path.chmod(0o644)
+    connect(str(path)).close()
+    assert mode(path) == 0o600
+    assert "readable by others (644); now 0600" in caplog.text
