@@ -8,6 +8,7 @@ there and announced (`bump("accounts")`), and shown here at once (metrics, an
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 
 from gateway.metrics import Metrics, record_account_state
@@ -33,10 +34,10 @@ class AccountStates:
         self._metrics = metrics
         self._notifier = notifier
         self._states: dict[str, AccountState] = {}
+        # When each state shown here was learnt (ns since the epoch): a read of the store
+        # that raced a newer change must not show the older state again.
+        self._learnt: dict[str, int] = {}
         self._watchers: list[Watcher] = []
-        # States set here, counted per instance: a reload that read the store while one
-        # was set must not show the older stored state over it.
-        self._sets: dict[str, int] = {}
 
     def watch(self, watcher: Watcher) -> None:
         """Call `watcher` when an instance's status changes as this process learns it
@@ -50,10 +51,11 @@ class AccountStates:
     async def set(self, instance: str, state: AccountState) -> None:
         """Record `instance`'s state here and, when it changed, in the store for all."""
         previous = self._states.get(instance)
-        self._sets[instance] = self._sets.get(instance, 0) + 1
+        learnt = time.time_ns()
+        self._learnt[instance] = learnt
         self.show(instance, state)
         if previous != state:
-            await self._store.kv_put(ACCOUNTS, instance, state_json(state))
+            await self._store.kv_put(ACCOUNTS, instance, state_json(state, learnt))
             await self._store.bump([ACCOUNTS])
         if previous is None or previous.status != state.status:
             for watcher in self._watchers:
@@ -77,23 +79,32 @@ class AccountStates:
             )
 
     async def load(self, instances: Collection[str]) -> None:
-        """Show the states other processes wrote for `instances` (not for an instance
-        whose state was set here while the store was read: that one is newer)."""
-        sets = dict(self._sets)
+        """Show the states other processes wrote for `instances`."""
         for instance, value in await self._store.kv_items(ACCOUNTS):
             state = state_from_json(value)
-            fresh = self._sets.get(instance) == sets.get(instance)
-            if instance in instances and state is not None and fresh:
-                self.show(instance, state)
+            if instance not in instances or state is None:
+                continue
+            learnt = learnt_at(value)
+            if learnt < self._learnt.get(instance, -1):
+                continue  # this process learnt a newer state while the store was read
+            self._learnt[instance] = learnt
+            self.show(instance, state)
 
 
-def state_json(state: AccountState) -> JSON:
+def state_json(state: AccountState, learnt: int) -> JSON:
     data: dict[str, JSON] = {"status": state.status.value, "detail": state.detail}
     if state.phone:
         data["phone"] = state.phone
     if state.name:
         data["name"] = state.name
+    data["learnt"] = learnt
     return data
+
+
+def learnt_at(value: JSON) -> int:
+    """When a stored state was learnt (0 for a state an older release wrote)."""
+    learnt = value.get("learnt") if isinstance(value, dict) else None
+    return learnt if isinstance(learnt, int) and not isinstance(learnt, bool) else 0
 
 
 def state_from_json(value: JSON) -> AccountState | None:
