@@ -9,6 +9,10 @@ gateway signed, bound to the portal, the line and that `AUTH_ID` (30 minutes), p
 then used for `imconnector.activate`, so Bitrix24 also checks the user's own rights. A form
 token alone, or with another user's or a refused `AUTH_ID`, gets a 403 and no new token.
 Linking writes a route `{member_id}/{line}` into the gateway store.
+
+The line page's own refresh (`line_page`, every few seconds while a number waits) is such a
+POST too, `action=state`, guarded the same way, and answered in JSON: `{"html", "poll"}`,
+or `{"error"}` with the refusal's status, after which the page stops asking.
 """
 
 from __future__ import annotations
