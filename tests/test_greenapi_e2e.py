@@ -8,6 +8,7 @@ the test kit's in-process network.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from gateway_fakes.greenapi import FakeGreenApi, Magic, magic_phone
+from gateway_greenapi.provider import GreenApiProvider
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 from gateway.testing.fake_common import ManualClock
@@ -273,3 +275,38 @@ async def test_an_operator_reply_whose_answer_was_lost_is_looked_for_once_the_jo
     by_message = {a["message_id"]: a["delivered_id"] for a in crm.acks}
     assert by_message == {"op-1": fake.sent[0].id_message, "op-2": fake.sent[1].id_message}
     assert dead == []
+
+
+async def test_an_outage_gap_is_refilled_from_the_journal(
+    tmp_path: Path, crm: Recorder, to_gateway: httpx.AsyncClient
+) -> None:
+    """The gateway is down while GREEN's notifications are lost (past their 24 hours, or a
+    queue cleared): at the next start, `lastIncomingMessages` brings them, in order, and the
+    webhook that delivers one of them again has no second effect."""
+    # The refill asks the journals for the last minutes by the gateway's clock: same clock.
+    fake = FakeGreenApi(http=to_gateway, clock=time.time)
+    settings = make_settings(tmp_path)
+    async with running_gateway(settings, apps=apps(fake, crm), serve_http=True) as h:
+        fake.settings.webhookUrl = f"{h.url}/webhooks/wa"
+        fake.customer_writes(CUSTOMER, "before")
+        await fake.deliver_webhooks()
+        await crm.wait_count(1)
+        provider = h.gateway.instances["wa"]
+        assert isinstance(provider, GreenApiProvider)
+        await provider.refiller.beat()  # the heartbeat: received up to now
+
+    # Down: the first message's notification is lost, the second waits in GREEN's queue.
+    fake.customer_writes(CUSTOMER, "while down 1")
+    fake.notifications.clear()
+    fake.customer_writes(CUSTOMER, "while down 2")
+
+    async with running_gateway(settings, apps=apps(fake, crm), serve_http=True) as h:
+        await crm.wait_count(3)
+        assert crm.texts() == ["before", "while down 1", "while down 2"]
+        assert any(c.method == "lastIncomingMessages" for c in fake.calls)
+        fake.settings.webhookUrl = f"{h.url}/webhooks/wa"
+        report = await fake.deliver_webhooks()
+        assert report.pending == 0
+        assert "incomingMessageReceived" in [a.body["typeWebhook"] for a in report.attempts]
+        await h.observer.wait_for("duplicate")
+    assert crm.texts() == ["before", "while down 1", "while down 2"]

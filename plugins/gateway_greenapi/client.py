@@ -104,6 +104,16 @@ class GreenClient:
         body = await self.call("DELETE", "deleteNotification", extra=str(receipt_id))
         return isinstance(body, dict) and body.get("result") is True
 
+    # journals (history) ----------------------------------------------------------------
+    async def last_messages(self, direction: str, minutes: int) -> list[JSON]:
+        """`lastIncomingMessages` or `lastOutgoingMessages` (`direction` "Incoming" or
+        "Outgoing") of the last `minutes`: a list, newest first."""
+        method = f"last{direction}Messages"
+        body = await self.call("GET", method, params={"minutes": str(minutes)})
+        if not isinstance(body, list):
+            raise TemporaryError(f"GREEN-API answered {method} with something not a list")
+        return body
+
     # plumbing --------------------------------------------------------------------------
     def url(self, method: str, extra: str = "") -> str:
         tail = f"/{extra}" if extra else ""

@@ -21,6 +21,10 @@ webhook_token = "..."           # secret; sent to GREEN-API as webhookUrlToken
 # state_poll_seconds = 60       # poll getStateInstance (0: only the webhook)
 # receive_timeout = 20          # polling: seconds GREEN holds receiveNotification (5-60)
 # poll_idle_seconds = 1         # polling: pause after an empty answer
+# refill_on_start = true        # after downtime, fetch what was missed from the journals
+#                               # (lastIncomingMessages; lastOutgoingMessages too when
+#                               # mirror_phone_messages): GREEN keeps notifications 24 h only
+# refill_max_hours = 72         # the longest gap refilled
 # api_prefix = ""               # "v3" for the newer URL form
 # media_url = ""                # the console's mediaUrl; unused while files go by URL
 ```
@@ -57,6 +61,8 @@ OPTIONAL: dict[str, Any] = {
     "state_poll_seconds": 60.0,
     "receive_timeout": 20,
     "poll_idle_seconds": 1.0,
+    "refill_on_start": True,
+    "refill_max_hours": 72.0,
 }
 SECRETS = frozenset({"api_token", "webhook_token"})
 
@@ -92,6 +98,8 @@ class GreenConfig:
     state_poll_seconds: float = 60.0
     receive_timeout: int = 20
     poll_idle_seconds: float = 1.0
+    refill_on_start: bool = True
+    refill_max_hours: float = 72.0
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> GreenConfig:
@@ -140,10 +148,9 @@ def _read(raw: Mapping[str, Any]) -> tuple[GreenConfig | None, list[Problem]]:
     poll = _number(values, "state_poll_seconds", out, minimum=0.0)
     idle = _number(values, "poll_idle_seconds", out, minimum=0.0)
     timeout = _number(values, "receive_timeout", out, minimum=5.0, maximum=60.0)
-    flags = {
-        key: _flag(values, key, out)
-        for key in ("set_webhook", "groups", "mirror_phone_messages", "read_on_reply", "avatars")
-    }
+    refill_hours = _number(values, "refill_max_hours", out, minimum=0.0)
+    names = ("set_webhook", "groups", "mirror_phone_messages", "read_on_reply", "avatars")
+    flags = {key: _flag(values, key, out) for key in (*names, "refill_on_start")}
     if out.found:
         return None, out.found
     config = GreenConfig(
@@ -158,6 +165,7 @@ def _read(raw: Mapping[str, Any]) -> tuple[GreenConfig | None, list[Problem]]:
         state_poll_seconds=poll,
         receive_timeout=int(timeout),
         poll_idle_seconds=idle,
+        refill_max_hours=refill_hours,
         **flags,
     )
     return config, []

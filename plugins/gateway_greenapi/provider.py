@@ -20,6 +20,7 @@ import orjson
 
 from gateway import (
     AccountState,
+    AccountStatus,
     BadRequest,
     Capabilities,
     ChannelProvider,
@@ -51,6 +52,7 @@ from gateway_greenapi.landed import PROGRESS, Landings
 from gateway_greenapi.loops import NotificationReceiver, StateWatcher
 from gateway_greenapi.notifications import Options, Unparsable, parse_notification
 from gateway_greenapi.pacing import Pacer
+from gateway_greenapi.refill import Refiller
 
 log = logging.getLogger("gateway_greenapi")
 
@@ -72,6 +74,16 @@ _PROGRESS = PROGRESS
 # GREEN shows a sent message in its journal up to 2 minutes late, and a send may run for
 # the gateway's read timeout (30 s): only then is it asked whether a send landed.
 SETTLE_SECONDS = 150.0
+#: States after which the journals may hold messages no notification brought.
+_AWAY = frozenset(
+    {
+        AccountStatus.NEEDS_QR,
+        AccountStatus.DISCONNECTED,
+        AccountStatus.BANNED,
+        AccountStatus.UNPAID,
+        AccountStatus.ERROR,
+    }
+)
 
 
 class GreenApiProvider(ChannelProvider):
@@ -128,6 +140,15 @@ class GreenApiProvider(ChannelProvider):
             self.options,
             wait_seconds=self.green.receive_timeout,
             idle_seconds=self.green.poll_idle_seconds,
+        )
+        self.refiller = Refiller(
+            instance=self.instance,
+            client=self.client,
+            options=self.options,
+            state=context.state,
+            hub=context.hub,
+            pacer=self.pacer,
+            max_hours=self.green.refill_max_hours,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -186,6 +207,10 @@ class GreenApiProvider(ChannelProvider):
             self._tasks.append(
                 asyncio.create_task(self.receiver.run(), name=f"greenapi-receive:{self.instance}")
             )
+        if self.green.refill_on_start:
+            self._tasks.append(
+                asyncio.create_task(self.refiller.run(), name=f"greenapi-refill:{self.instance}")
+            )
 
     async def _emit(self, events: Sequence[InboundEvent]) -> None:
         self._saw(events)
@@ -198,6 +223,25 @@ class GreenApiProvider(ChannelProvider):
         for inbound in events:
             if isinstance(inbound.event, AccountState):
                 self.watcher.saw(inbound.event)
+                self._connection(inbound.event.status)
+
+    def _connection(self, status: AccountStatus) -> None:
+        """Track whether the number is connected; back from away, refill the gap."""
+        if status in _AWAY:
+            self.refiller.connected = False
+        elif status is AccountStatus.CONNECTED and not self.refiller.connected:
+            self.refiller.connected = True
+            if self.green.refill_on_start and self._tasks:
+                self._tasks = [t for t in self._tasks if not t.done()]
+                task = self.refiller.refill_retrying()
+                self._tasks.append(
+                    asyncio.create_task(task, name=f"greenapi-refill:{self.instance}:back")
+                )
+
+    async def history(self, since: float) -> list[InboundEvent]:
+        """The messages of every chat since `since`, oldest first, from the journals
+        (`lastIncomingMessages`; `lastOutgoingMessages` too with mirror_phone_messages)."""
+        return await self.refiller.history(since)
 
     # inbound ---------------------------------------------------------------------------
     async def handle_webhook(self, request: WebhookRequest) -> WebhookResult:

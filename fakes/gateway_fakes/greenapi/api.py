@@ -29,6 +29,7 @@ from gateway.testing.fake_delivery import (
 )
 
 from . import journals
+from .incoming import DEFAULT_COUNT, DEFAULT_MINUTES
 from .messages import (
     contact_data,
     error_body,
@@ -336,6 +337,40 @@ def clear_queue(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upl
     fake.last_queue_clear = fake.clock()
     fake.notifications.clear()
     return Result({"isCleared": True, "reason": ""})
+
+
+# -- the incoming journal and chat histories (GREEN's Journals pages) ---------------------
+
+
+def _count(params: dict[str, Any], name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise invalid(f'"{name}" must be an integer') from None
+    if isinstance(value, bool) or number < 0:
+        raise invalid(f'"{name}" must be a positive integer')
+    return number
+
+
+@endpoint("lastIncomingMessages", "GET")
+def last_incoming(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    minutes = _count(params, "minutes", DEFAULT_MINUTES)
+    return Result(fake.incoming.last(minutes=minutes, now=fake.clock(), delay=fake.journal_delay))
+
+
+@endpoint("getChatHistory")
+def chat_history(fake: FakeGreenApi, params: dict[str, Any], files: dict[str, Upload]) -> Result:
+    """Both journals of one chat, the last `count` messages, newest first."""
+    chat_id = chat_param(params)
+    count = _count(params, "count", DEFAULT_COUNT)
+    now = fake.clock()
+    incoming = [i for i in fake.incoming.shown(now, fake.journal_delay) if i["chatId"] == chat_id]
+    outgoing = [o for o in journals.outgoing_journal(fake, 10**7) if o["chatId"] == chat_id]
+    both = sorted([*incoming, *reversed(outgoing)], key=lambda item: item["timestamp"])
+    return Result([dict(item) for item in reversed(both[-count:] if count else [])])
 
 
 # -- app -----------------------------------------------------------------------------------

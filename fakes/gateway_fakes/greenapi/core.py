@@ -30,6 +30,7 @@ from gateway.testing.fake_delivery import (
     DeliveryReport,
 )
 
+from .incoming import IncomingJournal
 from .messages import (
     InboundKind,
     build_message_data,
@@ -134,6 +135,8 @@ class FakeGreenApi:
             auth_style=auth_style,
         )
         self.calls: list[CallRecord] = []
+        #: lastIncomingMessages, and getChatHistory's incoming half (incoming.py).
+        self.incoming = IncomingJournal()
         self.sent: list[GreenSent] = []
         self.phone_sent: list[GreenSent] = []
         self.suppressed: list[dict[str, Any]] = []
@@ -285,6 +288,7 @@ class FakeGreenApi:
         if not allowed:
             self.suppressed.append(body)
             return None
+        self.incoming.record(body)
         return self.notifications.push(body)
 
     def _note(self, type_webhook: str, **fields: Any) -> dict[str, Any]:

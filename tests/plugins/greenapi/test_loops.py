@@ -195,7 +195,8 @@ async def test_state_loop_runs_from_start_to_stop(
 async def test_no_state_loop_when_switched_off(http: httpx.AsyncClient, fake: FakeGreenApi) -> None:
     provider, _ = make(http, fake, state_poll_seconds=0)
     await provider.start()
-    assert provider._tasks == []
+    names = [task.get_name() for task in provider._tasks]
+    assert not [name for name in names if name.startswith("greenapi-state")]
     await provider.stop()
 
 
