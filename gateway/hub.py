@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from gateway.accounts import AccountStates
+from gateway.history import HistoryImports
 from gateway.ingest import Ingest
 from gateway.models import AccountState, AccountStatus, InboundEvent
 from gateway.phones import phone_digits
@@ -33,6 +34,7 @@ class GatewayHub:
         accounts: AccountStates,
         store: Store,
         ingest: Ingest,
+        history: HistoryImports,
         on_route_added: Callable[[], None] = lambda: None,
         portals: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
@@ -45,6 +47,7 @@ class GatewayHub:
         self._on_route_added = on_route_added
         self._store = store
         self._ingest = ingest
+        self._history = history
 
     async def emit(self, instance: str, events: Sequence[InboundEvent]) -> list[bool]:
         """Persist events that did not arrive by webhook (polling, refills); True if new."""
@@ -85,6 +88,12 @@ class GatewayHub:
 
     async def remove_route(self, name: str) -> None:
         await self._routes.remove(name)
+
+    async def import_history(self, route: str, days: float | None = None) -> bool:
+        return await self._history.request(route, days)
+
+    def history_days(self) -> float:
+        return self._history.default_days
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self._store.lookup_by_destination(instance, native_id) is not None

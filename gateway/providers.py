@@ -54,7 +54,7 @@ class Capabilities:
     * `read_receipts`: the instance shows "read" marks; a `read` status is handed to
       `apply_status` only when it is True (other statuses go whenever `wants_statuses`).
     * `max_batch`, `idempotent_sends`, `finds_sent`, `settle_seconds`, `wants_acks`,
-      `wants_statuses`: see below.
+      `wants_statuses`, `history`: see below.
     """
 
     media_kinds: frozenset[str] = frozenset(
@@ -83,6 +83,9 @@ class Capabilities:
     # `apply_status` calls for messages it gave us; without them no such jobs are made.
     wants_acks: bool = False
     wants_statuses: bool = False
+    # True when the provider implements `history`: what the account received in the last
+    # days can be imported when the channel is linked ([history], `Hub.import_history`).
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +310,17 @@ class Hub(Protocol):
 
     def webhook_url(self, instance: str, subpath: str = "") -> str: ...
 
+    async def import_history(self, route: str, days: float | None = None) -> bool:
+        """Import what route `route`'s channel received in the last `days` (None: the
+        `[history] days` default) into the route, behind live traffic, in the customer's
+        order, each message once; False when there is nothing to import (0 days, or a
+        provider that keeps no history). Call it right after `add_route`."""
+        ...
+
+    def history_days(self) -> float:
+        """`[history] days`: how much history a link imports unless told (0: none)."""
+        ...
+
     def conversation_for_phone(self, instance: str, phone: str) -> str:
         """The conversation id channel `instance` gives the chat with `phone` as a person
         typed it; `gateway.NotAPhoneNumber` when it is no number, `KeyError` when
@@ -410,6 +424,14 @@ class Provider:
     async def apply_status(self, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
         """Show delivery statuses at this side (default: nothing)."""
         return [None] * len(notices)
+
+    async def history(self, since: float) -> Sequence[InboundEvent]:
+        """What the account received since `since` (unix seconds), oldest first, as the
+        events its webhooks would have made, with the same dedupe keys (so a message that
+        also arrives by webhook has one effect). Only called when `capabilities.history`
+        is set; keep to the provider's rate limits. Raise `TemporaryError` to be asked
+        again later, `PermanentError` when the history cannot be had. Default: nothing."""
+        return []
 
     async def media_download(self, attachment: Attachment) -> MediaDownload:
         """How to download an attachment this instance marked `rehost=True` (default: its

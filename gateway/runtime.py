@@ -24,6 +24,7 @@ from gateway.accounts import ACCOUNTS, AccountStates
 from gateway.aio import stop_tasks
 from gateway.delivery import Deliverer
 from gateway.errors import ShutdownError
+from gateway.history import HistoryImports
 from gateway.hookcall import call_each_async
 from gateway.hub import GatewayHub
 from gateway.ingest import Ingest
@@ -113,6 +114,16 @@ class Gateway:
             clock=clock,
             max_age=settings.hold_unrouted_days * 86400,
         )
+        self.history = HistoryImports(
+            store=self.store,
+            instances=self.instances,
+            routes=self.route_table.mapping,
+            ingest=self.ingest,
+            settings=settings.history,
+            keep_days=settings.keep_events_days,
+            poll_seconds=settings.workers.poll_interval,
+            clock=clock,
+        )
         self.hub = GatewayHub(
             public_url=settings.public_url,
             instances=self.instances,
@@ -121,6 +132,7 @@ class Gateway:
             accounts=self.accounts,
             store=self.store,
             ingest=self.ingest,
+            history=self.history,
             on_route_added=self.unrouted.poke,
             portals={name: channel_portals(c.options) for name, c in settings.channels.items()},
         )
@@ -199,6 +211,7 @@ class Gateway:
         await self.store.subscribe(self._heard)
         self.deliverer.wake()
         self.unrouted.start()
+        self.history.start()
         self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
         await call_each_async(self.host.hook.startup, context=self.plugin_context)
         self.ready = True
@@ -220,6 +233,7 @@ class Gateway:
         if janitor is not None:
             await step(lambda: stop_tasks([janitor]))
         await call_each_async(self.host.hook.shutdown, context=self.plugin_context)
+        await step(self.history.stop)
         await step(self.unrouted.stop)
         await step(self.shared.stop)
         if self.deliverer is not None:

@@ -80,6 +80,20 @@ class FetchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySettings:
+    """`[history]`: what linking a number imports of its recent history."""
+
+    #: Days imported when a link does not say (the Bitrix24 settings page preselects it).
+    days: float = 0.0
+    #: The most a link may ask for (and never more than `[store] keep_events_days`).
+    max_days: float = 30.0
+    #: How fast imported messages are fed in (0: no limit but the queue's).
+    messages_per_second: float = 20.0
+    #: Imported messages wait while the destination has this many jobs ready.
+    max_queue: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     public_url: str
     #: `public_url` may be one the internet cannot reach (loopback, a name without a dot,
@@ -118,6 +132,7 @@ class GatewaySettings:
     fetch: FetchSettings = FetchSettings()
     #: `[plugins.NAME]` tables, as written: each plugin reads its own (`PluginContext`).
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history: HistorySettings = HistorySettings()
     files: tuple[str, ...] = ()
     #: Dotted key -> the file or variable that set it; "" -> the main settings file.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -142,15 +157,15 @@ _TOP |= {"max_body_bytes": "int", "log_format": ("auto", "json", "text")}
 _TOP |= {"log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 _TOP |= {"access_log": "bool", "allow_local_public_url": "bool", "ca_file": "text"}
 _SECTIONS: tuple[str, ...] = ("store", "admin", "retry", "workers", "media", "fetch")
-_SECTIONS += ("channels", "crms", "routes", "plugins")
+_SECTIONS += ("history", "channels", "crms", "routes", "plugins")
 _KNOWN = (*_TOP, *_SECTIONS)
 # Spellings people carry over from the dataclass fields or from an env var with one "_".
 _ALIASES = {"store_url": "store.url", "admin_token": "admin.token", "database_url": "store.url"}
 _MIN_ONE = {"max_body_bytes", "retry.max_attempts", "workers.concurrency", "fetch.max_bytes"}
-_MIN_ONE |= {"media.max_total_bytes", "media.max_file_bytes"}
+_MIN_ONE |= {"media.max_total_bytes", "media.max_file_bytes", "history.max_queue"}
 _ABOVE_ZERO = {"workers.lease_seconds", "workers.poll_interval", "media.ttl_seconds"}
 _ABOVE_ZERO |= {"fetch.timeout", "store.keep_events_days", "store.hold_unrouted_days"}
-_ABOVE_ZERO |= {"store.state_check_seconds"}
+_ABOVE_ZERO |= {"store.state_check_seconds", "history.max_days"}
 _DIRECTIONS = ("both", "inbound", "outbound")
 _KINDS = {"media.directory": "text"}  # where the field type alone is too lax
 _BAD = object()
@@ -350,6 +365,7 @@ def build_settings(
         media=media,
         fetch=r.section(FetchSettings, data, "fetch"),
         plugins=r.plugin_tables(data),
+        history=r.section(HistorySettings, data, "history"),
         store_url=store["url"],
         keep_events_days=store.get("keep_events_days", 30.0),
         hold_unrouted_days=store.get("hold_unrouted_days", 7.0),

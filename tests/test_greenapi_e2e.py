@@ -18,6 +18,7 @@ import pytest
 from gateway_fakes.greenapi import FakeGreenApi, Magic, magic_phone
 from gateway_greenapi.provider import GreenApiProvider
 
+from gateway import Route
 from gateway.testing import GatewayHarness, Recorder, running_gateway
 from gateway.testing.fake_common import ManualClock
 
@@ -310,3 +311,61 @@ async def test_an_outage_gap_is_refilled_from_the_journal(
         assert "incomingMessageReceived" in [a.body["typeWebhook"] for a in report.attempts]
         await h.observer.wait_for("duplicate")
     assert crm.texts() == ["before", "while down 1", "while down 2"]
+
+
+class Past:
+    """A clock for the fake, set back to write what customers wrote days ago."""
+
+    def __init__(self) -> None:
+        self.back = 0.0
+
+    def __call__(self) -> float:
+        return time.time() - self.back
+
+
+async def test_linking_with_history_imports_the_journal_in_order(
+    tmp_path: Path, crm: Recorder, to_gateway: httpx.AsyncClient
+) -> None:
+    """A number linked at run time with 2 days of history: `lastIncomingMessages` brings
+    those days, oldest first; their webhooks, delivered late, have no second effect."""
+    past = Past()
+    fake = FakeGreenApi(http=to_gateway, clock=past)
+    settings = {**make_settings(tmp_path), "routes": {}, "history": {"messages_per_second": 0}}
+    async with running_gateway(settings, apps=apps(fake, crm), serve_http=True) as h:
+        fake.settings.webhookUrl = f"{h.url}/webhooks/wa"
+        fake.tick()  # the reboot setSettings caused is over: messages are not held back
+        assert fake.state == "authorized"
+        for days_ago, text in [(4.0, "too old"), (1.5, "first"), (1.5, "second"), (0.2, "third")]:
+            past.back = days_ago * 86_400
+            fake.customer_writes(CUSTOMER, text)
+            if text == "too old":
+                fake.notifications.clear()  # its webhook was never received
+        past.back = 0.0
+        await h.gateway.hub.add_route(Route("linked", "wa", "crm"))
+        assert await h.gateway.hub.import_history("linked", 2)
+        await h.gateway.history.wait()
+        await crm.wait_count(3)
+        assert crm.texts() == ["first", "second", "third"]
+        assert not [c for c in fake.calls if c.method == "lastOutgoingMessages"]
+
+        # GREEN kept the last one's notification (the others are past its 24 hours).
+        report = await fake.deliver_webhooks()
+        assert [a.body["typeWebhook"] for a in report.attempts] == ["incomingMessageReceived"]
+        await h.observer.wait_for("duplicate")
+        fake.customer_writes(CUSTOMER, "live")
+        await fake.deliver_webhooks()
+        await crm.wait_count(4)
+        assert crm.texts() == ["first", "second", "third", "live"]
+
+
+async def test_history_is_off_unless_asked(
+    tmp_path: Path, crm: Recorder, to_gateway: httpx.AsyncClient
+) -> None:
+    fake = FakeGreenApi(http=to_gateway)
+    settings = {**make_settings(tmp_path), "routes": {}}
+    async with running_gateway(settings, apps=apps(fake, crm), serve_http=True) as h:
+        assert h.gateway.hub.history_days() == 0
+        await h.gateway.hub.add_route(Route("linked", "wa", "crm"))
+        assert await h.gateway.hub.import_history("linked") is False
+        assert await h.gateway.store.kv_items("history") == []
+    assert not [c for c in fake.calls if c.method.startswith("last")]

@@ -118,6 +118,12 @@ class RecordingHub:
     async def remove_route(self, name: str) -> None:
         raise NotImplementedError
 
+    async def import_history(self, route: str, days: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def history_days(self) -> float:
+        return 0.0
+
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return native_id in self.sent_ids
 

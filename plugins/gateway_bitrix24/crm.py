@@ -192,6 +192,12 @@ class SyncingHub:
     async def routes(self) -> list[Route]:
         return await self.hub.routes()
 
+    async def import_history(self, route: str, days: float | None = None) -> bool:
+        return await self.hub.import_history(route, days)
+
+    def history_days(self) -> float:
+        return self.hub.history_days()
+
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self.hub.was_sent_by_gateway(instance, native_id)
 

@@ -24,6 +24,7 @@ from .pages import (
     LineView,
     banners,
     button,
+    history_field,
     html_of,
     ids,
     is_down,
@@ -101,7 +102,8 @@ def _action(t: Translator, view: LineView, channel: ChannelView, linked: bool) -
         return muted(t.gettext("line.linked_elsewhere", where=channel.linked_elsewhere))
     if linked:
         return muted(t.gettext("line.unlink_first"))
-    return button(view, "link", t.gettext("button.link"), channel.name, primary=True)
+    field = history_field(t, view)
+    return button(view, "link", t.gettext("button.link"), channel.name, primary=True, field=field)
 
 
 def live_html(t: Translator, view: LineView) -> str:

@@ -147,6 +147,8 @@ class LineView:
     form_token: str
     auth_id: str
     channels: list[ChannelView] = field(default_factory=list)
+    #: What the link form's history choice preselects (`[history] days`).
+    history_days: float = 0.0
     notice: str | None = None
     error: str | None = None
     parked: str | None = None
@@ -182,7 +184,12 @@ def state_html(t: Translator, state: AccountState) -> str:
 
 
 def button(
-    view: LineView, action: str, label: str, channel: str = "", primary: bool = False
+    view: LineView,
+    action: str,
+    label: str,
+    channel: str = "",
+    primary: bool = False,
+    field: str = "",
 ) -> str:
     css = ' class="primary"' if primary else ""
     return (
@@ -192,8 +199,24 @@ def button(
         f'<input type="hidden" name="form_token" value="{escape(view.form_token, quote=True)}">'
         f'<input type="hidden" name="AUTH_ID" value="{escape(view.auth_id, quote=True)}">'
         f'<input type="hidden" name="LANG" value="{escape(view.language, quote=True)}">'
-        f'<button{css} type="submit">{escape(label)}</button></form>'
+        f'{field}<button{css} type="submit">{escape(label)}</button></form>'
     )
+
+
+#: Days of history a link may import (the settings default is added when it differs).
+HISTORY_CHOICES = (0.0, 1.0, 3.0, 7.0, 14.0, 30.0)
+
+
+def history_field(t: Translator, view: LineView) -> str:
+    """The link form's choice of how many days of history to import."""
+    options = []
+    for days in sorted({*HISTORY_CHOICES, view.history_days}):
+        label = t.gettext("link.history.off") if days == 0 else f"{days:g}"
+        selected = " selected" if days == view.history_days else ""
+        options.append(f'<option value="{days:g}"{selected}>{escape(label)}</option>')
+    label = escape(t.gettext("link.history"))
+    select = f'<select name="history_days">{"".join(options)}</select>'
+    return f'<label class="help">{label} {select}</label> '
 
 
 def para(html: str, css: str = "") -> str:

@@ -169,7 +169,11 @@ class SettingsPage:
             notice, error = await self._alert_users(record, as_str(form.get("alert_users")), t)
             record = await self.store.get(member_id) or record
         if action == "link":
-            notice, error = await self._link(record, line, channel, auth_id, t)
+            readable, days = _days(form.get("history_days"))
+            if not readable:
+                notice, error = None, t.gettext("link.history.bad")
+            else:
+                notice, error = await self._link(record, line, channel, auth_id, t, days)
         elif action == "unlink":
             notice, error = await self._unlink(record, line, auth_id, t)
         view = await self._line_view(record, line, auth_id, t, notice, error)
@@ -181,7 +185,13 @@ class SettingsPage:
         return not portals or bool({record.member_id, record.domain} & portals)
 
     async def _link(
-        self, record: PortalRecord, line: int, channel: str, auth_id: str, t: Translator
+        self,
+        record: PortalRecord,
+        line: int,
+        channel: str,
+        auth_id: str,
+        t: Translator,
+        days: float | None = None,
     ) -> tuple[str | None, str | None]:
         if channel not in self.hub.instance_names("channel") or not self._may_link(channel, record):
             return None, t.gettext("link.no_such_channel", channel=channel)
@@ -212,7 +222,16 @@ class SettingsPage:
             Route(name=name, channel=channel, crm=self.instance, target=target)
         )
         log.info("linked %s to line %s of %s (route %s)", channel, line, record.domain, name)
-        return t.gettext("link.linked", channel=label), None
+        linked = t.gettext("link.linked", channel=label)
+        if days is None:
+            days = self.hub.history_days()
+        if not days:
+            return linked, None
+        if await self.hub.import_history(name, days):
+            history = t.gettext("link.history.importing", days=f"{days:g}")
+        else:
+            history = t.gettext("link.history.none", channel=channel)
+        return f"{linked} {history}", None
 
     async def _unlink(
         self, record: PortalRecord, line: int, auth_id: str, t: Translator
@@ -292,6 +311,7 @@ class SettingsPage:
             form_token=await self.tokens.issue(record.member_id, line, auth_id),
             auth_id=auth_id,
             channels=channels,
+            history_days=self.hub.history_days(),
             notice=notice,
             error=error,
             parked=parked.text if parked else None,
@@ -361,6 +381,19 @@ def _problem(record: PortalRecord) -> tuple[str, str] | None:
 
 def _json_refusal(t: Translator, text: str, *, status: int) -> JSONResponse:
     return JSONResponse({"error": text}, status_code=status)
+
+
+def _days(raw: Any) -> tuple[bool, float | None]:
+    """The link form's `history_days`: (readable, days), days None when not given;
+    unreadable when it is no number of days from 0 to 366."""
+    text = as_str(raw)
+    if text is None or not text.strip():
+        return True, None
+    try:
+        days = float(text)
+    except ValueError:
+        return False, None
+    return (True, days) if 0 <= days <= 366 else (False, None)
 
 
 def _options(raw: Any) -> dict[str, Any]:

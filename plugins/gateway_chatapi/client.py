@@ -81,10 +81,16 @@ class ChatApiClient:
         data = await self.call("settings", json=values)
         return data if isinstance(data, dict) else {}
 
-    async def messages(self, after: int, limit: int, *, last: bool = False) -> dict[str, Any]:
+    async def messages(
+        self, after: int, limit: int, *, last: bool = False, min_time: int | None = None
+    ) -> dict[str, Any]:
+        """`/messages`: numbered after `after`, `limit` of them (the last ones with `last`),
+        none older than `min_time` (unix seconds)."""
         params: dict[str, Any] = {"lastMessageNumber": after, "limit": limit}
         if last:
             params["last"] = 1
+        if min_time is not None:
+            params["min_time"] = min_time
         data = await self.call("messages", http_method="GET", params=params)
         if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
             raise TemporaryError("Chat API messages answered without a messages list")

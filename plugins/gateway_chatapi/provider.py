@@ -63,6 +63,7 @@ REFILL_OVERLAP = 100
 CURSOR_SAVE_SECONDS = 1.0
 REFILL_PAGE = 100
 REFILL_MAX_PAGES = 50
+HISTORY_MAX_PAGES = 200
 # What the gateway needs from the instance (spec 1.4). `ignoreOldMessages` is left alone:
 # it would keep messages that waited on the phone out of the webhooks.
 WEBHOOK_SETTINGS: dict[str, Any] = {
@@ -109,6 +110,8 @@ class ChatApiChannel(ChannelProvider):
             # A send whose answer was lost is looked for in the queue and history.
             finds_sent=True,
             settle_seconds=SETTLE_SECONDS,
+            # /messages keeps what the instance received: linking may import it.
+            history=True,
         )
         self.client = ChatApiClient(context.http, config.base_url, config.token)
         self.landings = Landings(self.client, context.state, context.hub, context.name)
@@ -315,6 +318,25 @@ class ChatApiChannel(ChannelProvider):
             log.info("%s: refilled %d messages missed while away", self.instance, new)
         return new
 
+    async def history(self, since: float) -> list[InboundEvent]:
+        """What `/messages?min_time=` holds since `since`, page by page, oldest first, as
+        the events of its webhooks (the same keys; the gateway's own sends left out)."""
+        events: list[InboundEvent] = []
+        after = 0
+        for _ in range(HISTORY_MAX_PAGES):
+            data = await self.client.messages(after, REFILL_PAGE, min_time=int(since))
+            items = data["messages"]
+            events += await self._message_events(items)
+            numbers = [i.get("messageNumber") for i in items if isinstance(i, dict)]
+            highest = max([n for n in numbers if isinstance(n, int)], default=after)
+            if len(items) < REFILL_PAGE or highest <= after:
+                break
+            after = highest
+        else:
+            log.warning("%s: history stopped after %d pages", self.instance, HISTORY_MAX_PAGES)
+        # Numbered in arrival order; the customer's own times order them for the CRM.
+        return sorted(events, key=_event_time)
+
     # outbound --------------------------------------------------------------------------
     async def send(self, batch: Sequence[Outgoing]) -> Sequence[Outcome]:
         return await send_each(batch, self._send_one)
@@ -393,6 +415,11 @@ class ChatApiChannel(ChannelProvider):
             else:
                 qr = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         return account_state(data, qr)
+
+
+def _event_time(inbound: InboundEvent) -> float:
+    stamp = getattr(inbound.event, "timestamp", None)
+    return float(stamp) if isinstance(stamp, int | float) else 0.0
 
 
 async def _retrying(

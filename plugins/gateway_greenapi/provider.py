@@ -119,6 +119,8 @@ class GreenApiProvider(ChannelProvider):
             settle_seconds=SETTLE_SECONDS,
             # "read" statuses from the CRM become readChat: the customer sees blue ticks.
             wants_statuses=True,
+            # The journals keep what the instance received: linking may import it.
+            history=True,
         )
         self.client = GreenClient(context.http, self.green)
         self.avatars = Avatars(self.client) if self.green.avatars else None
