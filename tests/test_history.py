@@ -149,3 +149,31 @@ async def test_a_provider_without_history_imports_nothing(tmp_path: Path) -> Non
         await h.gateway.hub.add_route(Route("linked", "wa", "crm"))
         assert await h.gateway.hub.import_history("linked") is False
         assert await h.gateway.store.kv_items(NAMESPACE) == []
+
+
+async def test_live_messages_overtake_an_import(tmp_path: Path) -> None:
+    """While the CRM is busy with imported messages, the import waits and a customer who
+    writes now is delivered first."""
+    crm = Recorder(name="crm", dedupe=False)
+    release = crm.hold(lambda item: str(item.get("text", "")).startswith("ivan"))
+    apps = {"crm.test": crm.app, "wa.test": Recorder(name="wa").app}
+    async with running_gateway(settings(tmp_path, max_queue=1), apps=apps, plugins=[Plugin()]) as h:
+        await h.gateway.hub.add_route(Route("linked", "wa", "crm"))
+        assert await h.gateway.hub.import_history("linked", 3)
+        await crm.holding.wait()  # the first imported message is at the CRM, held there
+        response = await h.client.post(
+            "/webhooks/wa",
+            json={"messages": [{"id": "pavel-1", "chat": "pavel", "text": "I need help now"}]},
+            headers=CHANNEL_AUTH,
+        )
+        assert response.status_code == 200
+        await crm.wait_count(1)
+        assert crm.texts() == ["I need help now"]
+        # The import fed one chunk and waits for the CRM's queue to drain.
+        record = await h.gateway.store.kv_get(NAMESPACE, "linked")
+        assert isinstance(record, dict) and record["fed"] == 20
+        release.set()
+        await h.gateway.history.wait()
+        await crm.wait_count(42)
+    assert crm.texts("ivan") == [f"ivan #{n}" for n in range(2, 32)]
+    assert crm.texts("olga") == [f"olga #{n}" for n in range(1, 12)]
