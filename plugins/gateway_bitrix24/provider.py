@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -47,13 +46,14 @@ from gateway import (
 from . import events as ev
 from .acks import Acknowledger, is_own_note
 from .alerts import Alerts
+from .config import OPTIONAL_SETTINGS, settings_problems
 from .crm import Crm, SyncingHub
 from .form_tokens import FormTokens
 from .forms import FormError, as_dict, lower_keys, parse_body
 from .install import Installer
 from .landed import Landings
 from .limits import Limits
-from .oauth import OAuthClient, Tokens, https_or_loopback, plain_http_warning
+from .oauth import OAuthClient, Tokens, plain_http_warning
 from .outbound import Outbox
 from .pages import message_page
 from .placement import SettingsPage
@@ -71,7 +71,6 @@ WAITERS_CHECK_SECONDS = 30.0
 TEMPLATE_CHECK_ROUNDS = 20
 #: Scopes the app card must grant: the connector's, then the CRM features' (crm_setup).
 APP_SCOPES = ("imopenlines", "imconnector", "im", "messageservice", "bizproc")
-_CONNECTOR_ID = re.compile(r"[a-z0-9_]{1,40}\Z")
 
 
 class Bitrix24Provider(CRMProvider):
@@ -83,26 +82,7 @@ class Bitrix24Provider(CRMProvider):
         "client_id": "the app's client_id (local.… or app.…) from its card in Bitrix24",
         "client_secret": "the app's client_secret from its card in Bitrix24",
     }
-    optional_settings: ClassVar[Mapping[str, Any]] = {
-        "connector_id": "whatschat",
-        "connector_name": "WhatsApp (WhatsChat)",
-        "oauth_url": "",
-        "rate": 2.0,
-        "burst": 50,
-        "max_wait": 1.0,
-        "strip_operator_name": False,
-        "need_signature": True,
-        "idle_refresh_days": 7,
-        # Messages per delivery round: 10 commands of 10 in one `batch`. More would make
-        # requests that risk the 60 s limit and the `operating` budget (docs/bitrix24.md).
-        "max_batch": 100,
-        # Seconds after a send of unknown outcome began before the chat is read to see whether
-        # it landed: a request may run at the portal for up to 60 s (files are downloaded
-        # while it answers), and one still running could land after a "not there".
-        "reconcile_after": 75.0,
-        "messages_per_command": 10,
-        "allowed_portals": [],
-    }
+    optional_settings: ClassVar[Mapping[str, Any]] = OPTIONAL_SETTINGS
     secret_settings: ClassVar[frozenset[str]] = frozenset({"client_secret"})
     #: Bitrix24 (cloud) calls the handler and install paths from the internet, over https.
     public_url_needs: ClassVar[frozenset[str]] = frozenset({"internet", "https"})
@@ -119,55 +99,7 @@ class Bitrix24Provider(CRMProvider):
 
     @classmethod
     def validate_settings(cls, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-        problems = super().validate_settings(config)
-        connector = config.get("connector_id", "whatschat")
-        if not isinstance(connector, str) or not _CONNECTOR_ID.match(connector):
-            problems.append(
-                ("connector_id", "must be 1-40 of a-z, 0-9 and _", 'e.g. connector_id = "acme_wa"')
-            )
-        numbers = (
-            ("rate", 0.1),
-            ("burst", 1),
-            ("max_batch", 1),
-            ("idle_refresh_days", 1),
-            ("reconcile_after", 0),
-        )
-        for key, low in numbers:
-            value = config.get(key, cls.optional_settings[key])
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-                problems.append(
-                    (key, f"must be a number ≥ {low}", f"set {key} = {cls.optional_settings[key]}")
-                )
-        per_command = config.get(
-            "messages_per_command", cls.optional_settings["messages_per_command"]
-        )
-        if isinstance(per_command, bool) or not isinstance(per_command, int) or per_command < 1:
-            problems.append(
-                (
-                    "messages_per_command",
-                    f"must be a whole number ≥ 1, got {per_command!r}",
-                    "set messages_per_command = 10 (items per imconnector.send.messages call)",
-                )
-            )
-        url = config.get("oauth_url") or ""
-        if not isinstance(url, str) or (url and not https_or_loopback(url)):
-            problems.append(
-                (
-                    "oauth_url",
-                    "must be an https URL (plain http only to this machine: a fake portal)",
-                    "leave it out to use Bitrix24's",
-                )
-            )
-        portals = config.get("allowed_portals", [])
-        if not isinstance(portals, list) or not all(isinstance(p, str) for p in portals):
-            problems.append(
-                (
-                    "allowed_portals",
-                    "must be a list of member_ids or domains",
-                    'e.g. ["acme.bitrix24.com"]',
-                )
-            )
-        return problems
+        return super().validate_settings(config) + settings_problems(config)
 
     @classmethod
     async def stored_problems(
