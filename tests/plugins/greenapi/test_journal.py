@@ -14,7 +14,7 @@ from gateway_greenapi.notifications import Options, parse_notification
 from gateway_greenapi.provider import GreenApiProvider
 from gateway_greenapi.refill import CURSOR_KEY
 
-from gateway.models import Message
+from gateway import AccountState, AccountStatus, InboundEvent, Message
 from gateway.testing.standalone import RecordingHub, asgi_mounts, standalone_provider
 
 pytestmark = pytest.mark.anyio
@@ -149,3 +149,25 @@ async def test_back_from_away_refills_the_gap(fake: FakeGreenApi, api: httpx.Asy
 
 def _text(text: str) -> dict[str, Any]:
     return {"typeMessage": "textMessage", "textMessageData": {"textMessage": text}}
+
+
+async def test_a_number_connected_again_refills_in_the_background(
+    fake: FakeGreenApi, api: httpx.AsyncClient
+) -> None:
+    provider, hub = make(api, fake, state_poll_seconds=0)
+    provider.refiller.clock = fake.clock  # the journals' minutes by the fake's time
+    await provider.context.state.put(CURSOR_KEY, fake.now())
+    await provider.start()
+    try:
+        away = AccountState(AccountStatus.NEEDS_QR)
+        provider._saw([InboundEvent("state:away", away)])
+        fake.advance(600)
+        fake.customer_writes(CHAT, "while the number was away")
+        fake.notifications.clear()  # synced into the journal, never notified
+        provider._saw([InboundEvent("state:back", AccountState(AccountStatus.CONNECTED))])
+        [event] = await hub.wait_for(1)
+        assert isinstance(event.event, Message)
+        assert event.event.text == "while the number was away"
+        assert provider.refiller.connected
+    finally:
+        await provider.stop()
