@@ -33,7 +33,6 @@ from gateway.outcomes import (
 )
 from gateway.planning import ack_job
 from gateway.providers import (
-    Landing,
     NotLanded,
     Outcome,
     Outgoing,
@@ -352,17 +351,7 @@ class Deliverer:
             asking.append((job, route, item))
         if not asking:
             return {}
-        items = [item for _, _, item in asking]
-        answers: Sequence[Landing]
-        try:
-            answers = await shaping.find_sent(provider, items)
-            if len(answers) != len(items):
-                raise TemporaryError(f"provider answered {len(answers)} of {len(items)} items")
-        except DeliveryError as exc:
-            answers = [exc] * len(items)
-        except Exception as exc:
-            log.exception("%s.find_sent raised", provider.instance)
-            answers = [TemporaryError(f"{type(exc).__name__}: {exc}")] * len(items)
+        answers = await shaping.ask_whether_sent(provider, [item for _, _, item in asking])
         landed: dict[str, set[str]] = {}
         for (job, route, item), answer in zip(asking, answers, strict=True):
             since = job.sending_since

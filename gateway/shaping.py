@@ -104,6 +104,21 @@ async def find_sent(provider: Provider, batch: Sequence[Outgoing]) -> Sequence[L
     return [answer if answer is not None else next(found) for answer in answers]
 
 
+async def ask_whether_sent(provider: Provider, batch: Sequence[Outgoing]) -> list[Landing]:
+    """`find_sent` that never raises: one answer per item, a provider's failure (an error,
+    a short answer, a bug) being every item's answer."""
+    try:
+        answers = list(await find_sent(provider, batch))
+        if len(answers) != len(batch):
+            raise TemporaryError(f"provider answered {len(answers)} of {len(batch)} items")
+    except DeliveryError as exc:
+        answers = [exc] * len(batch)
+    except Exception as exc:
+        log.exception("%s.find_sent raised", provider.instance)
+        answers = [TemporaryError(f"{type(exc).__name__}: {exc}")] * len(batch)
+    return answers
+
+
 async def apply_status(provider: Provider, notices: Sequence[StatusNotice]) -> Sequence[Outcome]:
     """`provider.apply_status`, without the `read` statuses it cannot show."""
     wanted = [provider.capabilities.read_receipts or not _is_read(n) for n in notices]
