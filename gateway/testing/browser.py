@@ -17,6 +17,7 @@ suite loads); this module itself does not import pytest, so a script can use `la
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -77,7 +78,9 @@ async def launch() -> AsyncIterator[Browser]:
     executable = chromium_path()
     if executable is None:
         raise RuntimeError(missing() or "Chromium not found")
-    async with async_playwright() as playwright:
+    manager = async_playwright()
+    playwright = await manager.__aenter__()
+    try:
         browser = await playwright.chromium.launch(
             executable_path=executable, args=list(ARGS), headless=True
         )
@@ -85,3 +88,25 @@ async def launch() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+    finally:
+        await manager.__aexit__(None, None, None)
+        await _close_driver(manager)
+
+
+async def _close_driver(manager: object) -> None:
+    """Close the Playwright driver's subprocess transport while the loop still runs.
+
+    Playwright waits for its driver to exit but leaves the asyncio transport open; were it
+    collected after the test's event loop closed, its `__del__` would fail ("Event loop is
+    closed") and pytest, which treats such unraisable errors as failures here, would fail
+    the run at its very end. The attributes are Playwright's own: where they differ (another
+    release), nothing is done.
+    """
+    client = getattr(manager, "_client", None)
+    process = getattr(getattr(client, "_transport", None), "_proc", None)
+    if not isinstance(process, asyncio.subprocess.Process):
+        return
+    await process.wait()
+    transport = getattr(process, "_transport", None)
+    if isinstance(transport, asyncio.SubprocessTransport):
+        transport.close()
