@@ -32,6 +32,9 @@ OPTIONAL: dict[str, Any] = {
     "template_sync_minutes": 60,
     # An operator's reply marks the customer's last message read (blue ticks).
     "read_on_reply": True,
+    # Seconds a send whose answer was lost waits for a status echoing its tag before it is
+    # sent again (only while the number's webhooks demonstrably arrive): see landed.py.
+    "confirm_window": 600,
 }
 SECRETS = frozenset({"access_token", "app_secret", "verify_token"})
 
@@ -62,6 +65,7 @@ class CloudApiConfig:
     waba_id: str | None = None
     template_sync_minutes: float = 60.0
     read_on_reply: bool = True
+    confirm_window: float = 600.0
 
     @property
     def graph_url(self) -> str:
@@ -106,6 +110,7 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
             ("waba_id", "must be digits only", "copy the WhatsApp Business Account id (digits)")
         )
     sync_minutes = _number(values, "template_sync_minutes", problems, minimum=1.0)
+    window = _number(values, "confirm_window", problems, minimum=1.0)
     if problems:
         return None, problems
     config = CloudApiConfig(
@@ -125,6 +130,7 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
         waba_id=waba or None,
         template_sync_minutes=sync_minutes,
         read_on_reply=read_on_reply,
+        confirm_window=window,
     )
     return config, []
 

@@ -48,6 +48,7 @@ from gateway import (
     ForbiddenAddress,
     InboundEvent,
     InstanceContext,
+    Landing,
     MediaTooLarge,
     Message,
     MessageTemplate,
@@ -67,6 +68,7 @@ from gateway_cloudapi.account import HEALTH_FIELDS, state_from_health
 from gateway_cloudapi.client import GraphClient
 from gateway_cloudapi.config import OPTIONAL, REQUIRED, SECRETS, parse_config
 from gateway_cloudapi.errors import WINDOW_CLOSED, WINDOW_TEXT
+from gateway_cloudapi.landed import Landings, tag, tagged
 from gateway_cloudapi.media import LINK_PREFIX, LinkError, MediaLinks, MediaRef
 from gateway_cloudapi.outbound import (
     MAX_BYTES,
@@ -113,6 +115,8 @@ class CloudApiProvider(ChannelProvider):
         max_file_size=MAX_BYTES["document"],
         max_batch=1,
         idempotent_sends=False,
+        # Sends carry a tag their statuses echo: a lost answer is found by it (landed.py).
+        finds_sent=True,
         wants_statuses=True,
     )
 
@@ -146,10 +150,19 @@ class CloudApiProvider(ChannelProvider):
         self._syncing: asyncio.Task[None] | None = None
         self.links = MediaLinks(context, self.client, clock=lambda: self.clock())
         self.display_number: str | None = None
+        self.landings = Landings(
+            context.state,
+            context.hub,
+            self.instance,
+            window=settings.confirm_window,
+            clock=lambda: self.clock(),
+        )
+        self.capabilities = replace(self.capabilities, settle_seconds=self.landings.settle)
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self.links.ready()
+        await self.landings.start()
         if self.settings.waba_id:
             self._syncing = asyncio.create_task(
                 self._sync_templates(), name=f"{self.instance}:templates"
@@ -257,6 +270,10 @@ class CloudApiProvider(ChannelProvider):
             display_number=self.display_number,
             link=self.links.link,
         )
+        if parsed.heard:
+            self.landings.heard()
+        for wamid, label, customer in parsed.tagged:
+            await self.landings.saw_status(wamid, label, customer)
         for wa_id, at in parsed.last_inbound.items():
             await self.windows.saw(wa_id, at, parsed.last_inbound_id.get(wa_id))
         await self._learn_display_number(parsed.display_number)
@@ -341,14 +358,14 @@ class CloudApiProvider(ChannelProvider):
             last = await self.windows.last_inbound(to)
         named = event.extra.get("template")
         if isinstance(named, dict) and named.get("name"):
-            return await self._send_named_template(to, named)
+            return await self._send_named_template(to, named, tag(item.job_id, 0))
         parts = plan_parts(event)
         if not parts:
             return PermanentError(
                 "the message has nothing WhatsApp can carry", code="empty_message"
             )
         if WindowBook.is_open(last, self.clock()) is False:
-            return await self._outside_window(to, event, parts)
+            return await self._outside_window(to, event, parts, tag(item.job_id, 0))
         return await self._send_parts(item, to, parts)
 
     async def _send_parts(self, item: Outgoing, to: str, parts: list[Part]) -> Outcome:
@@ -363,18 +380,20 @@ class CloudApiProvider(ChannelProvider):
             if index < len(done):
                 continue
             quoted = item.quoted_target_id if index == 0 else None
+            label = tag(item.job_id, index)
             try:
                 await self._pace(to)
-                result = await self.client.send_message(await self._payload(to, part, quoted))
+                payload = await self._payload(to, part, quoted)
+                result = await self.client.send_message(tagged(payload, label))
             except DeliveryError as exc:
                 if index == 0 and exc.code == WINDOW_CLOSED and self._template_fits(parts):
                     assert isinstance(item.event, Message)
                     # The refused send used no pair-rate slot at Meta: no pacing again.
-                    return await self._send_template(to, item.event.text, pace=False)
+                    return await self._send_template(to, item.event.text, label, pace=False)
                 if exc.code == "131056":
                     self.pacer.penalize(to, max(self.settings.pair_interval, 6.0))
                 return _partial(exc, index, len(parts))
-            wamid, wa_id = _accepted(result)
+            wamid, wa_id = self._accepted(result)
             done.append(wamid)
             if len(parts) > 1:
                 await state.put(progress_key, done)
@@ -406,26 +425,28 @@ class CloudApiProvider(ChannelProvider):
     def _template_fits(self, parts: list[Part]) -> bool:
         return self.settings.template_name is not None and all(p.type == "text" for p in parts)
 
-    async def _outside_window(self, to: str, event: Message, parts: list[Part]) -> Outcome:
+    async def _outside_window(
+        self, to: str, event: Message, parts: list[Part], label: str
+    ) -> Outcome:
         if self.settings.template_name is None:
             return PermanentError(WINDOW_TEXT, code=WINDOW_CLOSED)
         if not self._template_fits(parts):
             text = f"{WINDOW_TEXT}; the template carries text only, so this message was not sent"
             return PermanentError(text, code=WINDOW_CLOSED)
-        return await self._send_template(to, event.text)
+        return await self._send_template(to, event.text, label)
 
-    async def _send_template(self, to: str, text: str, *, pace: bool = True) -> Outcome:
+    async def _send_template(self, to: str, text: str, label: str, *, pace: bool = True) -> Outcome:
         name = self.settings.template_name
         assert name is not None
         parameter = text if self.settings.template_text_parameter else None
         obj = template_object(name, self.settings.template_language, parameter)
         if pace:
             await self._pace(to)
-        result = await self.client.send_message(message_payload(to, "template", obj, None))
-        wamid, wa_id = _accepted(result)
+        payload = message_payload(to, "template", obj, None)
+        wamid, wa_id = self._accepted(await self.client.send_message(tagged(payload, label)))
         return Sent(native_id=wamid, extra={"wa_id": wa_id or to, "template": name})
 
-    async def _send_named_template(self, to: str, named: Mapping[str, Any]) -> Outcome:
+    async def _send_named_template(self, to: str, named: Mapping[str, Any], label: str) -> Outcome:
         """The template a CRM message names, with its parameters, checked before sending."""
         values = [str(v) for v in named.get("params") or ()]
         template = await self.templates.choose(
@@ -440,9 +461,18 @@ class CloudApiProvider(ChannelProvider):
         if components:
             obj["components"] = components
         await self._pace(to)
-        result = await self.client.send_message(message_payload(to, "template", obj, None))
-        wamid, wa_id = _accepted(result)
+        payload = message_payload(to, "template", obj, None)
+        wamid, wa_id = self._accepted(await self.client.send_message(tagged(payload, label)))
         return Sent(native_id=wamid, extra={"wa_id": wa_id or to, "template": template.name})
+
+    def _accepted(self, result: dict[str, JSON]) -> tuple[str, str | None]:
+        wamid, wa_id = _accepted(result)
+        self.landings.sent(wamid)
+        return wamid, wa_id
+
+    async def find_sent(self, batch: Sequence[Outgoing]) -> Sequence[Landing]:
+        """Sends whose answer was lost, found by the tag their statuses echo (landed.py)."""
+        return await self.landings.find(batch)
 
     async def _pace(self, to: str) -> None:
         booking = self.pacer.book(to)

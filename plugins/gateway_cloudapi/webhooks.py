@@ -53,6 +53,10 @@ class Parsed:
     #: the business number's display digits, as Meta states them in `metadata`
     display_number: str | None = None
     skipped: list[str] = field(default_factory=list)
+    #: A `messages` change for this number came (messages or statuses): webhooks arrive.
+    heard: bool = False
+    #: (wamid, biz_opaque_callback_data, recipient) of each status echoing a send's tag.
+    tagged: list[tuple[str, str, str | None]] = field(default_factory=list)
 
 
 def parse_body(
@@ -79,6 +83,7 @@ def _messages(value: dict[str, JSON], pnid: str, link: MediaLink, parsed: Parsed
     if str(metadata.get("phone_number_id") or "") != pnid:
         parsed.skipped.append(f"a change for phone number id {metadata.get('phone_number_id')!r}")
         return
+    parsed.heard = True
     display = "".join(ch for ch in str(metadata.get("display_phone_number") or "") if ch.isdigit())
     parsed.display_number = display or parsed.display_number
     names = {
@@ -113,6 +118,9 @@ def _messages(value: dict[str, JSON], pnid: str, link: MediaLink, parsed: Parsed
             continue
         raw = str(item["status"]).lower()
         parsed.events.append(InboundEvent(f"cloudapi:{update.native_id}:{raw}", update))
+        label = item.get("biz_opaque_callback_data")
+        if isinstance(label, str) and label:
+            parsed.tagged.append((update.native_id, label, update.conversation_id))
     for error in value.get("errors") or []:
         if isinstance(error, dict):
             code = error.get("code")

@@ -19,6 +19,8 @@ SEND_TYPES = frozenset(
 )
 SENDABLE_MEDIA = MEDIA_KINDS - {"voice"}
 MAX_TEXT = 4096
+#: Meta echoes it in the message's status webhooks (`payloads.status_item`), nowhere else.
+MAX_CALLBACK_DATA = 512
 
 
 def normalize_number(raw: str) -> str:
@@ -50,6 +52,14 @@ def handle_messages(fake: FakeCloudApi, data: JSON) -> JSON:
         isinstance(context, dict) and isinstance(context.get("message_id"), str)
     ):
         raise GraphError(131009, details="context.message_id must be a message id")
+    callback_data = data.get("biz_opaque_callback_data")
+    if callback_data is not None and (
+        not isinstance(callback_data, str) or len(callback_data) > MAX_CALLBACK_DATA
+    ):
+        raise param_error(
+            f"Param biz_opaque_callback_data must be a string of at most {MAX_CALLBACK_DATA} "
+            "characters."
+        )
     wa_id = fake.wa_id_aliases.get(digits, digits)
 
     status = fake.phone.status

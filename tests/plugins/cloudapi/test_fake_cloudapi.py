@@ -231,6 +231,8 @@ async def test_validation_errors(fake: FakeCloudApi, graph: httpx.AsyncClient) -
         ({**text(), "type": "image", "image": {"id": "404"}}, 131009),
         ({**template(), "template": {"name": "t"}}, 131008),
         ({**text(), "context": {"id": "x"}}, 131009),
+        ({**text(), "biz_opaque_callback_data": "x" * 513}, 100),
+        ({**text(), "biz_opaque_callback_data": 42}, 100),
     ]
     for body, code in cases:
         response = await graph.post(MESSAGES, json=body)
@@ -666,6 +668,33 @@ async def test_statuses_in_and_out_of_order(
     assert failed["status"] == "failed" and failed["errors"][0]["code"] == 131026
     with pytest.raises(KeyError):
         fake.mark_read("wamid.unknown")
+
+
+@pytest.mark.anyio
+async def test_callback_data_is_echoed_in_every_status_and_nowhere_else(
+    fake: FakeCloudApi, graph: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    fake.pair_interval = None
+    fake.customer_writes(CUSTOMER, "hi")
+    await fake.deliver_webhooks()
+    tag = "t" * 512  # the longest Meta takes
+    answer = (await graph.post(MESSAGES, json={**text(), "biz_opaque_callback_data": tag})).json()
+    assert "biz_opaque_callback_data" not in json.dumps(answer)  # not in the send's answer
+    wamid = answer["messages"][0]["id"]
+    untagged = (await graph.post(MESSAGES, json=text())).json()["messages"][0]["id"]
+    fake.mark_delivered(wamid)
+    fake.mark_read(wamid)
+    fake.mark_failed(untagged, 131026)
+    await fake.deliver_webhooks()
+    [value] = values(receiver.payloads[-1])
+    echoed = {(s["id"], s["status"]): s.get("biz_opaque_callback_data") for s in value["statuses"]}
+    assert echoed == {
+        (wamid, "sent"): tag,
+        (wamid, "delivered"): tag,
+        (wamid, "read"): tag,
+        (untagged, "sent"): None,
+        (untagged, "failed"): None,
+    }
 
 
 @pytest.mark.anyio
