@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from gateway_cloudapi.errors import WINDOW_TEXT
+from gateway_cloudapi.provider import CloudApiProvider
 from gateway_fakes.cloudapi import MAGIC_WINDOW_CLOSED, FakeClock, FakeCloudApi, signature
 
 from gateway.testing import GatewayHarness, Recorder, running_gateway
@@ -36,7 +37,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make_settings(tmp_path: Path) -> dict[str, Any]:
+def make_settings(tmp_path: Path, **channel: Any) -> dict[str, Any]:
     return {
         "public_url": "http://gateway.test",
         "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
@@ -53,6 +54,7 @@ def make_settings(tmp_path: Path) -> dict[str, Any]:
                 "verify_token": VERIFY,
                 # The fake's clock is frozen; pacing is covered by the unit tests.
                 "pair_interval": 0,
+                **channel,
             }
         },
         "crms": {
@@ -69,15 +71,18 @@ def make_settings(tmp_path: Path) -> dict[str, Any]:
 
 @asynccontextmanager
 async def cloud_gateway(
-    tmp_path: Path,
+    tmp_path: Path, *, core_clock: bool = False, **channel: Any
 ) -> AsyncIterator[tuple[GatewayHarness, FakeCloudApi, Recorder]]:
+    """`core_clock`: the core's retries and settling follow the fake's clock too."""
     fake = FakeCloudApi(clock=FakeClock(time.time()))
     fake.pair_interval = None
     crm = Recorder(name="crm")
     apps = {"graph.facebook.com": fake.app, "lookaside.fbsbx.com": fake.app, "crm.test": crm.app}
+    settings = make_settings(tmp_path, **channel)
+    clock = fake.clock if core_clock else time.time
     async with httpx.AsyncClient() as http:
         fake.http = http
-        async with running_gateway(make_settings(tmp_path), apps=apps, serve_http=True) as h:
+        async with running_gateway(settings, apps=apps, serve_http=True, clock=clock) as h:
             assert h.url is not None
             # Window and link expiry follow Meta's clock, as they would in production.
             h.gateway.instances["wa"].clock = fake.clock  # type: ignore[attr-defined]
@@ -262,3 +267,58 @@ async def test_webhooks_redelivered_after_an_outage_reach_the_crm_in_the_custome
         deliverer.wake()
         await crm.wait_count(4)
         assert crm.texts() == ["first", "second", "third", "fourth"]
+
+
+async def test_an_operator_reply_whose_answer_was_lost_is_found_by_its_status_not_parked(
+    tmp_path: Path,
+) -> None:
+    """Two replies whose send answers were lost (a crash or a timeout): the one Meta took is
+    named by its `sent` status (the tag it echoes) and recorded with its wamid and acked;
+    the one that never reached Meta has no status, and once `confirm_window` has passed
+    while the number's webhooks kept arriving it is sent again. Nothing parked or doubled."""
+    window = 60.0
+    async with cloud_gateway(tmp_path, core_clock=True, confirm_window=window) as (h, fake, crm):
+        provider = h.gateway.instances["wa"]
+        assert isinstance(provider, CloudApiProvider)
+        provider.landings.up_since = fake.clock()  # the process started on Meta's clock
+        other = "16505550000"
+        fake.customer_writes(CUSTOMER, "hi")
+        fake.customer_writes(other, "hello")
+        await deliver(fake)
+        await crm.wait_count(2)
+        replies = [
+            ({"id": "op-1", "chat": CUSTOMER, "text": "landed, answer lost"}, True),
+            ({"id": "op-2", "chat": other, "text": "never left"}, False),
+        ]
+        for count, (reply, accepted) in enumerate(replies, 1):
+            fake.fail_next(timeout=True, after_accept=accepted)
+            response = await h.client.post(
+                "/webhooks/crm", json={"messages": [reply]}, headers=CRM_AUTH
+            )
+            assert response.status_code == 200
+            await h.observer.wait_for("retried", count)  # outcome unknown: held, not parked
+        assert [s.text for s in fake.sent] == ["landed, answer lost"]
+        await deliver(fake)  # its `sent` status, naming the job that sent it
+        deliverer = h.gateway.deliverer
+        assert deliverer is not None
+        fake.clock.advance(provider.capabilities.settle_seconds)  # type: ignore[attr-defined]
+        deliverer.wake()
+        await h.observer.wait_for("reconciled", 1)
+        # The status overtook the reply's record: it waits a second for the id map.
+        fake.clock.advance(2)  # type: ignore[attr-defined]
+        deliverer.wake()
+        await crm.wait_for(lambda r: len(r.acks) == 1)
+        assert [s.text for s in fake.sent] == ["landed, answer lost"]  # op-2 waits
+        fake.clock.advance(window)  # type: ignore[attr-defined]
+        fake.customer_writes(CUSTOMER, "thanks")  # the number's webhooks keep arriving
+        await deliver(fake)
+        await crm.wait_count(3)
+        deliverer.wake()
+        await crm.wait_for(lambda r: len(r.acks) == 2)
+        dead = await h.gateway.store.dead_letters()
+    reconciled = {o.message_id: o.detail["landed"] for o in h.observer.of_type("reconciled")}
+    assert reconciled == {"op-1": True, "op-2": False}
+    assert [s.text for s in fake.sent] == ["landed, answer lost", "never left"]  # one each
+    by_message = {a["message_id"]: a["delivered_id"] for a in crm.acks}
+    assert by_message == {"op-1": fake.sent[0].id, "op-2": fake.sent[1].id}
+    assert dead == []
