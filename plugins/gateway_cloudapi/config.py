@@ -34,6 +34,7 @@ OPTIONAL: dict[str, Any] = {
     "read_on_reply": True,
     # Seconds a send whose answer was lost waits for a status echoing its tag before it is
     # sent again (only while the number's webhooks demonstrably arrive): see landed.py.
+    # 0 turns this off: such a send is parked for a person, as before.
     "confirm_window": 600,
 }
 SECRETS = frozenset({"access_token", "app_secret", "verify_token"})
@@ -110,7 +111,7 @@ def parse_config(raw: Mapping[str, Any]) -> tuple[CloudApiConfig | None, list[Pr
             ("waba_id", "must be digits only", "copy the WhatsApp Business Account id (digits)")
         )
     sync_minutes = _number(values, "template_sync_minutes", problems, minimum=1.0)
-    window = _number(values, "confirm_window", problems, minimum=1.0)
+    window = _number(values, "confirm_window", problems, minimum=0.0)
     if problems:
         return None, problems
     config = CloudApiConfig(

@@ -157,7 +157,11 @@ class CloudApiProvider(ChannelProvider):
             window=settings.confirm_window,
             clock=lambda: self.clock(),
         )
-        self.capabilities = replace(self.capabilities, settle_seconds=self.landings.settle)
+        self.capabilities = replace(
+            self.capabilities,
+            finds_sent=settings.confirm_window > 0,
+            settle_seconds=self.landings.settle,
+        )
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

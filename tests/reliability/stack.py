@@ -196,6 +196,10 @@ def stack_settings(stack: Stack, wa_base: str, **overrides: Any) -> dict[str, An
                 "api_base": wa_base,
                 "messages_per_second": 1000,
                 "pair_interval": 0.0,
+                # This stack's fake Meta posts no status webhooks (auto_sent_status off), so
+                # a reply whose answer a kill lost cannot be confirmed by its tag: parked, as
+                # a channel with confirm_window = 0 does (see docs/reliability.md).
+                "confirm_window": 0,
             }
         },
         "crms": {
