@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.models import AccountState, AccountStatus, InboundEvent
-from gateway.testing import GatewayHarness, Recorder, running_gateway
+from gateway.testing import GatewayHarness, Recorder, ToGateway, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -47,25 +47,6 @@ EVENTS = {
     "ONAPPUNINSTALL",
     "ONAPPUPDATE",
 }
-
-
-class ToGateway(httpx.AsyncBaseTransport):
-    """Real HTTP, with the gateway's public host swapped for its loopback address."""
-
-    def __init__(self) -> None:
-        self.target: httpx.URL | None = None
-        self.inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "gw.example.com":
-            assert self.target is not None, "the gateway is not serving yet"
-            request.url = request.url.copy_with(
-                scheme=self.target.scheme, host=self.target.host, port=self.target.port
-            )
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class Gate:

@@ -23,7 +23,7 @@ from gateway_fakes.bitrix24 import FakePortal
 from gateway_fakes.bitrix24.browser import form_fields
 from gateway_fakes.chatapi import FakeChatApi
 
-from gateway.testing import GatewayHarness, running_gateway
+from gateway.testing import GatewayHarness, ToGateway, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -32,25 +32,6 @@ SECRET = "history-webhook-secret-0123"
 IVAN = "79001234567@c.us"
 OLGA = "79007654321@c.us"
 DAY = 86_400.0
-
-
-class ToGateway(httpx.AsyncBaseTransport):
-    """Real HTTP, with the gateway's public host swapped for its loopback address."""
-
-    def __init__(self) -> None:
-        self.target: httpx.URL | None = None
-        self.inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "gw.example.com":
-            assert self.target is not None, "the gateway is not serving yet"
-            request.url = request.url.copy_with(
-                scheme=self.target.scheme, host=self.target.host, port=self.target.port
-            )
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class Past:

@@ -36,6 +36,7 @@ from gateway.settings_check import secret_values
 from gateway.testing import providers as test_providers
 from gateway.testing.recorder import Received, Recorder
 from gateway.testing.redaction import redact_in_tests
+from gateway.testing.transports import ToGateway
 
 __all__ = [
     "FakeNetwork",
@@ -43,6 +44,7 @@ __all__ = [
     "Observer",
     "Received",
     "Recorder",
+    "ToGateway",
     "UnexpectedHost",
     "build_gateway",
     "configure_logging",

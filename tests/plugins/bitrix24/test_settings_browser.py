@@ -23,7 +23,7 @@ from gateway_bitrix24.provider import Bitrix24Provider
 from gateway_fakes.bitrix24 import FakePortal
 from gateway_fakes.greenapi import FakeGreenApi
 
-from gateway.testing import running_gateway
+from gateway.testing import ToGateway, running_gateway
 from gateway.testing.fake_common import ManualClock
 
 from .support import PUBLIC
@@ -66,24 +66,6 @@ def settings(tmp_path: Path, portal: FakePortal) -> dict[str, Any]:
             }
         },
     }
-
-
-class ToGateway(httpx.AsyncBaseTransport):
-    """The portal's real HTTP to the gateway's public host, sent to its loopback address."""
-
-    def __init__(self, served: str) -> None:
-        self.target = httpx.URL(served)
-        self.inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == httpx.URL(PUBLIC).host:
-            request.url = request.url.copy_with(
-                scheme=self.target.scheme, host=self.target.host, port=self.target.port
-            )
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def snap(page: Page, name: str, tmp_path: Path) -> None:
@@ -144,7 +126,7 @@ async def test_link_a_number_watch_its_qr_renew_and_see_it_connect(
     }
     async with running_gateway(settings(tmp_path, portal), apps=apps, serve_http=True) as h:
         assert h.url is not None
-        portal.http = httpx.AsyncClient(transport=ToGateway(h.url))
+        portal.http = httpx.AsyncClient(transport=ToGateway(httpx.URL(PUBLIC).host, target=h.url))
         await portal.install(f"{PUBLIC}/webhooks/b24/install")
         portal.finish_install()
         provider = h.gateway.instances["b24"]
@@ -197,7 +179,7 @@ async def test_without_javascript_the_buttons_do_the_same(browser: Browser, tmp_
     }
     async with running_gateway(settings(tmp_path, portal), apps=apps, serve_http=True) as h:
         assert h.url is not None
-        portal.http = httpx.AsyncClient(transport=ToGateway(h.url))
+        portal.http = httpx.AsyncClient(transport=ToGateway(httpx.URL(PUBLIC).host, target=h.url))
         await portal.install(f"{PUBLIC}/webhooks/b24/install")
         portal.finish_install()
         context = await browser.new_context(java_script_enabled=False)
