@@ -157,8 +157,11 @@ async def test_crm_card_to_whatsapp_status_back_and_the_reply_in_the_open_line(
         assert mirrored.author == "operator" and "Your order is ready" in mirrored.text
 
         # WhatsApp reports it delivered, then read: the CRM shows delivered
-        await w.channel({"statuses": [{"id": sent.native_id, "status": "delivered"}]})
+        # (WhatsApp's own "sent" is not told again: the CRM saw it when the channel took it)
+        statuses = [{"id": sent.native_id, "status": s} for s in ("sent", "delivered")]
+        await w.channel({"statuses": statuses})
         await w.until(lambda: sms.statuses[-1:] == ["delivered"])
+        assert sms.statuses == ["sent", "delivered"]
 
         # the customer answers: the same open-line chat
         await w.channel(

@@ -46,8 +46,8 @@ from .texts import PortalLanguages
 log = logging.getLogger("gateway.bitrix24")
 
 CRM_KEY = "b24crm"
+# WhatsApp's own `sent` says nothing new: `sent` was reported when the channel took it.
 _STATUS_NAMES = {
-    DeliveryStatus.SENT: "sent",
     DeliveryStatus.DELIVERED: "delivered",
     DeliveryStatus.READ: "delivered",
     DeliveryStatus.FAILED: "undelivered",
