@@ -74,6 +74,7 @@ from gateway.providers import (
     WebhookResult,
     send_each,
 )
+from gateway.readback import Claims, Match, Planned, find_in_lists
 
 __all__ = [
     "JSON",
@@ -89,6 +90,7 @@ __all__ = [
     "Capabilities",
     "Catalogue",
     "ChannelProvider",
+    "Claims",
     "ConfigError",
     "ConfigProblem",
     "Contact",
@@ -107,6 +109,7 @@ __all__ = [
     "InstanceContext",
     "Landing",
     "Location",
+    "Match",
     "MediaDownload",
     "MediaStorage",
     "MediaTooLarge",
@@ -117,6 +120,7 @@ __all__ = [
     "Outcome",
     "Outgoing",
     "PermanentError",
+    "Planned",
     "PluginContext",
     "Provider",
     "ProviderKind",
@@ -137,6 +141,7 @@ __all__ = [
     "WebhookResult",
     "clean_filename",
     "error_response",
+    "find_in_lists",
     "hookimpl",
     "national_to_international",
     "normalize_language",

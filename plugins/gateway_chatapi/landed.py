@@ -24,18 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import (
-    DeliveryError,
+    Claims,
     Hub,
     Landing,
+    Match,
     NotLanded,
     Outgoing,
     PermanentError,
+    Planned,
     ProviderState,
     Sent,
     TemporaryError,
+    find_in_lists,
 )
 from gateway_chatapi.client import ChatApiClient
-from gateway_chatapi.outbound import Part, plan_send
+from gateway_chatapi.outbound import plan_send
 
 #: How far the instance's clock may lag ours when `time` is compared with an attempt's start.
 CLOCK_SKEW = 30.0
@@ -71,52 +74,40 @@ class Landings:
         self.clock = clock
 
     async def find(self, batch: Sequence[Outgoing]) -> list[Landing]:
-        plans: list[tuple[list[Part], list[str], Sought | None] | DeliveryError] = []
-        for item in batch:
-            try:
-                plans.append(await self._plan(item))
-            except DeliveryError as exc:
-                plans.append(exc)
-        sought = [p[2] for p in plans if not isinstance(p, DeliveryError) and p[2] is not None]
-        queued: list[dict[str, Any]] = []
-        history: list[dict[str, Any]] = []
-        if sought:
-            queued = await self._queue()
-            history = await self._history(min(s.since for s in sought))
-        taken: set[str] = set()
-        answers: list[Landing] = []
-        for item, plan in zip(batch, plans, strict=True):
-            if isinstance(plan, DeliveryError):
-                answers.append(plan)
-                continue
-            parts, done, wanted = plan
-            if wanted is None:  # every part went out; only the progress was left
-                answers.append(await self._answer(item, parts, done[:-1], done[-1]))
-                continue
-            found = await self._match(wanted, queued, history, taken)
-            answers.append(await self._answer(item, parts, done, found))
-        return answers
+        claims = Claims(self.hub, self.instance)
+        return await find_in_lists(
+            batch, claims, plan=self._plan, look_up=self._look_up, answer=self._answer
+        )
 
-    async def _plan(self, item: Outgoing) -> tuple[list[Part], list[str], Sought | None]:
+    async def _plan(self, item: Outgoing) -> Planned[Sought]:
         parts = plan_send(item)
         done: list[str] = []
         if len(parts) > 1:
             stored = await self.state.get(_progress_key(item))
             done = [str(x) for x in stored][: len(parts)] if isinstance(stored, list) else []
             if len(done) == len(parts):
-                return parts, done, None
+                return Planned(len(parts), None, done)
         part = parts[len(done)]
         body = part.body
         chat_id = str(body.get("chatId") or f"{body.get('phone')}@c.us")
         since = (item.sending_since or self.clock() - DEFAULT_WINDOW) - CLOCK_SKEW
         if part.method == "sendMessage":
-            return parts, done, Sought(chat_id, True, str(body["body"]), since)
+            return Planned(len(parts), Sought(chat_id, True, str(body["body"]), since), done)
         if part.method == "sendFile" and body.get("caption"):
-            return parts, done, Sought(chat_id, False, str(body["caption"]), since)
+            return Planned(len(parts), Sought(chat_id, False, str(body["caption"]), since), done)
         raise PermanentError(
             f"a {part.method} without a text cannot be recognised in Chat API's history",
             code="NOT_RECOGNISABLE",
         )
+
+    async def _look_up(self, sought: list[Sought]) -> Match[Sought]:
+        queued = await self._queue()
+        history = await self._history(min(s.since for s in sought))
+
+        async def match(wanted: Sought, claims: Claims) -> str | None:
+            return await self._match(wanted, queued, history, claims)
+
+        return match
 
     async def _queue(self) -> list[dict[str, Any]]:
         data = await self.client.call("showMessagesQueue", http_method="GET")
@@ -137,7 +128,7 @@ class Landings:
         wanted: Sought,
         queued: list[dict[str, Any]],
         history: list[dict[str, Any]],
-        taken: set[str],
+        claims: Claims,
     ) -> str | None:
         for entry in queued:
             # The queue names the chat in `metadata` or inside the message id
@@ -149,8 +140,8 @@ class Landings:
                 continue
             if str(entry.get("body")) != wanted.text:
                 continue
-            if await self._free(entry.get("id"), taken, wanted.chat_id):
-                return str(entry["id"])
+            if found := await claims.take(entry.get("id")):
+                return found
         for message in history:
             if message.get("chatId") != wanted.chat_id:
                 continue
@@ -160,32 +151,22 @@ class Landings:
             shown = message.get("body") if is_text else message.get("caption")
             if is_text != wanted.is_text or str(shown or "") != wanted.text:
                 continue
-            if await self._free(message.get("id"), taken, wanted.chat_id):
-                return str(message["id"])
+            if found := await claims.take(message.get("id")):
+                return found
         return None
 
-    async def _free(self, message_id: object, taken: set[str], chat_id: str) -> bool:
-        """Whether `message_id` may stand for the item: not taken by another of this batch,
-        nor recorded by the gateway for another message (an earlier part counts too)."""
-        if not isinstance(message_id, str) or not message_id or message_id in taken:
-            return False
-        if await self.hub.was_sent_by_gateway(self.instance, message_id):
-            return False
-        taken.add(message_id)
-        return True
-
     async def _answer(
-        self, item: Outgoing, parts: list[Part], done: list[str], found: str | None
+        self, item: Outgoing, parts: int, done: list[str], found: str | None
     ) -> Landing:
         if found is None:
             return NotLanded("not in Chat API's queue nor in its history")
         done = [*done, found]
-        if len(parts) == 1:
+        if parts == 1:
             return Sent(native_id=found)
-        if len(done) < len(parts):
+        if len(done) < parts:
             # This part went out: the resend continues with the next one.
             await self.state.put(_progress_key(item), done)
-            return NotLanded(f"{len(done)} of {len(parts)} parts landed")
+            return NotLanded(f"{len(done)} of {parts} parts landed")
         await self.state.delete(_progress_key(item))
         return Sent(native_id=done[0], extra={"parts": done[1:]})
 

@@ -31,16 +31,19 @@ from typing import Any
 
 from gateway import (
     JSON,
-    DeliveryError,
+    Claims,
     Hub,
     Landing,
+    Match,
     Message,
     NotLanded,
     Outgoing,
     PermanentError,
+    Planned,
     ProviderState,
     Sent,
     TemporaryError,
+    find_in_lists,
 )
 from gateway_greenapi import outbound
 from gateway_greenapi.chats import chat_id_for
@@ -87,33 +90,12 @@ class Landings:
         self.clock = clock
 
     async def find(self, batch: Sequence[Outgoing]) -> list[Landing]:
-        plans: list[tuple[int, list[str], Sought | None] | DeliveryError] = []
-        for item in batch:
-            try:
-                plans.append(await self._plan(item))
-            except DeliveryError as exc:
-                plans.append(exc)
-        sought = [p[2] for p in plans if not isinstance(p, DeliveryError) and p[2] is not None]
-        queued: list[dict[str, Any]] = []
-        journal: list[dict[str, Any]] = []
-        if sought:
-            queued = _dicts(await self.client.call("GET", "showMessagesQueue"))
-            journal = await self._journal(min(s.since for s in sought))
-        taken: set[str] = set()
-        answers: list[Landing] = []
-        for item, plan in zip(batch, plans, strict=True):
-            if isinstance(plan, DeliveryError):
-                answers.append(plan)
-                continue
-            count, done, wanted = plan
-            if wanted is None:  # every part went out; only the progress was left
-                answers.append(await self._answer(item, count, done[:-1], done[-1]))
-                continue
-            found = await self._match(wanted, queued, journal, taken)
-            answers.append(await self._answer(item, count, done, found))
-        return answers
+        claims = Claims(self.hub, self.instance)
+        return await find_in_lists(
+            batch, claims, plan=self._plan, look_up=self._look_up, answer=self._answer
+        )
 
-    async def _plan(self, item: Outgoing) -> tuple[int, list[str], Sought | None]:
+    async def _plan(self, item: Outgoing) -> Planned[Sought]:
         event = item.event
         if not isinstance(event, Message):
             raise PermanentError(f"a {event.kind} is not looked for", code="NOT_RECOGNISABLE")
@@ -125,20 +107,30 @@ class Landings:
             if isinstance(saved, dict) and isinstance(saved.get("ids"), list):
                 done = [str(i) for i in saved["ids"]][: len(parts)]
             if len(done) == len(parts):
-                return len(parts), done, None
+                return Planned(len(parts), None, done)
         part = parts[len(done)]
         since = (item.sending_since or self.clock() - MAX_MINUTES * 60) - CLOCK_SKEW
         payload = part.payload
         if part.method == "sendMessage":
-            return len(parts), done, Sought(chat_id, part.method, payload["message"], None, since)
+            text = payload["message"]
+            return Planned(len(parts), Sought(chat_id, part.method, text, None, since), done)
         if part.method == "sendFileByUrl":
             caption = str(payload.get("caption") or "")
             name = str(payload["fileName"])
-            return len(parts), done, Sought(chat_id, part.method, caption, name, since)
+            return Planned(len(parts), Sought(chat_id, part.method, caption, name, since), done)
         raise PermanentError(
             f"a {part.method} cannot be recognised in GREEN-API's journal",
             code="NOT_RECOGNISABLE",
         )
+
+    async def _look_up(self, sought: list[Sought]) -> Match[Sought]:
+        queued = _dicts(await self.client.call("GET", "showMessagesQueue"))
+        journal = await self._journal(min(s.since for s in sought))
+
+        async def match(wanted: Sought, claims: Claims) -> str | None:
+            return await self._match(wanted, queued, journal, claims)
+
+        return match
 
     async def _journal(self, since: float) -> list[dict[str, Any]]:
         minutes = min(MAX_MINUTES, max(1, math.ceil((self.clock() - since) / 60) + 1))
@@ -152,7 +144,7 @@ class Landings:
         wanted: Sought,
         queued: list[dict[str, Any]],
         journal: list[dict[str, Any]],
-        taken: set[str],
+        claims: Claims,
     ) -> str | None:
         for entry in queued:
             body = entry.get("body")
@@ -160,8 +152,8 @@ class Landings:
                 continue
             if str(entry.get("type")) != wanted.method or not _same(wanted, body, queue=True):
                 continue
-            if await self._free(entry.get("messageID"), taken):
-                return str(entry["messageID"])
+            if found := await claims.take(entry.get("messageID")):
+                return found
         for entry in journal:
             if entry.get("chatId") != wanted.chat_id or entry.get("sendByApi") is False:
                 continue
@@ -169,19 +161,9 @@ class Landings:
                 continue
             if not _same(wanted, entry, queue=False):
                 continue
-            if await self._free(entry.get("idMessage"), taken):
-                return str(entry["idMessage"])
+            if found := await claims.take(entry.get("idMessage")):
+                return found
         return None
-
-    async def _free(self, message_id: object, taken: set[str]) -> bool:
-        """Whether `message_id` may stand for the item: not taken by another of this batch,
-        nor recorded by the gateway for another message."""
-        if not isinstance(message_id, str) or not message_id or message_id in taken:
-            return False
-        if await self.hub.was_sent_by_gateway(self.instance, message_id):
-            return False
-        taken.add(message_id)
-        return True
 
     async def _answer(
         self, item: Outgoing, count: int, done: list[str], found: str | None
