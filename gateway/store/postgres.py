@@ -1,9 +1,10 @@
 """The shared store: PostgreSQL, for several gateway processes on one database.
 
 One connection pool per process (psycopg 3, async); statements run in autocommit unless
-they must be one transaction. Ingest and claim are single statements, so a webhook costs
-one round trip and one commit. `postgres_queue` holds the queue SQL and explains how the
-lanes stay consistent with several processes; `postgres_schema` the migrations.
+they must be one transaction. Claim is a single statement; the webhooks of one loop turn
+share one ingest transaction and commit (`postgres_ingest`). `postgres_queue` holds the
+queue SQL and explains how the lanes stay consistent with several processes;
+`postgres_schema` the migrations.
 
 Cross-process parts:
 * `lock(name)` is a session advisory lock (`pg_advisory_lock`, key: a hash of the schema and

@@ -14,12 +14,12 @@ processes:
   claims next; nothing frees leases at start.
 * Every other writer locks a lane's row *before* reading the lane's jobs in a later
   statement (read committed: each statement sees what committed before it started). Ingest
-  inserts its jobs and then upserts the lane row in the same statement, which locks the row.
-  So a writer that finds a lane empty and deletes its row cannot miss a job committed by
+  locks its lanes' rows, or makes them, before it inserts its jobs (`postgres_ingest`). So
+  a writer that finds a lane empty and deletes its row cannot miss a job committed by
   someone else: that job's ingest either committed before the lock was granted (and is seen)
   or waits for the lock and re-creates the row.
-* Locks are taken in lane order; a deadlock that still happens (an ingest and a finish
-  meeting on two new lanes) is retried by the store.
+* Lane locks are taken in lane order, before any other lock of the transaction; a deadlock
+  that still happens (a finish's follow-ups meeting an ingest on new lanes) is retried.
 """
 
 from __future__ import annotations
@@ -71,38 +71,52 @@ ENQUEUE = (
     " SELECT id, sort_time IS NOT NULL AND EXISTS (SELECT 1 FROM jobs o WHERE o.lane = new.lane"
     " AND o.state = 'ready' AND o.sort_time > new.sort_time) FROM new ORDER BY id"
 )
-# Events first (ON CONFLICT DO NOTHING also drops a key repeated within the call: the first
-# occurrence is inserted), then held messages (no route, or behind a held message of their
-# conversation: `held` as the statement found it, or an earlier item of this call), then
-# the jobs of the other items whose event was new, then lane heads. A hold bumps the "held"
-# version; the result says which items were held.
+# Run after `postgres_ingest.lock_lanes` in the same transaction. Events first, inserted in key
+# order so that groups with common keys (a webhook redelivered to two processes) wait for
+# each other instead of deadlocking, with ids drawn in arrival order (ON CONFLICT DO
+# NOTHING also drops a key repeated within the call: the first occurrence is inserted).
+# Then held messages (no route, or behind a held message of their conversation: `held` as
+# the statement found it, or an earlier item of this call), then the jobs of the other
+# items whose event was new, then lane heads; placeholders of lanes that got no job go.
+# Each item has its own time (`at`). A hold bumps the "held" version; the result says
+# which items were held.
 INGEST = (
-    "WITH item AS (SELECT * FROM unnest(%(instance)s::text[], %(key)s::text[],"  # noqa: S608
-    " %(event)s::bytea[], %(hold)s::boolean[], %(conversation)s::text[], %(target)s::text[])"
-    " WITH ORDINALITY AS i(instance, dedupe_key, event, hold, conversation, target, n)),"
-    " ev AS (INSERT INTO events (instance, dedupe_key, event, received_at)"
-    " SELECT instance, dedupe_key, event, %(now)s FROM item ORDER BY n"
+    "WITH item AS (SELECT *, nextval(pg_get_serial_sequence('events', 'id')) AS eid"  # noqa: S608
+    " FROM unnest(%(instance)s::text[], %(key)s::text[], %(event)s::bytea[],"
+    " %(hold)s::boolean[], %(conversation)s::text[], %(target)s::text[], %(at)s::float8[])"
+    " WITH ORDINALITY AS i(instance, dedupe_key, event, hold, conversation, target, at, n)),"
+    " ev AS (INSERT INTO events (id, instance, dedupe_key, event, received_at)"
+    " OVERRIDING SYSTEM VALUE SELECT eid, instance, dedupe_key, event, at FROM item"
+    ' ORDER BY instance COLLATE "C", dedupe_key COLLATE "C", n'
     " ON CONFLICT (instance, dedupe_key) DO NOTHING RETURNING id, instance, dedupe_key),"
     " firsts AS (SELECT DISTINCT ON (item.instance, item.dedupe_key) item.*, ev.id"
     " FROM item JOIN ev USING (instance, dedupe_key)"
     " ORDER BY item.instance, item.dedupe_key, item.n),"
     " parked AS (SELECT f.n, f.instance, f.target, f.conversation, f.dedupe_key, f.event,"
-    " CASE WHEN f.hold THEN %(no_route)s ELSE %(behind)s END AS reason FROM firsts f"
+    " f.at, CASE WHEN f.hold THEN %(no_route)s ELSE %(behind)s END AS reason FROM firsts f"
     " WHERE f.conversation IS NOT NULL AND (f.hold OR (f.n = ANY(%(item)s::bigint[]) AND ("
     "EXISTS (SELECT 1 FROM held h WHERE h.instance = f.instance"
     " AND h.conversation = f.conversation AND h.dead_at IS NULL)"
     " OR EXISTS (SELECT 1 FROM firsts g WHERE g.instance = f.instance"
     " AND g.conversation = f.conversation AND g.n < f.n AND g.hold))))),"
     " kept AS (INSERT INTO held (instance, target, conversation, dedupe_key, event, held_at,"
-    " reason) SELECT instance, target, conversation, dedupe_key, event, %(now)s, reason"
+    " reason) SELECT instance, target, conversation, dedupe_key, event, at, reason"
     " FROM parked ORDER BY n RETURNING id),"
-    f" new AS ({_INSERT_NEW} FROM unnest(%(item)s::bigint[], {_JOB_ARRAYS})"
+    " new AS (INSERT INTO jobs (kind, route, source, destination, lane, payload, created_at,"
+    " available_at, sort_time) SELECT j.kind, j.route, j.source, j.destination, j.lane,"
+    f" j.payload, firsts.at, firsts.at, j.sort_time FROM unnest(%(item)s::bigint[], {_JOB_ARRAYS})"
     " WITH ORDINALITY AS j(item, kind, route, source, destination, lane, payload, sort_time,"
     " n)"
     " JOIN firsts ON firsts.n = j.item"
     " WHERE NOT EXISTS (SELECT 1 FROM parked WHERE parked.n = j.item)"
-    " ORDER BY j.n RETURNING id, lane, destination, sort_time),"
-    f" heads AS ({_UPSERT_HEADS}),"
+    " ORDER BY j.n RETURNING id, lane, destination, sort_time, available_at),"
+    " heads AS (INSERT INTO lanes (lane, destination, head, available_at)"
+    " SELECT lane, min(destination), min(id), (array_agg(available_at ORDER BY id))[1]"
+    ' FROM new GROUP BY lane ORDER BY lane COLLATE "C"'
+    " ON CONFLICT (lane) DO UPDATE SET head = excluded.head,"
+    " available_at = excluded.available_at WHERE excluded.head < lanes.head),"
+    " emptied AS (DELETE FROM lanes WHERE lane = ANY(%(lanes)s::text[])"
+    " AND head = 'Infinity' AND NOT EXISTS (SELECT 1 FROM new WHERE new.lane = lanes.lane)),"
     " bumped AS (INSERT INTO state_versions (scope, version) SELECT 'held', 1"
     " WHERE EXISTS (SELECT 1 FROM parked) ON CONFLICT (scope)"
     " DO UPDATE SET version = state_versions.version + 1)"
@@ -176,10 +190,11 @@ async def insert_jobs(conn: Conn, jobs: Sequence[JobRow], now: float) -> list[in
 async def ingest(
     conn: Conn,
     items: Sequence[tuple[str, str, bytes, Sequence[JobRow], bool, str | None, str | None]],
-    now: float,
+    at: Sequence[float],
 ) -> tuple[list[int | None], bool, list[int]]:
     """New event ids (None: duplicate), whether any item was held, and the new jobs to place
-    ahead of newer ones (`place_late`)."""
+    ahead of newer ones (`place_late`). `at`: each item's time. In a transaction, after
+    `postgres_ingest.lock_lanes` locked the items' lanes."""
     jobs: list[JobRow] = []
     owners: list[int] = []
     for n, item in enumerate(items, start=1):
@@ -192,9 +207,10 @@ async def ingest(
         "hold": [i[4] for i in items],
         "conversation": [i[5] for i in items],
         "target": [i[6] for i in items],
+        "at": list(at),
         "item": owners,
         **job_arrays(jobs),
-        "now": now,
+        "lanes": sorted({job[4] for job in jobs}),
         "no_route": NO_ROUTE,
         "behind": BEHIND_HELD,
     }
