@@ -122,10 +122,11 @@ INGEST = (
     " DO UPDATE SET version = state_versions.version + 1)"
     " SELECT n, id, EXISTS (SELECT 1 FROM parked WHERE parked.n = firsts.n),"
     # Messages that arrived after newer ones of their lane still waiting (as the statement
-    # found the lanes): `place_late` puts them ahead.
-    " (SELECT array_agg(new.id) FROM new WHERE new.sort_time IS NOT NULL AND EXISTS"
+    # found the lanes, or earlier in this call): `place_late` puts them ahead.
+    " (SELECT array_agg(new.id) FROM new WHERE new.sort_time IS NOT NULL AND (EXISTS"
     " (SELECT 1 FROM jobs o WHERE o.lane = new.lane AND o.state = 'ready'"
-    " AND o.sort_time > new.sort_time)) FROM firsts"
+    " AND o.sort_time > new.sort_time) OR EXISTS (SELECT 1 FROM new o"
+    " WHERE o.lane = new.lane AND o.id < new.id AND o.sort_time > new.sort_time))) FROM firsts"
 )
 CLAIM = (
     "WITH picked AS (SELECT lane FROM lanes WHERE destination = %(destination)s"  # noqa: S608

@@ -14,7 +14,8 @@ import pytest
 from gateway.errors import StoreError
 from gateway.store import open_store
 from gateway.store.base import Store
-from gateway.store.contract import NOW, item, job
+from gateway.store.contract import LEASE, NOW, item, job
+from gateway.store.contract_order import message, names
 from gateway.store.postgres_ingest import GroupedIngest
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.sqlite_thread import Writer
@@ -82,6 +83,22 @@ async def test_dedupe_holds_within_a_group(store: Store) -> None:
     assert both[0] is not None and both[1] is None
     [stats] = await store.stats(NOW)
     assert stats.ready == 3  # k1, k2, k3: one job each, the repeats none
+
+
+async def test_a_late_message_goes_ahead_of_a_newer_one_of_its_group(store: Store) -> None:
+    await store.ingest([item("k4", message("m4", 40, lane="chat-2"))], NOW)
+    before = batches(store)
+    await asyncio.gather(
+        store.ingest([item("k3", message("m3", 30))], NOW + 1),
+        store.ingest([item("k1", message("m1", 10))], NOW + 1),  # redelivered late
+        store.ingest(
+            [item("k2", message("m2", 20)), item("k0", message("m0", 5, "chat-2"))], NOW + 1
+        ),
+    )
+    assert batches(store) - before == 1
+    claimed = await store.claim("crm", "w1", 10, LEASE, NOW + 2)
+    assert names([j for j in claimed if j.lane == "chat-1"]) == ["m1", "m2", "m3"]
+    assert names([j for j in claimed if j.lane == "chat-2"]) == ["m0", "m4"]
 
 
 async def test_a_failing_caller_fails_alone_in_its_group(store: Store) -> None:
