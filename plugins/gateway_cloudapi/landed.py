@@ -5,18 +5,34 @@ carry `biz_opaque_callback_data` (up to 512 characters), and every status webhoo
 message (`sent`, `delivered`, `read`, `failed`) repeats it. So every send carries a tag
 naming its job and part (`wcg:{job}:{part}`: no secret, no customer data), and:
 
-* **Evidence.** A status that carries our tag for a wamid the gateway does not know (the
-  send's answer never came back: a crash, a read timeout) is written to the instance's
-  state, `landed:{job}:{part}` -> the wamid: one write, on that rare path only. A status of
-  a message this process sent is known from memory; any other costs one id-map lookup
-  (`Hub.was_sent_by_gateway`) before anything is written.
+* **Evidence.** A status that carries our tag for a wamid the gateway has not recorded is
+  written to the instance's state, `landed:{job}:{part}` -> the wamid: one write. That is
+  a send whose answer never came back (a crash, a read timeout), or one whose answer came
+  but whose batch the core has yet to record: a `sent` status can outrun the end of its
+  batch, and a crash before the record would leave the send unknown with its status
+  already answered 2xx (the crash chaos run found two such, sent twice). So the first
+  status of each message costs one id-map lookup (`Hub.was_sent_by_gateway`); once the id
+  map or the evidence holds it, its later statuses (`delivered`, `read`) are known from
+  memory.
 * **Landed.** `find_sent` finds that evidence: `Sent` with the wamid, recorded as if the
   send had answered.
 * **Not landed.** No status at all, `confirm_window` seconds after the attempt began (or
   after this process started, whichever is later: a status posted while the gateway was
-  down is re-posted by Meta after it came back, on Meta's own schedule), and this process
-  received a Cloud API webhook for the number in the second half of that window, so the
-  webhook endpoint demonstrably worked then: `NotLanded`, sent again.
+  down is re-posted by Meta after it came back, on Meta's own schedule), and proof that
+  the webhook endpoint worked, so that a status of ours would have come: `NotLanded`, sent
+  again. Either proof will do:
+
+  - a status reached this process for a send it made whose answer came after the
+    suspect's attempt began: Meta took a later send of this number and its status got
+    through, but none of ours. This is what settles a quiet number (the last replies
+    before a crash, nothing after them): no webhook may come late in the window;
+  - a Cloud API webhook for the number reached this process in the second half of the
+    window, after a re-post of a status lost at the start would have come (a busy number,
+    or the sends were made by another process of a pool).
+
+  Not "any webhook after the window's start": a customer's message right after a restart
+  says nothing of statuses, whereas a later send's status shows that statuses Meta posted
+  after ours would have been posted got through.
 * **Cannot tell.** Otherwise `TemporaryError`: asked again later (first after
   `settle_seconds`, then at growing intervals), and parked by the core after its
   `max_attempts` with the reason, since a missing status while no webhook arrives proves
@@ -94,7 +110,11 @@ class Landings:
         #: When this process began receiving (`start`), and last received a webhook.
         self.up_since = clock()
         self.heard_at: float | None = None
-        self._recent: dict[str, None] = {}
+        #: The latest answer time of a send of this process whose status then came back.
+        self.confirmed: float | None = None
+        #: wamid -> (when this process got it as a send's answer, or None for another's
+        #: send; whether the id map or the evidence holds it, so its statuses cost nothing).
+        self._recent: dict[str, tuple[float | None, bool]] = {}
 
     @property
     def settle(self) -> float:
@@ -110,8 +130,12 @@ class Landings:
 
     # the send and webhook paths ----------------------------------------------------------
     def sent(self, wamid: str) -> None:
-        """This process got `wamid` as a send's answer: its statuses need no lookup."""
-        self._recent[wamid] = None
+        """This process got `wamid` as a send's answer (not yet recorded by the core)."""
+        _, durable = self._recent.get(wamid, (None, False))
+        self._remember(wamid, self.clock(), durable)
+
+    def _remember(self, wamid: str, answered: float | None, durable: bool) -> None:
+        self._recent[wamid] = (answered, durable)
         if len(self._recent) > RECENT:
             del self._recent[next(iter(self._recent))]
 
@@ -120,21 +144,25 @@ class Landings:
         self.heard_at = self.clock()
 
     async def saw_status(self, wamid: str, label: str, recipient: str | None) -> None:
-        """A status carrying `label`: evidence, if its send's answer never came back."""
+        """A status carrying `label`: evidence, unless the id map already holds its send."""
         found = _TAG.match(label)
-        if found is None or wamid in self._recent:
+        if found is None:
+            return
+        answered, durable = self._recent.get(wamid, (None, False))
+        if answered is not None and (self.confirmed is None or answered > self.confirmed):
+            self.confirmed = answered
+        if durable:
             return
         if await self.hub.was_sent_by_gateway(self.instance, wamid):
-            self.sent(wamid)
+            self._remember(wamid, answered, True)
             return
         key = f"{EVIDENCE}{int(found[1])}:{int(found[2])}"
         stored = await self.state.get(key)
-        if isinstance(stored, dict) and stored.get("id") == wamid:
-            self.sent(wamid)
-            return
-        await self.state.put(key, {"id": wamid, "to": recipient, "at": self.clock()})
-        self.sent(wamid)
-        log.info("%s: a status names %s, whose send had no answer: it landed", self.instance, key)
+        if not (isinstance(stored, dict) and stored.get("id") == wamid):
+            await self.state.put(key, {"id": wamid, "to": recipient, "at": self.clock()})
+            # Often only a status outrunning its send's record: `find_sent` tells the rest.
+            log.debug("%s: a status names %s, not recorded yet: written down", self.instance, key)
+        self._remember(wamid, answered, True)
 
     # find_sent ---------------------------------------------------------------------------
     async def find(self, batch: Sequence[Outgoing]) -> list[Landing]:
@@ -188,14 +216,15 @@ class Landings:
                 code="awaiting_status",
                 retry_after=wait,
             )
-        if self.heard_at is None or self.heard_at < base + self.window / 2:
+        later_confirmed = self.confirmed is not None and self.confirmed > began
+        heard_late = self.heard_at is not None and self.heard_at >= base + self.window / 2
+        if not (later_confirmed or heard_late):
             return TemporaryError(
                 "no status from WhatsApp for it, but no Cloud API webhook reached the "
-                "gateway lately either, so that proves nothing: check the webhook setup",
+                "gateway lately, nor a status of a later send, so that proves nothing: "
+                "check the webhook setup",
                 code="no_webhooks",
                 retry_after=max(self.settle, self.window / 4),
             )
-        return NotLanded(
-            f"no status from WhatsApp for it within {self.window:g} s, "
-            "while its webhooks kept arriving"
-        )
+        proof = "a later send's status came" if later_confirmed else "its webhooks kept arriving"
+        return NotLanded(f"no status from WhatsApp for it within {self.window:g} s, while {proof}")

@@ -3,6 +3,8 @@
 Both fakes are served by uvicorn on loopback in the test process; the gateway talks to them
 over real HTTP by their loopback URLs (`api_base`, the portal's `client_endpoint`), so the
 same settings work for an in-process gateway and for `gateway run` in a child process.
+The fake Meta posts a `sent` status for each message it takes and re-posts what the gateway
+refused, on its own (`Stack.meta_posts`), as Meta does.
 
 The Bitrix24 install needs the OAuth server (an https URL the plugin insists on), so it is
 done once by an in-process gateway on the same store, with the OAuth host routed to the
@@ -40,6 +42,11 @@ from gateway.testing.tally import Tally
 ADMIN = "reliability-admin-token"
 LINE = 1
 KEY = re.compile(r"c\d+/(?:in|out)/\d+")
+#: The Cloud API channel's `confirm_window` when the fake Meta posts statuses: well past
+#: the fake's re-post of a status a kill refused (doubling from 0.25 s, at most 1 s apart,
+#: posted every `POST_EVERY`), so a reply that landed is named by its status in time.
+CONFIRM_WINDOW = 10.0
+POST_EVERY = 0.1
 NOTICE = "[b]⚠ Not delivered to WhatsApp[/b]"
 
 
@@ -79,6 +86,8 @@ class Stack:
     mounts: dict[str, ASGIApp] = field(default_factory=dict)
     #: Cleared while the gateway is down, so drivers wait instead of spinning.
     up: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Held by whoever makes the fake Meta post, so no post sees another's retries half done.
+    posting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def public_url(self) -> str:
@@ -116,24 +125,36 @@ class Stack:
     async def customers_write(self, tally: Tally, round_: int, chats: list[str]) -> int:
         """One message from each customer in one webhook POST, re-posted until answered 2xx
         (as Meta does); returns how many re-posts it took."""
-        for i, chat in enumerate(chats):
-            key = f"c{i}/in/{round_}"
-            tally.send(conversation_of(key), key)
-            self.whatsapp.customer_writes(chat, key)
-        made = await self.whatsapp.deliver_webhooks()
-        reposts = 0
+        async with self.posting:
+            for i, chat in enumerate(chats):
+                key = f"c{i}/in/{round_}"
+                tally.send(conversation_of(key), key)
+                self.whatsapp.customer_writes(chat, key)
+            made = await self.whatsapp.deliver_webhooks()
+            reposts = 0
+            while True:
+                for delivery in made:
+                    if delivery.ok:
+                        for key in KEY.findall(repr(json.loads(delivery.body))):
+                            tally.accept(key)
+                        self.pulse.event.set()  # progress for anyone waiting on acceptances
+                if not self.whatsapp.retries:
+                    return reposts
+                reposts += len(self.whatsapp.retries)
+                await self.up.wait()
+                await asyncio.sleep(0.05)  # the provider's retry backoff
+                made = await self.whatsapp.retry_webhooks(force=True)
+
+    async def meta_posts(self) -> None:
+        """The fake Meta's own sender, as Meta runs it: what it queued (the `sent` status of
+        each message it took) is posted a moment later, and a refused post is re-posted on
+        the fake's backoff until it gets a 2xx, whether or not a driver is posting."""
         while True:
-            for delivery in made:
-                if delivery.ok:
-                    for key in KEY.findall(repr(json.loads(delivery.body))):
-                        tally.accept(key)
-                    self.pulse.event.set()  # progress for anyone waiting on acceptances
-            if not self.whatsapp.retries:
-                return reposts
-            reposts += len(self.whatsapp.retries)
-            await self.up.wait()
-            await asyncio.sleep(0.05)  # the provider's retry backoff
-            made = await self.whatsapp.retry_webhooks(force=True)
+            async with self.posting:
+                if self.whatsapp.pending:
+                    await self.whatsapp.deliver_webhooks()
+                await self.whatsapp.retry_webhooks()
+            await asyncio.sleep(POST_EVERY)  # Meta's posting cadence, not a wait for anything
 
     async def operator_writes(self, tally: Tally, i: int, chat: str, round_: int) -> int:
         """An operator's reply, its event re-sent until answered 2xx; returns the re-sends."""
@@ -196,10 +217,9 @@ def stack_settings(stack: Stack, wa_base: str, **overrides: Any) -> dict[str, An
                 "api_base": wa_base,
                 "messages_per_second": 1000,
                 "pair_interval": 0.0,
-                # This stack's fake Meta posts no status webhooks (auto_sent_status off), so
-                # a reply whose answer a kill lost cannot be confirmed by its tag: parked, as
-                # a channel with confirm_window = 0 does (see docs/reliability.md).
-                "confirm_window": 0,
+                # A reply whose answer a kill lost is named by its status (landed.py). A
+                # stack whose fake posts no statuses turns that off: such a reply is parked.
+                "confirm_window": CONFIRM_WINDOW if whatsapp.auto_sent_status else 0,
             }
         },
         "crms": {
@@ -276,18 +296,27 @@ def _form_fields(page: str, action: str, channel: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def served_stack(tmp: Path, **overrides: Any) -> AsyncIterator[Stack]:
+async def served_stack(
+    tmp: Path, *, statuses: bool = True, **overrides: Any
+) -> AsyncIterator[Stack]:
     """The two fakes on loopback, the app installed and line 1 linked to channel `wa`.
 
     The gateway is not running on exit from setup: start it (in process or as a child)
-    on `stack.settings`, at `stack.port`.
+    on `stack.settings`, at `stack.port`. With `statuses`, the fake Meta posts a `sent`
+    status for each message it takes and re-posts refused webhooks on its own
+    (`Stack.meta_posts`); without, only the test posts, and the channel parks a reply
+    whose answer was lost (`confirm_window = 0`).
     """
     async with httpx.AsyncClient(timeout=30.0) as to_gateway:
         portal = FakePortal(http=to_gateway, installed=False, rate=None)
         whatsapp = FakeCloudApi(http=to_gateway)
         whatsapp.pair_interval = None
         whatsapp.mps = 100_000
-        whatsapp.auto_sent_status = False
+        whatsapp.auto_sent_status = statuses
+        # Meta re-posts a refused webhook for up to 7 days, less and less often; here the
+        # same doubling, scaled down to the stack's CONFIRM_WINDOW.
+        whatsapp.webhook_retry_base = 0.25
+        whatsapp.webhook_retry_cap = 1.0
         pulse = Pulse(portal.app)
         wa_pulse = Pulse(whatsapp.app)
         wa_pulse.event = pulse.event  # one wake-up for both fakes
@@ -304,7 +333,14 @@ async def served_stack(tmp: Path, **overrides: Any) -> AsyncIterator[Stack]:
                 httpx.URL(wa_url).netloc.decode(): wa_pulse,
             }
             await _install(stack)
-            yield stack
+            poster = asyncio.create_task(stack.meta_posts()) if statuses else None
+            try:
+                yield stack
+            finally:
+                if poster is not None:
+                    poster.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poster  # re-raises what made the poster fail, if anything
 
 
 @contextlib.asynccontextmanager

@@ -8,8 +8,9 @@ that got no 2xx (Bitrix24 itself would not, so a real operator would press "rese
 Counted at the fakes: nothing accepted is lost, nothing arrives twice, order per
 conversation holds. Sends to the portal that were in flight at a kill are read back from
 their chats (delivered if they landed, sent again if not); replies in flight to the Cloud
-API, which cannot be asked, are parked as dead letters, and those that did not land are
-replayed through the admin API.
+API are named by the `sent` status the fake Meta posts (and re-posts after a kill) or, with
+none by the channel's `confirm_window`, sent again. Whatever is parked all the same is
+counted, and what of it did not land is replayed through the admin API.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ async def run_cloudapi_misbehaviour(
     tally = Tally("misbehaviour-cloudapi")
     rng = random.Random(seed)
     started = time.monotonic()
-    async with served_stack(tmp) as stack, in_process(stack) as h:
+    async with served_stack(tmp, statuses=False) as stack, in_process(stack) as h:
         wa, portal = stack.whatsapp, stack.portal
         chats = stack.customers(conversations)
         posts = 0

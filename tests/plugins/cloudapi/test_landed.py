@@ -72,15 +72,31 @@ async def evidence(provider: CloudApiProvider) -> list[tuple[str, Any]]:
     return await provider.context.state.items(EVIDENCE)
 
 
+def recorded_by_core(monkeypatch: pytest.MonkeyPatch, provider: CloudApiProvider) -> set[str]:
+    """The wamids whose id map rows the core wrote (it does at the end of a batch; these
+    tests call the provider directly): add to the set returned."""
+    hub = provider.landings.hub
+    lookup = hub.was_sent_by_gateway
+    recorded: set[str] = set()
+
+    async def was_sent(instance: str, wamid: str) -> bool:
+        return wamid in recorded or await lookup(instance, wamid)
+
+    monkeypatch.setattr(hub, "was_sent_by_gateway", was_sent)
+    return recorded
+
+
 async def test_a_status_naming_a_send_whose_answer_was_lost_says_it_landed(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with unpaced(tmp_path) as (_h, fake, provider):
+        recorded = recorded_by_core(monkeypatch, provider)
         assert provider.capabilities.finds_sent
         assert 0 < provider.capabilities.settle_seconds <= provider.settings.confirm_window
         await open_window(provider, fake)
         answered = await send_one(provider, outgoing(job_id=7, text="answered"))
         assert isinstance(answered, Sent)
+        recorded.add(answered.native_id)
         began = fake.clock()
         fake.fail_next(timeout=True)  # Meta takes it; its answer never comes back
         lost = outgoing(job_id=8, text="answer lost")
@@ -89,7 +105,7 @@ async def test_a_status_naming_a_send_whose_answer_was_lost_says_it_landed(
         tags = [s.request["biz_opaque_callback_data"] for s in fake.sent]
         assert tags == ["wcg:7:0", "wcg:8:0"]
         await deliver(fake)  # the `sent` statuses of both, echoing the tags
-        # Only the unknown one is written down; the answered one cost nothing.
+        # Only the unknown one is written down; the recorded one cost a lookup.
         assert [key for key, _ in await evidence(provider)] == [f"{EVIDENCE}8:0"]
         fake.mark_delivered(fake.sent[1].id)
         await deliver(fake)  # later statuses of it write nothing more
@@ -99,6 +115,36 @@ async def test_a_status_naming_a_send_whose_answer_was_lost_says_it_landed(
     assert isinstance(found, Sent)
     assert found.native_id == fake.sent[1].id
     assert found.extra == {"wa_id": CUSTOMER}
+
+
+async def test_a_status_that_outruns_the_record_of_its_send_is_evidence(
+    tmp_path: Path,
+) -> None:
+    """The answer came, the `sent` status came before the core recorded the batch, and the
+    process died before the record: the status was answered 2xx and will not come again,
+    so it was written down, and the send is found landed rather than sent twice."""
+    async with unpaced(tmp_path) as (_h, fake, provider):
+        await open_window(provider, fake)
+        began = fake.clock()
+        item = since(outgoing(job_id=9, text="answered, never recorded"), began)
+        answered = await send_one(provider, item)
+        assert isinstance(answered, Sent)
+        await deliver(fake)  # its status, before the batch's end (nothing recorded it)
+        assert [key for key, _ in await evidence(provider)] == [f"{EVIDENCE}9:0"]
+        fake.mark_delivered(answered.native_id)
+        await deliver(fake)  # already written down: nothing more
+        assert len(await evidence(provider)) == 1
+        provider.landings = type(provider.landings)(
+            provider.context.state,
+            provider.context.hub,
+            provider.instance,
+            window=WINDOW,
+            clock=fake.clock,
+        )  # the process restarted: nothing is remembered
+        advance(fake, provider.capabilities.settle_seconds)
+        found = await ask(provider, item)
+    assert isinstance(found, Sent)
+    assert found.native_id == answered.native_id
 
 
 async def test_no_status_is_sent_again_only_while_webhooks_demonstrably_arrive(
@@ -149,6 +195,64 @@ async def test_after_a_restart_the_window_counts_from_when_webhooks_could_arrive
         fake.customer_writes(CUSTOMER, "anyone at all?")
         await deliver(fake)
         assert isinstance(await ask(provider, item), NotLanded)
+
+
+async def test_on_a_quiet_number_a_later_sends_status_is_the_proof(tmp_path: Path) -> None:
+    """No webhook late in the window (the last replies before a crash, nothing after): a
+    status of a send made after the lost one began proves the endpoint works; one of an
+    earlier send proves nothing for it."""
+    async with unpaced(tmp_path, confirm_window=WINDOW) as (_h, fake, provider):
+        await open_window(provider, fake)
+        assert isinstance(await send_one(provider, outgoing(job_id=1, text="earlier")), Sent)
+        await deliver(fake)  # its `sent` status
+        advance(fake, 1)
+        fake.fail_next(timeout=True, after_accept=False)  # never reached Meta
+        first = since(outgoing(job_id=2, text="lost before the later send"), fake.clock())
+        assert isinstance(await send_one(provider, first), AmbiguousError)
+        advance(fake, 1)
+        assert isinstance(await send_one(provider, outgoing(job_id=3, text="later")), Sent)
+        await deliver(fake)  # the later send's status: the last webhook of all
+        advance(fake, 1)
+        fake.fail_next(timeout=True, after_accept=False)
+        second = since(outgoing(job_id=4, text="lost after it"), fake.clock())
+        assert isinstance(await send_one(provider, second), AmbiguousError)
+        assert [s.request["biz_opaque_callback_data"] for s in fake.sent] == ["wcg:1:0", "wcg:3:0"]
+        advance(fake, WINDOW)
+        resend = await ask(provider, first)
+        unproven = await ask(provider, second)
+    assert isinstance(resend, NotLanded), resend
+    assert "a later send's status came" in str(resend)
+    # Only statuses of sends made before it: no proof, asked again, parked in the end.
+    assert isinstance(unproven, TemporaryError) and unproven.code == "no_webhooks"
+
+
+async def test_a_later_sends_status_does_not_cut_the_window_short(tmp_path: Path) -> None:
+    """Meta took the send, but the post of its status failed (the gateway was down); a
+    later send's status gets through first. Within the window that is no verdict: Meta's
+    re-post of the lost status comes, and names the send as landed."""
+    async with unpaced(tmp_path, confirm_window=WINDOW) as (_h, fake, provider):
+        await open_window(provider, fake)
+        began = fake.clock()
+        fake.fail_next(timeout=True)  # Meta takes it; its answer never comes back
+        item = since(outgoing(job_id=5, text="taken, status lost"), began)
+        assert isinstance(await send_one(provider, item), AmbiguousError)
+        endpoint = fake.callback_url
+        fake.callback_url = "http://gateway.test/webhooks/down"
+        refused = await fake.deliver_webhooks()
+        assert refused and not any(d.ok for d in refused) and fake.retries
+        fake.callback_url = endpoint
+        advance(fake, 1)
+        assert isinstance(await send_one(provider, outgoing(job_id=6, text="later")), Sent)
+        await deliver(fake)
+        advance(fake, WINDOW - 2)
+        waiting = await ask(provider, item)
+        assert isinstance(waiting, TemporaryError) and waiting.code == "awaiting_status"
+        reposted = await fake.retry_webhooks(force=True)
+        assert reposted and all(d.ok for d in reposted)
+        advance(fake, 2)
+        found = await ask(provider, item)
+    assert isinstance(found, Sent)
+    assert found.native_id == fake.sent[0].id
 
 
 async def test_a_part_found_joins_the_progress_and_the_rest_is_sent(tmp_path: Path) -> None:
