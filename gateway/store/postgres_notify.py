@@ -28,6 +28,8 @@ from gateway.aio import stop_tasks
 log = logging.getLogger("gateway.store")
 
 LISTEN_BACKOFF = (0.5, 30.0)
+#: How long `close` lets the sender finish the statement it is in before cancelling it.
+SENDER_GRACE = 10.0
 
 
 class Notifier:
@@ -43,6 +45,7 @@ class Notifier:
         self.channel = channel
         self.pool = pool
         self._pending: set[str] = set()
+        self._closing = False
         self._ready = asyncio.Event()
         self._sender = asyncio.create_task(self._send(), name="store-notify")
         self._listener: asyncio.Task[None] | None = None
@@ -59,14 +62,20 @@ class Notifier:
 
     async def close(self) -> None:
         """Stop listening; send what is still pending (`gateway replay` closes right away)."""
-        tasks = [t for t in (self._sender, self._listener) if t is not None]
+        self._closing = True
+        self._ready.set()
         try:
-            await stop_tasks(tasks)
+            await stop_tasks([self._listener] if self._listener is not None else [])
+            # The sender is not cancelled inside its statement: psycopg then waits for the
+            # server to confirm the cancel, which under load outlasted the shutdown's limit.
+            # Told to close, it sends what is pending and ends; cancelled only if it hangs.
+            await asyncio.wait([self._sender], timeout=SENDER_GRACE)
+            await stop_tasks([self._sender])
         finally:
             await self._flush()
 
     async def _send(self) -> None:
-        while True:
+        while not self._closing:
             await self._ready.wait()
             self._ready.clear()
             await self._flush()
