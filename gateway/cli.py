@@ -156,6 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(
         settings.log_level, settings.log_format, secret_values(settings, host.providers)
     )
+    supervisor = importlib.import_module("gateway.supervisor")
+    if args.role is not None:  # a child of the supervisor, which logged the hints
+        return int(supervisor.run_child(args, settings, host, _server_options(settings)))
     hints = _hints(settings, host)
     for hint in hints[:MAX_LOGGED_HINTS]:
         log.warning(hint)
@@ -168,6 +171,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     if not settings.admin_token:
         log.info("admin API off: set [admin] token in .secrets.toml or GATEWAY_ADMIN__TOKEN")
+    split, problems = supervisor.wanted(settings)
+    if problems:
+        return _refuse(problems, "nothing was started", secret_values(settings, host.providers))
+    if args.workers > 1 and not settings.store_url.lower().startswith(("postgres",)):
+        return _refuse_workers(args, settings)
+    if split:
+        return int(supervisor.Supervisor(args, settings).run())
     if args.workers > 1:
         return _run_workers(args, settings)
     runtime = importlib.import_module("gateway.runtime")
@@ -204,19 +214,21 @@ def _http_parser() -> Literal["httptools", "h11"]:
     return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
+def _refuse_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    # Refused before binding: N HTTP processes on one SQLite file would each act on their
+    # own copy of routes and installs (one HTTP and one delivery process are supported).
+    print(
+        f"gateway: {settings.origin('store.url')}: [store] url = {settings.store_url!r}:"
+        f" --workers {args.workers} needs a store every process shares, and a SQLite"
+        " store serves one HTTP process (and its delivery process). Fix: set [store] url ="
+        ' "postgresql://user@host/db" (see docs/deploy.md), or run without --workers',
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
 def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
     """`--workers N`: uvicorn's supervisor forks N processes, each with its own gateway."""
-    if not settings.store_url.lower().startswith(("postgresql:", "postgres:")):
-        # Refused before binding: N processes on one SQLite file would each act on their
-        # own copy of routes and installs, and the store's lock lets only one of them in.
-        print(
-            f"gateway: {settings.origin('store.url')}: [store] url = {settings.store_url!r}:"
-            f" --workers {args.workers} needs a store every process shares, and a SQLite"
-            ' store serves one process. Fix: set [store] url = "postgresql://user@host/db"'
-            " (see docs/deploy.md), or run without --workers",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     app_module = importlib.import_module("gateway.app")
     os.environ[app_module.SETTINGS_FILE_ENV] = os.path.abspath(args.settings or "settings.toml")
     # Workers read the settings themselves; the command line's host and port bind here.
@@ -496,8 +508,12 @@ def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
         "--workers",
         type=_positive,
         default=1,
-        help="worker processes on this port (default 1; more need a postgresql:// store)",
+        help="HTTP processes on this port (default 1; more need a postgresql:// store)",
     )
+    # Set by the supervisor for its children (`gateway.supervisor`), not by people.
+    run.add_argument("--role", choices=("http", "delivery"), help=argparse.SUPPRESS)
+    run.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     check = command("check", cmd_check, "check settings and plugins; print a summary")
     with_settings(check)
     check.add_argument(

@@ -15,7 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -44,10 +44,18 @@ from gateway.shared_state import SharedState
 from gateway.store import open_store
 from gateway.store.base import STATE_CHANGED, Store
 from gateway.unrouted import Unrouted
+from gateway.wakeup import WakeReceiver, WakeSender
 
 log = logging.getLogger("gateway")
 
 MEDIA_SWEEP_SECONDS = 3600.0
+
+#: What one process of the gateway does: everything ("all", one process), or one side of a
+#: supervised pair (`gateway.supervisor`): "http" takes webhooks and serves the admin API,
+#: the console and plugin routes; "delivery" runs the delivery slots, the release of held
+#: messages and housekeeping. Both start the providers and resume history imports, as
+#: every process of `--workers N` on PostgreSQL always has (see docs/architecture.md).
+Role = Literal["all", "http", "delivery"]
 
 __all__ = ["ACCOUNTS", "Gateway", "InstanceState"]
 
@@ -64,13 +72,22 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
         resolver: Callable[[str], Any] | None = None,
+        role: Role = "all",
     ) -> None:
         self.settings = settings
+        self.role: Role = role
         self.host = host
         self.clock = clock
         self.admin_token = settings.admin_token
         self.metrics: Metrics = standard_metrics()
-        self.store: Store = store if store is not None else open_store(settings.store_url)
+        self.store: Store = (
+            store
+            if store is not None
+            else open_store(settings.store_url, shared=role != "all", delivers=role != "http")
+        )
+        #: Wake-ups between the two processes on SQLite (PostgreSQL has LISTEN/NOTIFY).
+        self._wake_sender: WakeSender | None = None
+        self._wake_receiver: WakeReceiver | None = None
         self._own_http = http is None
         self.http = http or services.http_client(settings.ca_file)
         self.fetcher = services.guarded_fetcher(settings, self.http, resolver)
@@ -183,7 +200,7 @@ class Gateway:
         await self.accounts.load(self.instances)
         retry = self.settings.retry
         workers = self.settings.workers
-        self.deliverer = Deliverer(
+        deliverer = Deliverer(
             store=self.store,
             providers=self.instances,
             routes=self.route_table.mapping,
@@ -196,6 +213,15 @@ class Gateway:
             notify=self.notify,
             owner=self.owner,
         )
+        # The HTTP process of a pair delivers nothing; it wakes the delivery process.
+        self.deliverer = None if self.role == "http" else deliverer
+        sqlite_path = getattr(self.store, "path", None) if self.role != "all" else None
+        if isinstance(sqlite_path, str):
+            if self.role == "http":
+                self._wake_sender = WakeSender(sqlite_path)
+            else:
+                self._wake_receiver = WakeReceiver(sqlite_path, self._heard)
+                self._wake_receiver.start()
         for name, provider in self.instances.items():
             try:
                 await provider.start()
@@ -205,14 +231,16 @@ class Gateway:
                 log.exception("instance %s failed to start", name, extra={"instance": name})
                 self.problems.append(f"{name}: {type(exc).__name__}: {exc}")
                 await self.accounts.set(name, AccountState(AccountStatus.ERROR, detail=str(exc)))
-        await self.deliverer.start()
+        if self.deliverer is not None:
+            await self.deliverer.start()
         # Work enqueued by other processes sharing the store (PostgreSQL) wakes us too, and
         # so do changes of shared state (routes, installs, tokens) made anywhere.
         await self.store.subscribe(self._heard)
-        self.deliverer.wake()
-        self.unrouted.start()
+        self.wake()
+        if self.role != "http":
+            self.unrouted.start()
+            self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
         self.history.start()
-        self._janitor = asyncio.create_task(self._sweep_media(), name="media-sweep")
         await call_each_async(self.host.hook.startup, context=self.plugin_context)
         self.ready = True
 
@@ -238,6 +266,12 @@ class Gateway:
         await step(self.shared.stop)
         if self.deliverer is not None:
             await step(self.deliverer.stop)
+        receiver, self._wake_receiver = self._wake_receiver, None
+        if receiver is not None:
+            receiver.stop()
+        sender, self._wake_sender = self._wake_sender, None
+        if sender is not None:
+            sender.close()
         for name, provider in self.instances.items():
             try:
                 await provider.stop()
@@ -272,6 +306,8 @@ class Gateway:
         """The store's news: a destination with work, or a change of shared state."""
         if what == STATE_CHANGED or what is None:
             self.shared.poke()
+            if self._wake_sender is not None:
+                self._wake_sender.wake(STATE_CHANGED)  # the other process re-reads too
         if what != STATE_CHANGED:
             self.wake(what)
 
@@ -294,6 +330,8 @@ class Gateway:
     def wake(self, destination: str | None = None) -> None:
         if self.deliverer is not None:
             self.deliverer.wake(destination)
+        elif self._wake_sender is not None:
+            self._wake_sender.wake(destination)
 
     async def emit(self, instance: str, events: Sequence[InboundEvent]) -> list[bool]:
         return await self.ingest(instance, events)

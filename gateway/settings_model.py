@@ -61,6 +61,9 @@ class WorkerSettings:
     lease_seconds: float = 60.0
     poll_interval: float = 5.0
     reorder_window: float = 0.0
+    #: Delivery in its own process beside the HTTP process(es) (`gateway.supervisor`);
+    #: "auto": when the machine has more than one core.
+    delivery_process: bool | Literal["auto"] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,7 @@ _ABOVE_ZERO |= {"fetch.timeout", "store.keep_events_days", "store.hold_unrouted_
 _ABOVE_ZERO |= {"store.state_check_seconds", "history.max_days"}
 _DIRECTIONS = ("both", "inbound", "outbound")
 _KINDS = {"media.directory": "text"}  # where the field type alone is too lax
+_KINDS["workers.delivery_process"] = "auto-or-bool"
 _BAD = object()
 
 
@@ -225,6 +229,13 @@ class _Reader:
             return self.wrong(key, value, f"one of {', '.join(kind)}")
         if kind == "bool":
             return value if isinstance(value, bool) else self.wrong(key, value, "true or false")
+        if kind == "auto-or-bool":
+            # An environment variable may spell the booleans as strings.
+            words = {"auto": "auto", "true": True, "false": False}
+            spelled = words.get(value.strip().lower()) if isinstance(value, str) else None
+            if isinstance(value, bool) or spelled is not None:
+                return value if isinstance(value, bool) else spelled
+            return self.wrong(key, value, '"auto", true or false')
         if kind == "str":
             ok = isinstance(value, str) or (number and isinstance(value, int))
             return str(value) if ok else self.wrong(key, value, "a string")

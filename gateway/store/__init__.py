@@ -14,11 +14,15 @@ __all__ = ["Store", "open_store"]
 SUPPORTED = "sqlite:///relative.db, sqlite:////absolute.db, sqlite://:memory:, postgresql://..."
 
 
-def open_store(url: str, *, tool: bool = False) -> Store:
+def open_store(
+    url: str, *, tool: bool = False, shared: bool = False, delivers: bool = True
+) -> Store:
     """The store `url` names, not yet opened: `await store.open()` connects and migrates.
 
     `tool=True` is for commands (`gateway replay`) that work beside a running gateway: they
     neither take the single-process lock of a SQLite store nor free its leases.
+    `shared=True` is for the processes of one supervised gateway (`gateway.supervisor`):
+    the supervisor holds that lock, and only the process that `delivers` frees leases.
     """
     scheme, separator, rest = url.partition("://")
     if not separator:
@@ -27,7 +31,10 @@ def open_store(url: str, *, tool: bool = False) -> Store:
     if scheme == "sqlite":
         from gateway.store.sqlite import SQLiteStore
 
-        return SQLiteStore(_sqlite_path(url, rest), url=url, exclusive=not tool)
+        path = _sqlite_path(url, rest)
+        if shared:
+            return SQLiteStore(path, url=url, shared=True, free_leases=delivers)
+        return SQLiteStore(path, url=url, exclusive=not tool)
     if scheme in {"postgresql", "postgres"}:
         # `tool` changes nothing here: a PostgreSQL store is shared by design, and leases
         # of a dead process expire instead of being freed at open.

@@ -8,18 +8,18 @@ a second connection would only add a second view of the data to reason about.
 Durability (see `sqlite_schema`): WAL with `synchronous=FULL`; an awaited write has been
 committed and fsynced, so a webhook may be answered as soon as `ingest` returns.
 
-Scope: one process per database file. `lock()` is an asyncio lock held in this store
-object, so it excludes tasks of this process only; run the PostgreSQL backend to share a
-database between several gateway processes. The store uses asyncio (`asyncio.wrap_future`,
-`asyncio.Lock`) and may be used from any event loop, one store per loop being the norm.
+Scope: one gateway per database file: one process, or (`shared=True`) the HTTP process and
+the delivery process of one `gateway run` (see `gateway.supervisor`), which take turns on
+`<db>.writer` for every transaction and on `<db>.names` for `lock()` (see `sqlite_locks`).
+Unshared, `lock()` is an asyncio lock held in this store object. The store uses asyncio
+(`asyncio.wrap_future`, `asyncio.Lock`) and may be used from any event loop, one store per
+loop being the norm.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
-import os
 import sqlite3
 import weakref
 from collections.abc import Callable, Sequence
@@ -52,6 +52,7 @@ from gateway.store.base import (
 )
 from gateway.store.group import TickGroup
 from gateway.store.rows import sort_time
+from gateway.store.sqlite_locks import NamedLocks, WriterLock, exclusive_lock
 from gateway.store.sqlite_schema import MEMORY, connect, current_version
 from gateway.store.sqlite_thread import Writer, as_store_error
 
@@ -67,9 +68,24 @@ _MAPPING_COLUMNS = "route, source, source_id, destination, destination_id, conve
 class SQLiteStore(Store):
     """`Store` on a SQLite file (or `:memory:`, which lives as long as the open store)."""
 
-    def __init__(self, path: str, *, url: str | None = None, exclusive: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        url: str | None = None,
+        exclusive: bool = True,
+        shared: bool = False,
+        free_leases: bool | None = None,
+    ) -> None:
+        """`exclusive`: take `<db>.lock` (a second gateway is refused) and free every lease
+        at open. `shared`: one of the processes of a supervised gateway, whose supervisor
+        holds `<db>.lock`; `free_leases` says whether this one holds all the leases (the
+        delivery process does)."""
         self.path = path
-        self.exclusive = exclusive and path != MEMORY
+        self.shared = shared and path != MEMORY
+        self.exclusive = exclusive and path != MEMORY and not self.shared
+        self.free_leases = self.exclusive if free_leases is None else free_leases
+        self._named: NamedLocks | None = None
         self.url = url or ("sqlite://:memory:" if path == MEMORY else f"sqlite:///{path}")
         self._writer: Writer | None = None
         self._lock_file: IO[bytes] | None = None
@@ -93,13 +109,21 @@ class SQLiteStore(Store):
         if self._writer is not None:
             return
         if self.exclusive:
-            self._lock_file = _exclusive_lock(self.path)
-        writer = Writer(functools.partial(connect, self.path), name=f"sqlite {self.path}")
-        await asyncio.wrap_future(writer.start())
+            self._lock_file = exclusive_lock(self.path)
+        try:
+            lock = None if self.path == MEMORY else WriterLock(self.path)
+            writer = Writer(functools.partial(connect, self.path), f"sqlite {self.path}", lock)
+            await asyncio.wrap_future(writer.start())
+        except BaseException:
+            self._unlock()
+            raise
         self._writer = writer
-        if self.exclusive:
-            # We hold the only lock on this file, so every lease in it belongs to a process
-            # that died (SIGKILL, power loss): free them so delivery resumes at once.
+        if self.shared:
+            self._named = NamedLocks(self.path)
+        if self.free_leases:
+            # No other process that delivers can be using this file (we hold its lock, or
+            # are the one delivery process of its supervisor), so every lease in it belongs
+            # to a process that died (SIGKILL, power loss): free them so delivery resumes.
             await self._run(q.free_all_leases)
 
     async def close(self) -> None:
@@ -108,6 +132,12 @@ class SQLiteStore(Store):
         writer, self._writer = self._writer, None
         if writer is not None:
             await asyncio.wrap_future(writer.stop())
+        self._unlock()
+
+    def _unlock(self) -> None:
+        named, self._named = self._named, None
+        if named is not None:
+            named.close()
         lock_file, self._lock_file = self._lock_file, None
         if lock_file is not None:
             lock_file.close()
@@ -330,7 +360,9 @@ class SQLiteStore(Store):
         return [(key, orjson.loads(value)) for key, value in await self._run(read)]
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
-        """Per name, per store object: excludes tasks of this process only (see module)."""
+        """Per name: across the processes of a shared store, else per store object."""
+        if self._named is not None:
+            return self._named.hold(name)
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = asyncio.Lock()
@@ -480,25 +512,6 @@ def _mapping(row: Sequence[Any]) -> IdMapping:
         conversation_id=None if conversation_id is None else str(conversation_id),
         extra=orjson.loads(extra),
     )
-
-
-def _exclusive_lock(path: str) -> IO[bytes]:
-    """Hold `<path>.lock` for as long as the store is open; the kernel drops it if we die."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        handle = open(f"{path}.lock", "ab")  # noqa: SIM115 (held open until close)
-    except OSError as exc:
-        raise StoreError(f"cannot create the directory of {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StoreError(
-            f"another gateway process is using the SQLite store {path}; a SQLite store "
-            "serves one process (use a postgresql:// store URL to run several)"
-        ) from None
-    return handle
 
 
 def _ingest_group(

@@ -21,11 +21,12 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from gateway.errors import StoreError
+from gateway.store.sqlite_locks import WriterLock
 
 T = TypeVar("T")
 Operation: TypeAlias = Callable[[sqlite3.Connection], Any]
@@ -91,8 +92,16 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
 class Writer:
     """Runs operations `fn(connection)` on a dedicated thread, grouped into transactions."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        name: str,
+        lock: WriterLock | None = None,
+    ) -> None:
         self._connect = connect
+        # Other processes sharing the file take turns with us on this lock (see
+        # `sqlite_locks`), so SQLite never finds its write lock busy and never sleeps.
+        self._lock = lock
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started: Future[None] = Future()
@@ -134,8 +143,11 @@ class Writer:
 
     def _run(self) -> None:
         try:
-            connection = self._connect()
+            with self._locked():
+                connection = self._connect()  # migrations write too
         except BaseException as exc:
+            if self._lock is not None:
+                self._lock.close()
             self._started.set_exception(as_store_error(exc))
             self._stopped.set_result(None)
             return
@@ -155,7 +167,10 @@ class Writer:
                 if items:
                     self._transaction(connection, items)
         finally:
-            connection.close()
+            with self._locked():  # the last connection to close checkpoints the WAL
+                connection.close()
+            if self._lock is not None:
+                self._lock.close()
             self._fail_leftovers()
             self._stopped.set_result(None)
 
@@ -173,6 +188,21 @@ class Writer:
                 item[1].set_exception(StoreError("the SQLite store thread stopped"))
 
     def _transaction(self, connection: sqlite3.Connection, items: list[_Item]) -> None:
+        with self._locked():
+            self._transaction_locked(connection, items)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+            return
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _transaction_locked(self, connection: sqlite3.Connection, items: list[_Item]) -> None:
         outcomes: list[tuple[Future[Any] | LoopReply[Any], bool, Any]] = []
         try:
             # IMMEDIATE takes the write lock up front, so a busy database shows up here

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -122,6 +123,26 @@ class GatewayProcess:
             self.lines.append(line)
             if needle in line:
                 return line
+
+    async def child_pid(self, role: str, after: int = 0) -> int:
+        """With `[workers] delivery_process`: the pid of the `role` ("http", "delivery")
+        process the supervisor started last, waiting for one that is not `after`."""
+        mark = f"started the {role} process"
+        while True:
+            pids = [int(json.loads(line)["pid"]) for line in self.lines if mark in line]
+            if pids and pids[-1] != after:
+                return pids[-1]
+            await self.wait_for_line(mark)
+
+    async def kill_child(self, role: str) -> int:
+        """SIGKILL the supervisor's `role` process and wait until it runs again (for the
+        HTTP process: until it serves); returns the new pid."""
+        pid = await self.child_pid(role)
+        os.kill(pid, signal.SIGKILL)
+        again = await self.child_pid(role, after=pid)
+        if role == "http":
+            await self.wait_for_line(READY_MARK)
+        return again
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""

@@ -26,9 +26,13 @@ naming its job and part (`wcg:{job}:{part}`: no secret, no customer data), and:
     suspect's attempt began: Meta took a later send of this number and its status got
     through, but none of ours. This is what settles a quiet number (the last replies
     before a crash, nothing after them): no webhook may come late in the window;
-  - a Cloud API webhook for the number reached this process in the second half of the
+  - a Cloud API webhook for the number reached the gateway in the second half of the
     window, after a re-post of a status lost at the start would have come (a busy number,
-    or the sends were made by another process of a pool).
+    or the sends were made by another process of a pool). Reached this process, or another
+    one: the process that takes webhooks notes the time in the instance's state (at most
+    every `window / 8`), for one that takes none (the delivery process of `[workers]
+    delivery_process`). The first proof stays within one process: with a delivery
+    process, sends and their statuses are in different processes, and only the second holds.
 
   Not "any webhook after the window's start": a customer's message right after a restart
   says nothing of statuses, whereas a later send's status shows that statuses Meta posted
@@ -77,6 +81,8 @@ KEEP_SECONDS = 8 * 86400.0
 SETTLE_SECONDS = 10.0
 #: Wamids of this process's own sends, remembered so their statuses cost no lookup.
 RECENT = 10_000
+#: The state key of when a webhook was last heard, for processes that take none.
+HEARD = "heard"
 _TAG = re.compile(r"wcg:(\d+):(\d+)\Z")
 
 
@@ -110,6 +116,7 @@ class Landings:
         #: When this process began receiving (`start`), and last received a webhook.
         self.up_since = clock()
         self.heard_at: float | None = None
+        self._noted_at: float | None = None
         #: The latest answer time of a send of this process whose status then came back.
         self.confirmed: float | None = None
         #: wamid -> (when this process got it as a send's answer, or None for another's
@@ -139,9 +146,12 @@ class Landings:
         if len(self._recent) > RECENT:
             del self._recent[next(iter(self._recent))]
 
-    def heard(self) -> None:
+    async def heard(self) -> None:
         """A signed webhook about this number arrived: the endpoint works now."""
-        self.heard_at = self.clock()
+        now = self.heard_at = self.clock()
+        if self.window > 0 and (self._noted_at is None or now - self._noted_at >= self.window / 8):
+            self._noted_at = now
+            await self.state.put(HEARD, now)
 
     async def saw_status(self, wamid: str, label: str, recipient: str | None) -> None:
         """A status carrying `label`: evidence, unless the id map already holds its send."""
@@ -200,9 +210,12 @@ class Landings:
             if len(ids) > 1:
                 extra["parts"] = ids
             return Sent(native_id=ids[0], extra=extra)
-        return self._verdict(item.sending_since)
+        noted = await self.state.get(HEARD)
+        elsewhere = float(noted) if isinstance(noted, int | float) else None
+        heard = max((t for t in (self.heard_at, elsewhere) if t is not None), default=None)
+        return self._verdict(item.sending_since, heard)
 
-    def _verdict(self, since: float | None) -> Landing:
+    def _verdict(self, since: float | None, heard_at: float | None) -> Landing:
         """No status names the send: not landed only once one would surely have come."""
         now = self.clock()
         began = since if since is not None else now
@@ -217,7 +230,7 @@ class Landings:
                 retry_after=wait,
             )
         later_confirmed = self.confirmed is not None and self.confirmed > began
-        heard_late = self.heard_at is not None and self.heard_at >= base + self.window / 2
+        heard_late = heard_at is not None and heard_at >= base + self.window / 2
         if not (later_confirmed or heard_late):
             return TemporaryError(
                 "no status from WhatsApp for it, but no Cloud API webhook reached the "

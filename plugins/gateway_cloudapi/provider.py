@@ -275,7 +275,7 @@ class CloudApiProvider(ChannelProvider):
             link=self.links.link,
         )
         if parsed.heard:
-            self.landings.heard()
+            await self.landings.heard()
         for wamid, label, customer in parsed.tagged:
             await self.landings.saw_status(wamid, label, customer)
         for wa_id, at in parsed.last_inbound.items():

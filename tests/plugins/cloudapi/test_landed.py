@@ -176,6 +176,22 @@ async def test_no_status_is_sent_again_only_while_webhooks_demonstrably_arrive(
     assert isinstance(again, NotLanded)
 
 
+async def test_webhooks_another_process_took_count_too(tmp_path: Path) -> None:
+    """The delivery process of `[workers] delivery_process` takes no webhooks: the HTTP
+    process notes when it last heard one in the instance's state."""
+    async with unpaced(tmp_path, confirm_window=WINDOW) as (_h, fake, provider):
+        await open_window(provider, fake)
+        began = fake.clock()
+        fake.fail_next(timeout=True, after_accept=False)  # it never reached Meta
+        item = since(outgoing(job_id=3, text="never left"), began)
+        assert isinstance(await send_one(provider, item), AmbiguousError)
+        advance(fake, WINDOW)
+        fake.customer_writes(CUSTOMER, "still there?")
+        await deliver(fake)
+        provider.landings.heard_at = None  # as in a process that took none of them
+        assert isinstance(await ask(provider, item), NotLanded)
+
+
 async def test_after_a_restart_the_window_counts_from_when_webhooks_could_arrive(
     tmp_path: Path,
 ) -> None:
