@@ -32,7 +32,8 @@ from bench.b_ingest import CONVERSATIONS, WRK
 #: these functions (file name ending, function name). Nested matches are not counted twice.
 STEPS: dict[str, list[tuple[str, str]]] = {
     "Starlette's route (request object, then the handler)": [("starlette/routing.py", "app")],
-    "request path (the webhook handler, all of it)": [("gateway/app.py", "webhook")],
+    "webhook path (match, the endpoint, errors)": [("gateway/webhook_path.py", "_webhook")],
+    "request path (the webhook endpoint, all of it)": [("gateway/webhook_path.py", "serve")],
     "  read the body": [("gateway/bodies.py", "read_body")],
     "  the provider (handle_webhook, all of it)": [
         ("gateway_chatapi/provider.py", "handle_webhook")

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
-import orjson
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.admin import admin_routes
-from gateway.bodies import BodyDeadlines, read_body
 from gateway.console import console_routes
-from gateway.errors import RetryLater, StoreError, WebhookError
 from gateway.hookcall import call_each, succeeded
-from gateway.http_errors import error_response, exception_handlers, refusal_response
+from gateway.http_errors import exception_handlers
 from gateway.metrics import CONTENT_TYPE, record_queue_stats, record_unrouted
-from gateway.observe import Observation
-from gateway.providers import WebhookRequest
 from gateway.runtime import Gateway
-
-log = logging.getLogger("gateway.http")
+from gateway.webhook_path import WEBHOOK_METHODS, WebhookEndpoint, WebhookPath
 
 #: Seconds a client may take to send a request body (providers send theirs at once).
 BODY_TIMEOUT = 30.0
-#: Retry-After of a webhook the store could not take (a provider may retry sooner).
-STORE_RETRY_AFTER = 5
-WEBHOOK_METHODS = ["GET", "POST", "PUT", "HEAD"]
 
 
 def create_app(gateway: Gateway) -> Starlette:
@@ -45,62 +35,7 @@ def create_app(gateway: Gateway) -> Starlette:
         finally:
             await gateway.stop()
 
-    deadlines = BodyDeadlines()
-
-    # Observations (metrics, logs, the observe hook) are handled after the answer is sent.
-    async def flush_observations() -> None:
-        # On the loop: a plain function given to BackgroundTask would run in a thread.
-        gateway.notifier.flush()
-
-    after_answer = BackgroundTask(flush_observations)
-
-    async def webhook(request: Request) -> Response:
-        """Authenticate, parse and validate (the provider), plan and commit (ingest),
-        answer; nothing else runs before the answer."""
-        scope = request.scope
-        path_params = scope["path_params"]
-        instance = path_params["instance"]
-        provider = gateway.instances.get(instance)
-        if provider is None:
-            return error_response(404, f"no instance named {instance!r}")
-        try:
-            body = await read_body(
-                request, gateway.settings.max_body_bytes, deadlines, BODY_TIMEOUT
-            )
-            inbound = WebhookRequest(
-                method=scope["method"],
-                subpath=path_params.get("subpath", ""),
-                # ASGI header names are lowercase bytes already.
-                headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-                query=dict(request.query_params) if scope["query_string"] else {},
-                body=body,
-            )
-            result = await provider.handle_webhook(inbound)
-            accepted = await gateway.ingest(instance, result.events) if result.events else []
-        except WebhookError as exc:
-            gateway.notifier.notify_later(
-                Observation(
-                    "rejected",
-                    instance,
-                    detail={"reason": type(exc).__name__.lower(), "status": exc.status},
-                )
-            )
-            return _with_background(refusal_response(exc, instance=instance), after_answer)
-        except StoreError as exc:
-            # Nothing of this request is stored (its transaction, or its group's, did not
-            # commit): the provider delivers it again, and dedupe makes that safe.
-            log.warning("webhook of %s not stored: %s", instance, exc, extra={"instance": instance})
-            refusal = RetryLater(
-                "the gateway could not store this webhook; deliver it again",
-                retry_after=STORE_RETRY_AFTER,
-            )
-            return _with_background(refusal_response(refusal, instance=instance), after_answer)
-        if result.response is not None:
-            return _with_background(result.response, after_answer)
-        new = sum(accepted)
-        # orjson: the stdlib encoder behind JSONResponse costs more than this tiny body.
-        body = orjson.dumps({"ok": True, "accepted": new, "duplicates": len(accepted) - new})
-        return Response(body, media_type="application/json", background=after_answer)
+    endpoint = WebhookEndpoint(gateway, BODY_TIMEOUT)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -126,8 +61,9 @@ def create_app(gateway: Gateway) -> Starlette:
         return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     routes: list[BaseRoute] = [
-        Route("/webhooks/{instance}", webhook, methods=WEBHOOK_METHODS),
-        Route("/webhooks/{instance}/{subpath:path}", webhook, methods=WEBHOOK_METHODS),
+        # Served by `WebhookPath` before Starlette; here for a `root_path` and for the 405.
+        Route("/webhooks/{instance}", endpoint, methods=WEBHOOK_METHODS),
+        Route("/webhooks/{instance}/{subpath:path}", endpoint, methods=WEBHOOK_METHODS),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -138,7 +74,24 @@ def create_app(gateway: Gateway) -> Starlette:
     extras = call_each(gateway.host.hook.http_routes, context=gateway.plugin_context)
     for extra in succeeded(extras):
         routes.extend(cast("list[BaseRoute] | None", extra) or [])
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
+    return GatewayApp(
+        endpoint, routes=routes, lifespan=lifespan, exception_handlers=exception_handlers()
+    )
+
+
+class GatewayApp(Starlette):
+    """The Starlette app with `WebhookPath` in front: webhooks skip Starlette's machinery."""
+
+    def __init__(self, endpoint: WebhookEndpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front = WebhookPath(endpoint, self._starlette, self.exception_handlers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await self._front(scope, receive, send)
+
+    async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 SETTINGS_FILE_ENV = "GATEWAY_SETTINGS_FILE"
@@ -161,18 +114,3 @@ def create_app_from_env() -> Starlette:
     secrets = secret_values(settings, host.providers)
     configure_logging(settings.log_level, settings.log_format, secrets)
     return create_app(Gateway(settings, host))
-
-
-def _with_background(response: Response, task: BackgroundTask) -> Response:
-    """`response` running `task` once it is sent (after any task it already has)."""
-    if response.background is None:
-        response.background = task
-    else:
-        first = response.background
-
-        async def both() -> None:
-            await first()
-            await task()
-
-        response.background = BackgroundTask(both)
-    return response

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from gateway.errors import BadRequest, WebhookError
 
@@ -62,11 +63,15 @@ class BodyDeadlines:
 
 
 async def read_body(
-    request: Request, limit: int, deadlines: BodyDeadlines, seconds: float
+    receive: Receive,
+    declared: str | None,
+    limit: int,
+    deadlines: BodyDeadlines,
+    seconds: float,
 ) -> bytes:
-    """The request body, refused with 413 past `limit` bytes before it is all read, and
-    with 408 when it did not arrive within `seconds`."""
-    declared = request.headers.get("content-length")
+    """The request body from `receive`, refused with 413 past `limit` bytes (`declared`,
+    the Content-Length header, or what arrived) before it is all read, and with 408 when it
+    did not arrive within `seconds`."""
     if declared is not None:
         if not declared.isdigit():
             raise BadRequest("Content-Length is not a number")
@@ -74,7 +79,6 @@ async def read_body(
             raise WebhookError(f"body larger than {limit} bytes", status=413)
     chunks: list[bytes] = []
     size = 0
-    receive = request.receive
     task = deadlines.enter(seconds)
     try:
         while True:
