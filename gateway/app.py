@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -30,6 +31,7 @@ def create_app(gateway: Gateway) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        settle_gc()
         try:
             yield
         finally:
@@ -114,3 +116,24 @@ def create_app_from_env() -> Starlette:
     secrets = secret_values(settings, host.providers)
     configure_logging(settings.log_level, settings.log_format, secrets)
     return create_app(Gateway(settings, host))
+
+
+#: Container allocations (net of frees) between two young-generation collections; the
+#: interpreter's default, 700, is reached every few webhooks.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """Once started: what is alive now (modules, settings, the gateway) lives as long as
+    the process, so it is collected once and then frozen out of later collections, and the
+    young generation is collected less often.
+
+    Measured under `wrk -c32` on the Chat API webhook: with the defaults the collector
+    took some 5% of the process's time, and each full collection (64,000 objects) held
+    the loop for tens of milliseconds, a webhook's whole p99 budget; frozen, a full
+    collection scans only the few thousand objects made since.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

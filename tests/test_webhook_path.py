@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from gateway import PluginContext
-from gateway.app import create_app
+from gateway.app import GC_YOUNG_THRESHOLD, create_app, settle_gc
 from gateway.hookspecs import hookimpl
 from gateway.providers import WebhookRequest, WebhookResult
 from gateway.testing import GatewayHarness, Recorder, running_gateway
@@ -165,3 +166,14 @@ async def test_a_provider_response_runs_its_background_then_observations(
     response = await h.client.get("/webhooks/wa/welcome?x=1")
     assert (response.status_code, response.text) == (200, "hello welcome")
     assert ran == ["provider's task"]
+
+
+def test_settle_gc_freezes_what_startup_made_and_collects_young_objects_less_often() -> None:
+    threshold = gc.get_threshold()
+    try:
+        settle_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, threshold[1], threshold[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
