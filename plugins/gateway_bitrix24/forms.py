@@ -23,6 +23,13 @@ MAX_KEY_LENGTH = 512
 _KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)\Z")
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
+# Bitrix24 sends the same few dozen keys in every event, and unescaping and splitting them
+# was a third of reading one: both are remembered, for as many keys as `_KNOWN_KEYS` (a body
+# of made-up keys fills the memory once; later keys are then read as before, not kept).
+_KNOWN_KEYS = 2048
+_NAMES: dict[str, str] = {}
+_SPLIT: dict[str, tuple[str, ...]] = {}
+
 
 class FormError(ValueError):
     """The body cannot be read safely; the text says why (no values are echoed)."""
@@ -81,14 +88,17 @@ def parse_form(
         if segments is None:
             continue
         node = root
+        last = len(segments) - 1
         for position, segment in enumerate(segments):
-            name = _resolve(node, segment, max_index)
-            if position == len(segments) - 1:
-                node[name] = value
+            # A name (not an index, not an append) is its own key: no call for most segments.
+            if not segment or (segment.isascii() and segment.isdigit()):
+                segment = _resolve(node, segment, max_index)
+            if position == last:
+                node[segment] = value
                 break
-            child = node.get(name)
+            child = node.get(segment)
             if not isinstance(child, dict):
-                child = node[name] = {}
+                child = node[segment] = {}
             node = child
     return _listify(root)  # type: ignore[no-any-return]
 
@@ -100,10 +110,16 @@ def _pairs(text: str, max_fields: int) -> list[tuple[str, str]]:
     if text and 1 + text.count("&") > max_fields:
         raise FormError(f"the form has more than {max_fields} fields")
     pairs = []
+    names = _NAMES
     for field in text.split("&"):
         if field:
-            name, _, value = field.partition("=")
-            pairs.append((_unquote(name), _unquote(value)))
+            escaped, _, value = field.partition("=")
+            name = names.get(escaped)
+            if name is None:
+                name = _unquote(escaped)
+                if len(names) < _KNOWN_KEYS:
+                    names[escaped] = name
+            pairs.append((name, _unquote(value)))
     return pairs
 
 
@@ -118,17 +134,27 @@ def _unquote(text: str) -> str:
     return unquote(text, errors="strict")
 
 
-def _segments(key: str, max_depth: int) -> list[str] | None:
+def _segments(key: str, max_depth: int) -> tuple[str, ...] | None:
+    segments = _SPLIT.get(key)
+    if segments is None:
+        segments = _split(key) or ()  # (): a key PHP would drop
+        if len(_SPLIT) < _KNOWN_KEYS:
+            _SPLIT[key] = segments
+    if not segments:
+        return None
+    if len(segments) > max_depth:
+        raise FormError(f"a form key is nested deeper than {max_depth} levels")
+    return segments
+
+
+def _split(key: str) -> tuple[str, ...] | None:
     if len(key) > MAX_KEY_LENGTH:
         raise FormError(f"a form key is longer than {MAX_KEY_LENGTH} characters")
     match = _KEY.match(key)
     if match is None:
         # PHP mangles or drops such keys; nothing Bitrix24 sends looks like this.
-        return None if not key or key.startswith("[") else [key]
-    segments = [match.group(1), *_SEGMENT.findall(match.group(2))]
-    if len(segments) > max_depth:
-        raise FormError(f"a form key is nested deeper than {max_depth} levels")
-    return segments
+        return None if not key or key.startswith("[") else (key,)
+    return (match.group(1), *_SEGMENT.findall(match.group(2)))
 
 
 def _resolve(node: dict[str, Any], segment: str, max_index: int) -> str:
