@@ -44,7 +44,10 @@ def make_settings(tmp_path: Path, **channel: Any) -> dict[str, Any]:
         "media": {"directory": str(tmp_path / "media")},
         "admin": {"token": "admin-secret"},
         "retry": {"base_delay": 0.01, "max_delay": 0.05, "max_attempts": 4, "jitter": 0.0},
-        "workers": {"poll_interval": 0.05, "concurrency": 4},
+        # Leases far longer than any jump of the fake clock: a jump past a lease held by a
+        # slot mid-send would let a second slot claim the same job, a double send no real
+        # clock produces (a send takes far less than `lease_seconds`).
+        "workers": {"poll_interval": 0.05, "concurrency": 4, "lease_seconds": 86400.0},
         "channels": {
             "wa": {
                 "provider": "cloudapi",
