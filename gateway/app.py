@@ -43,15 +43,17 @@ def create_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request: Request) -> Response:
-        problems = list(gateway.problems)
+        problems = gateway.own_problems()
         try:
             await gateway.store.ping()
         except Exception as exc:
             problems.append(f"store: {exc}")
         if not gateway.ready:
             problems.append("gateway is starting or stopping")
-        if gateway.media.fault:
-            problems.append(f"media: {gateway.media.fault}")
+        if gateway.delivery_peer is not None:
+            # The delivery process starts the same instances: the same failure is one line.
+            theirs = await gateway.delivery_peer.problems()
+            problems += [f"delivery process: {p}" for p in theirs if p not in problems]
         status = 200 if not problems else 503
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
 
@@ -60,7 +62,10 @@ def create_app(gateway: Gateway) -> Starlette:
         now = gateway.clock()
         record_queue_stats(gateway.metrics, await gateway.store.stats(now), now)
         record_unrouted(gateway.metrics, await gateway.store.held_stats())
-        return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
+        registry = gateway.metrics
+        if gateway.delivery_peer is not None:  # its counters join this process's own
+            registry = await gateway.delivery_peer.metrics()
+        return PlainTextResponse(registry.render(), media_type=CONTENT_TYPE)
 
     routes: list[BaseRoute] = [
         # Served by `WebhookPath` before Starlette; here for a `root_path` and for the 405.

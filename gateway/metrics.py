@@ -6,15 +6,18 @@ tuple of label values; names, escaping and number formatting happen in `render`.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.models import AccountStatus
 from gateway.store.base import DestinationStats, HeldStats
+
+log = logging.getLogger("gateway")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,7 +44,9 @@ class _Histogram:
 
 
 class _Family:
-    __slots__ = ("buckets", "help", "histograms", "kind", "labelnames", "name", "series")
+    __slots__ = (
+        *("buckets", "help", "histograms", "kind", "labelnames", "name", "series", "shared"),
+    )
 
     def __init__(
         self,
@@ -50,12 +55,16 @@ class _Family:
         kind: Kind,
         labelnames: tuple[str, ...],
         buckets: tuple[float, ...] = (),
+        *,
+        shared: bool = False,
     ) -> None:
         self.name = name
         self.help = help
         self.kind = kind
         self.labelnames = labelnames
         self.buckets = buckets
+        #: A gauge every process computes alike from the store they share (`merged`).
+        self.shared = shared
         self.series: dict[LabelKey, float] = {}
         self.histograms: dict[LabelKey, _Histogram] = {}
         if not labelnames:
@@ -89,8 +98,13 @@ class Metrics:
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         self._declare(_Family(name, help, "counter", self._labels(name, labelnames)))
 
-    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        self._declare(_Family(name, help, "gauge", self._labels(name, labelnames)))
+    def gauge(
+        self, name: str, help: str, labelnames: Sequence[str] = (), *, shared: bool = False
+    ) -> None:
+        """`shared`: every process of the gateway computes this gauge alike from the store
+        (queue depth, account states); a merge keeps this process's own (`merged`)."""
+        family = _Family(name, help, "gauge", self._labels(name, labelnames), shared=shared)
+        self._declare(family)
 
     def histogram(
         self,
@@ -190,6 +204,43 @@ class Metrics:
         except KeyError:
             raise KeyError(f"metric {name!r} is not declared") from None
 
+    # between processes ---------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Every family and series as JSON, for another process to merge (`merged`)."""
+        return {
+            name: {
+                "kind": f.kind,
+                "help": f.help,
+                "labels": list(f.labelnames),
+                "buckets": list(f.buckets),
+                "series": [[list(k), v] for k, v in f.series.items()],
+                "histograms": [
+                    [list(k), h.counts, h.sum, h.count] for k, h in f.histograms.items()
+                ],
+            }
+            for name, f in self._families.items()
+        }
+
+    def merged(self, snapshot: Mapping[str, Any]) -> Metrics:
+        """A copy of this registry with another process's `snapshot` added, so that one
+        scrape shows the gateway as one process would.
+
+        Counters and histograms are summed series by series (name and labels): each process
+        counts its own events. Gauges are summed too (what each process holds adds up),
+        except `shared` ones, which every process computes alike from the store: summing
+        those would count each job twice, so this process's own stand. A family this
+        process lacks is taken as it comes; one declared differently here is left out.
+        """
+        merged = Metrics()
+        for name, family in self._families.items():
+            merged._families[name] = _copy(family)
+        for name, data in snapshot.items():
+            try:
+                _add(merged, name, data)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("metric %s of the delivery process left out: %s", name, exc)
+        return merged
+
     # rendering ----------------------------------------------------------------------------
     def render(self) -> str:
         lines: list[str] = []
@@ -204,6 +255,56 @@ class Metrics:
                 lines.append(f"{name}{_labels(family.labelnames, key)} {_number(value)}")
         lines.append("")
         return "\n".join(lines)
+
+
+def _copy(family: _Family) -> _Family:
+    copy = _Family(
+        family.name,
+        family.help,
+        family.kind,
+        family.labelnames,
+        family.buckets,
+        shared=family.shared,
+    )
+    copy.series = dict(family.series)
+    for key, histogram in family.histograms.items():
+        twin = copy.histograms[key] = _Histogram(len(family.buckets))
+        twin.counts, twin.sum, twin.count = list(histogram.counts), histogram.sum, histogram.count
+    return copy
+
+
+def _add(into: Metrics, name: str, data: Mapping[str, Any]) -> None:
+    """Add one family of a snapshot to `into` (see `Metrics.merged`)."""
+    kind, labels = data["kind"], tuple(str(label) for label in data["labels"])
+    if name not in into:
+        if kind == "histogram":
+            into.histogram(name, str(data["help"]), labels, data["buckets"])
+        elif kind in ("counter", "gauge"):
+            into._declare(_Family(name, str(data["help"]), kind, into._labels(name, labels)))
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+    family = into._family(name)
+    buckets = tuple(float(b) for b in data["buckets"])
+    if (family.kind, family.labelnames, family.buckets) != (kind, labels, buckets):
+        raise ValueError("declared differently in the two processes")
+    if family.shared:
+        return
+    width = len(labels)
+    for key, value in data["series"]:
+        series = tuple(str(v) for v in key)
+        if len(series) != width:
+            raise ValueError(f"series {key} does not match the labels {labels}")
+        family.series[series] = family.series.get(series, 0.0) + float(value)
+    for key, counts, total, count in data["histograms"]:
+        series = tuple(str(v) for v in key)
+        if len(series) != width or len(counts) != len(buckets) + 1:
+            raise ValueError(f"histogram series {key} does not match the family")
+        histogram = family.histograms.get(series)
+        if histogram is None:
+            histogram = family.histograms[series] = _Histogram(len(buckets))
+        histogram.counts = [a + int(b) for a, b in zip(histogram.counts, counts, strict=True)]
+        histogram.sum += float(total)
+        histogram.count += int(count)
 
 
 def _render_histogram(family: _Family, lines: list[str]) -> None:
@@ -246,7 +347,10 @@ def _number(value: float) -> str:
 
 
 def standard_metrics() -> Metrics:
-    """The gateway's own families, declared with the names dashboards and alerts use."""
+    """The gateway's own families, declared with the names dashboards and alerts use.
+
+    The gauges are `shared`: each process computes them from the store (the queue and
+    held messages at every scrape, account states from the shared state)."""
     m = Metrics()
     m.counter("gateway_events_received_total", "Inbound events committed.", ["instance"])
     m.counter("gateway_events_duplicate_total", "Inbound events already known.", ["instance"])
@@ -263,15 +367,28 @@ def standard_metrics() -> Metrics:
         "Sends of unknown outcome the destination was asked about (landed: yes or no).",
         ["destination", "landed"],
     )
-    m.gauge("gateway_queue_depth", "Ready jobs per destination.", ["destination"])
-    m.gauge("gateway_queue_dead", "Dead-lettered jobs per destination.", ["destination"])
-    m.gauge("gateway_queue_oldest_age_seconds", "Age of the oldest ready job.", ["destination"])
+    m.gauge("gateway_queue_depth", "Ready jobs per destination.", ["destination"], shared=True)
+    m.gauge(
+        "gateway_queue_dead", "Dead-lettered jobs per destination.", ["destination"], shared=True
+    )
+    m.gauge(
+        "gateway_queue_oldest_age_seconds",
+        "Age of the oldest ready job.",
+        ["destination"],
+        shared=True,
+    )
     m.histogram("gateway_delivery_latency_seconds", "Enqueue-to-delivery time.", ["destination"])
-    m.gauge("gateway_account_state", "1 for each account's current state.", ["instance", "state"])
+    m.gauge(
+        "gateway_account_state",
+        "1 for each account's current state.",
+        ["instance", "state"],
+        shared=True,
+    )
     m.gauge(
         "gateway_unrouted_messages",
         "Accepted messages no route carries: held (waiting for one) or dead (held too long).",
         ["instance", "state"],
+        shared=True,
     )
     m.counter("gateway_admin_rejected_total", "Admin API requests refused (no or wrong token).")
     return m

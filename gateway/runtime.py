@@ -37,6 +37,7 @@ from gateway.outcomes import RetryPolicy
 from gateway.plugins import PluginHost
 from gateway.ports import PluginContext
 from gateway.providers import CRMProvider, InstanceContext, Provider, ProviderKind, Route
+from gateway.reports import DeliveryPeer
 from gateway.routes import RouteTable
 from gateway.sealing import Sealer
 from gateway.settings import GatewaySettings
@@ -88,6 +89,9 @@ class Gateway:
         #: Wake-ups between the two processes on SQLite (PostgreSQL has LISTEN/NOTIFY).
         self._wake_sender: WakeSender | None = None
         self._wake_receiver: WakeReceiver | None = None
+        #: An HTTP process's line to the delivery process beside it (set by the supervisor's
+        #: child): `/metrics` and `/readyz` show what that process knows too.
+        self.delivery_peer: DeliveryPeer | None = None
         self._own_http = http is None
         self.http = http or services.http_client(settings.ca_file)
         self.fetcher = services.guarded_fetcher(settings, self.http, resolver)
@@ -283,6 +287,14 @@ class Gateway:
             await self.http.aclose()
         if stuck:
             raise stuck[0]
+
+    def own_problems(self) -> list[str]:
+        """What keeps this process from working (`/readyz`): instances that failed to start
+        here, a media store it cannot write to."""
+        problems = list(self.problems)
+        if self.media.fault:
+            problems.append(f"media: {self.media.fault}")
+        return problems
 
     async def housekeep(self) -> None:
         """Expired media go, events past their retention are forgotten, held ones expire."""

@@ -63,7 +63,7 @@ class WorkerSettings:
     reorder_window: float = 0.0
     #: Delivery in its own process beside the HTTP process(es) (`gateway.supervisor`);
     #: "auto": when the machine has more than one core.
-    delivery_process: bool | Literal["auto"] = False
+    delivery_process: bool | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True, slots=True)

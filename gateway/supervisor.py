@@ -283,9 +283,12 @@ def run_child(
     watch_supervisor(args.supervisor_fd)
     role: Role = args.role
     gateway = importlib.import_module("gateway.runtime").Gateway(settings, host, role=role)
+    reports = importlib.import_module("gateway.reports")
+    where = reports.address(args.listen_fd)
     if role == "http":
+        gateway.delivery_peer = reports.DeliveryPeer(where, gateway.metrics)
         return run_http(gateway, options, args.listen_fd)
-    return run_delivery(gateway)
+    return run_delivery(gateway, where)
 
 
 def run_http(gateway: Any, options: dict[str, Any], listen_fd: int) -> int:
@@ -307,8 +310,13 @@ def run_http(gateway: Any, options: dict[str, Any], listen_fd: int) -> int:
     return EXIT_OK if server.started else EXIT_FAILED
 
 
-def run_delivery(gateway: Any) -> int:
-    """The delivery process: the gateway without HTTP, until SIGTERM or SIGINT."""
+def run_delivery(gateway: Any, where: str | bytes) -> int:
+    """The delivery process: the gateway without HTTP, until SIGTERM or SIGINT; it answers
+    the HTTP processes' questions at `where` (`gateway.reports`)."""
+    reports = importlib.import_module("gateway.reports")
+    server = reports.ReportServer(
+        where, gateway.metrics, flush=gateway.notifier.flush, problems=gateway.own_problems
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -317,9 +325,11 @@ def run_delivery(gateway: Any) -> int:
             loop.add_signal_handler(sig, stop.set)
         await gateway.start()
         try:
+            await server.start()
             log.info("delivery process ready (pid %d)", os.getpid())
             await stop.wait()
         finally:
+            await server.stop()
             await gateway.stop()
 
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None

@@ -217,6 +217,9 @@ def test_run_serves_the_app_with_uvicorn(
 ) -> None:
     if access_log is not None:
         monkeypatch.setenv("GATEWAY_ACCESS_LOG", access_log)
+    # One process: the server stands in for uvicorn's here (the supervisor would start
+    # real children; tests/test_delivery_process.py runs those).
+    monkeypatch.setenv("GATEWAY_WORKERS__DELIVERY_PROCESS", "false")
     built: dict[str, Any] = {}
 
     class Gateway:
@@ -268,6 +271,7 @@ def test_run_logs_a_few_inline_secrets_then_a_count(
     path = tmp_path / "settings.toml"
     path.write_text(GOOD.replace("[crms.b24]", channels + "[crms.b24]"))
     (tmp_path / ".secrets.toml").write_text(SECRETS)
+    monkeypatch.setenv("GATEWAY_WORKERS__DELIVERY_PROCESS", "false")  # one process, as above
 
     class Server:
         def __init__(self, config: Any) -> None:

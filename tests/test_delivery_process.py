@@ -1,5 +1,6 @@
-"""`gateway run` with `[workers] delivery_process = true`: one supervisor, an HTTP process and
-a delivery process sharing the store (gateway.supervisor), as real processes.
+"""`gateway run` with `[workers] delivery_process = true` (and by default, "auto", on more
+than one core): one supervisor, an HTTP process and a delivery process sharing the store
+(gateway.supervisor), as real processes.
 
 Webhooks go to the HTTP process and are delivered by the delivery process; either child
 SIGKILLed mid-load is restarted and nothing is lost or doubled; SIGTERM stops all three; a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,7 +44,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def write_settings(tmp_path: Path, store_url: str, channel_url: str, crm_url: str) -> Path:
+def write_settings(
+    tmp_path: Path,
+    store_url: str,
+    channel_url: str,
+    crm_url: str,
+    delivery_process: str | None = "true",
+) -> Path:
+    """Settings for the test providers; `delivery_process=None` leaves the default."""
+    workers = "" if delivery_process is None else f"delivery_process = {delivery_process}"
     path = tmp_path / "settings.toml"
     path.write_text(
         f"""
@@ -62,7 +72,7 @@ max_delay = 0.5
 concurrency = 4
 lease_seconds = 2
 poll_interval = 1
-delivery_process = true
+{workers}
 
 [channels.wa]
 provider = "test-channel"
@@ -144,6 +154,39 @@ async def test_sigkill_of_the_delivery_process_loses_nothing(
         finally:
             assert gateway.stop() == 0
     assert_once_in_order(crm)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='"auto" is one process on one core')
+async def test_by_default_delivery_runs_beside_and_one_scrape_shows_both(
+    tmp_path: Path,
+) -> None:
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    store_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    async with serve(channel.app) as channel_url, serve(crm.app) as crm_url:
+        settings = write_settings(tmp_path, store_url, channel_url, crm_url, None)
+        gateway = GatewayProcess(settings, free_port())
+        await gateway.start()
+        try:
+            delivery = await gateway.child_pid("delivery")
+            http = await gateway.child_pid("http")
+            async with httpx.AsyncClient(base_url=gateway.url) as client:
+                webhook = customer("m-1", "c0")
+                response = await client.post("/webhooks/wa", json=webhook, headers=CHANNEL_AUTH)
+                assert response.status_code == 200
+                await crm.wait_count(1, timeout=30)
+                # The delivery process counts once the CRM has answered: scrape until then.
+                delivered = re.compile(r'gateway_jobs_delivered_total\{destination="crm",.*\} 1\n')
+                deadline = asyncio.get_running_loop().time() + 30
+                while not delivered.search(text := (await client.get("/metrics")).text):
+                    assert asyncio.get_running_loop().time() < deadline, text
+                assert 'gateway_events_received_total{instance="wa"} 1\n' in text  # HTTP's
+                assert 'gateway_delivery_latency_seconds_count{destination="crm"} 1\n' in text
+                assert "gateway_delivery_process_up 1\n" in text
+                assert (await client.get("/readyz")).json() == {"ready": True, "problems": []}
+            assert delivery != http
+        finally:
+            assert gateway.stop() == 0
+    assert crm.texts("c0") == ["m-1"]
 
 
 async def test_sigkill_of_the_http_process_loses_nothing(tmp_path: Path, store_url: str) -> None:
@@ -243,6 +286,59 @@ def test_delivery_process_setting_is_checked(tmp_path: Path) -> None:
     split, refused = wanted(settings)
     assert not split and [p.key for p in refused] == ["workers.delivery_process"]
     assert "sqlite:///var/gateway.db" in refused[0].fix
+
+
+def test_auto_by_default_is_one_process_in_memory_or_on_one_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.settings import check_settings
+    from gateway.supervisor import wanted
+
+    def default_settings(url: str) -> Any:
+        path = tmp_path / "settings.toml"
+        path.write_text(f'public_url = "http://gw.test"\n[store]\nurl = "{url}"\n')
+        settings, problems = check_settings(str(path), environ={})
+        assert problems == [] and settings.workers.delivery_process == "auto"
+        return settings
+
+    on_file = default_settings(f"sqlite:///{tmp_path / 'gateway.db'}")
+    in_memory = default_settings("sqlite://:memory:")
+    on_postgres = default_settings("postgresql://gw@db.example/gw")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert wanted(on_file) == (True, []) and wanted(on_postgres) == (True, [])
+    assert wanted(in_memory) == (False, [])  # nothing to share: one process, no complaint
+    for cores in (1, None):  # os.cpu_count() may not know
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert wanted(on_file) == (False, []) and wanted(on_postgres) == (False, [])
+
+
+def test_gateway_run_by_default_in_memory_is_one_uvicorn_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from gateway import cli
+
+    path = tmp_path / "settings.toml"
+    path.write_text('public_url = "http://gw.test"\n[store]\nurl = "sqlite://:memory:"\n')
+    served: list[object] = []
+
+    class Server:
+        def __init__(self, config: Any) -> None:
+            self.started = True
+
+        def run(self) -> None:
+            served.append(self)
+
+    def no_supervisor(*args: Any) -> None:
+        raise AssertionError("a store in memory cannot be shared: no supervisor")
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("gateway.supervisor.Supervisor", no_supervisor)
+    monkeypatch.setitem(sys.modules, "gateway.app", types.SimpleNamespace(create_app=repr))
+    monkeypatch.setattr(cli.uvicorn, "Server", Server)
+    assert cli.main(["run", "--settings", str(path)]) == 0
+    assert len(served) == 1
 
 
 async def test_named_locks_exclude_another_process(tmp_path: Path) -> None:

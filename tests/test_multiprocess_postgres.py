@@ -200,6 +200,9 @@ async def test_gateway_run_with_two_workers_shares_the_database(
             env={
                 "GATEWAY_CRMS__CRM__BASE_URL": crm_url,
                 "GATEWAY_MEDIA__DIRECTORY": str(tmp_path / "media"),
+                # uvicorn's own workers, each delivering too (the way without a delivery
+                # process; tests/test_delivery_process.py has `--workers 2` beside one).
+                "GATEWAY_WORKERS__DELIVERY_PROCESS": "false",
             },
             args=["--workers", "2"],
         )
