@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import types
@@ -68,7 +69,6 @@ def fake_host(broken: bool = False) -> PluginHost:
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No GATEWAY_* variable of the caller leaks in; plugins are the fake ones; logging restored."""
-    import os
 
     for name in list(os.environ):
         if name.startswith("GATEWAY_"):
@@ -258,6 +258,31 @@ def test_run_serves_the_app_with_uvicorn(
     err = capsys.readouterr().err
     assert ADMIN not in err
     assert ("/x?token=***" in err) is (access_log == "true")
+
+
+def test_gateway_run_by_default_in_memory_is_one_uvicorn_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('public_url = "http://gw.test"\n[store]\nurl = "sqlite://:memory:"\n')
+    served: list[object] = []
+
+    class Server:
+        def __init__(self, config: Any) -> None:
+            self.started = True
+
+        def run(self) -> None:
+            served.append(self)
+
+    def no_supervisor(*args: Any) -> None:
+        raise AssertionError("a store in memory cannot be shared: no supervisor")
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("gateway.supervisor.Supervisor", no_supervisor)
+    monkeypatch.setitem(sys.modules, "gateway.app", types.SimpleNamespace(create_app=repr))
+    monkeypatch.setattr(cli.uvicorn, "Server", Server)
+    assert cli.main(["run", "--settings", str(path)]) == 0
+    assert len(served) == 1
 
 
 def test_run_logs_a_few_inline_secrets_then_a_count(

@@ -312,35 +312,6 @@ def test_auto_by_default_is_one_process_in_memory_or_on_one_core(
         assert wanted(on_file) == (False, []) and wanted(on_postgres) == (False, [])
 
 
-def test_gateway_run_by_default_in_memory_is_one_uvicorn_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import types
-
-    from gateway import cli
-
-    path = tmp_path / "settings.toml"
-    path.write_text('public_url = "http://gw.test"\n[store]\nurl = "sqlite://:memory:"\n')
-    served: list[object] = []
-
-    class Server:
-        def __init__(self, config: Any) -> None:
-            self.started = True
-
-        def run(self) -> None:
-            served.append(self)
-
-    def no_supervisor(*args: Any) -> None:
-        raise AssertionError("a store in memory cannot be shared: no supervisor")
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    monkeypatch.setattr("gateway.supervisor.Supervisor", no_supervisor)
-    monkeypatch.setitem(sys.modules, "gateway.app", types.SimpleNamespace(create_app=repr))
-    monkeypatch.setattr(cli.uvicorn, "Server", Server)
-    assert cli.main(["run", "--settings", str(path)]) == 0
-    assert len(served) == 1
-
-
 async def test_named_locks_exclude_another_process(tmp_path: Path) -> None:
     from gateway.store.sqlite import SQLiteStore
 
