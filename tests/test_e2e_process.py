@@ -35,6 +35,9 @@ max_delay = 0.5
 [workers]
 concurrency = 4
 poll_interval = 0.5
+# One process: the SIGKILL must hit the process that is delivering (a supervisor's
+# children stop gracefully); tests/test_delivery_process.py runs the default pair.
+delivery_process = false
 
 [channels.wa]
 provider = "test-channel"

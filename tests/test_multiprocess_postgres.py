@@ -51,6 +51,10 @@ max_delay = 0.5
 concurrency = 2
 lease_seconds = 2
 poll_interval = 1
+# Single-process gateways sharing one database: the SIGKILL hits the one delivering (a
+# supervisor's children would stop gracefully), and `--workers 2` is uvicorn's workers,
+# each delivering (tests/test_delivery_process.py has them beside a delivery process).
+delivery_process = false
 
 [channels.wa]
 provider = "test-channel"
@@ -200,9 +204,6 @@ async def test_gateway_run_with_two_workers_shares_the_database(
             env={
                 "GATEWAY_CRMS__CRM__BASE_URL": crm_url,
                 "GATEWAY_MEDIA__DIRECTORY": str(tmp_path / "media"),
-                # uvicorn's own workers, each delivering too (the way without a delivery
-                # process; tests/test_delivery_process.py has `--workers 2` beside one).
-                "GATEWAY_WORKERS__DELIVERY_PROCESS": "false",
             },
             args=["--workers", "2"],
         )

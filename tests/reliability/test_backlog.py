@@ -44,6 +44,9 @@ max_attempts = 100000
 [workers]
 concurrency = 4
 poll_interval = 0.5
+# One process: the SIGKILL and the VmRSS are of the process that holds the backlog, not
+# of a supervisor whose children would stop gracefully.
+delivery_process = false
 
 [channels.wa]
 provider = "test-channel"

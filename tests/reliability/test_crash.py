@@ -47,8 +47,9 @@ async def run_crash(
     rng = random.Random(seed)
     started = time.monotonic()
     async with served_stack(tmp) as stack:
-        if split:
-            stack.settings["workers"]["delivery_process"] = True
+        # Without `split`, one process: a SIGKILL of `gateway run` must hit the process
+        # that delivers, not a supervisor whose children would stop gracefully.
+        stack.settings["workers"]["delivery_process"] = split
         settings = tmp / "settings.toml"
         settings.write_text(to_toml(stack.settings))
         process = GatewayProcess(settings, stack.port)
@@ -166,6 +167,7 @@ async def test_kill_during_delivery_parks_nothing_that_never_arrived(tmp_path: P
     chats; what landed is recorded, what did not is sent again, nothing waits for a person."""
     tally = Tally("kill-during-delivery")
     async with served_stack(tmp_path) as stack:
+        stack.settings["workers"]["delivery_process"] = False  # the SIGKILL hits the sender
         settings = tmp_path / "settings.toml"
         settings.write_text(to_toml(stack.settings))
         process = GatewayProcess(settings, stack.port)
