@@ -310,6 +310,25 @@ class StoreContract(SharedStateContract, HistoryContract, OrderContract):
         assert await store.destinations_with_work(later) == ["other"]
         assert len(await store.claim("other", "w3", 10, LEASE, later)) == 1
 
+    async def test_finishing_a_batch_across_lanes(self, store: Store) -> None:
+        """One finish for jobs of several lanes, one of them finished already: each lane
+        moves on to its next job or goes, each finished job is recorded once."""
+        a0, a1, b0, c0, c1 = await store.enqueue(
+            [job("a", 0), job("a", 1), job("b", 0), job("c", 0), job("c", 1)], NOW
+        )
+        assert ids(await store.claim("crm", "w1", 10, LEASE, NOW)) == [a0, a1, b0, c0, c1]
+        await store.finish([Finished(c0)], "w1", NOW)
+        ack = job("chat-9", 9, destination="channel", kind="ack")
+        batch = [Finished(b0), Finished(c0), Finished(a0, followups=[ack]), Finished(c1)]
+        await store.finish(batch, "w1", NOW)
+        # a1 is still out: lane a stays leased; b and c are empty and gone.
+        assert await store.claim("crm", "w2", 10, LEASE, NOW) == []
+        await store.finish([Finished(a1)], "w1", NOW)
+        assert await store.destinations_with_work(NOW) == ["channel"]
+        steps = await store.job_history(job_ids=[a0, a1, b0, c0, c1])
+        delivered = [s.job_id for s in steps if s.step == "delivered"]
+        assert sorted(delivered) == sorted([a0, a1, b0, c0, c1])  # c0 only once
+
     async def test_finishing_an_unknown_job_does_nothing(self, store: Store) -> None:
         await store.finish([Finished(424242, followups=[job("a")])], "w1", NOW)
         assert await store.claim("crm", "w1", 10, LEASE, NOW) == []

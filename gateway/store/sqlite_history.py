@@ -24,6 +24,14 @@ _LOG = (
     " sending_since, ?, json_extract(CAST(payload AS TEXT), '$.event.native_id'), replay_of"
     " FROM jobs WHERE id = ?"
 )
+# One statement for a batch, the ids as one JSON array (a constant text, so it stays in
+# the statement cache whatever the batch's size); the log keeps the array's order.
+_LOG_MANY = (
+    f"INSERT INTO job_log ({_STEP_COLUMNS})"  # noqa: S608 (constant columns)
+    " SELECT jobs.id, ?, ?, attempts, kind, route, source, destination, lane, created_at,"
+    " sending_since, ?, json_extract(CAST(payload AS TEXT), '$.event.native_id'), replay_of"
+    " FROM json_each(?) AS batch JOIN jobs ON jobs.id = batch.value ORDER BY batch.key"
+)
 _JOB_COLUMNS = (
     "id, kind, route, source, destination, lane, payload, state, attempts,"
     " created_at, available_at, last_error, sending_since, dead_at, replay_of"
@@ -35,6 +43,13 @@ def log_step(
 ) -> None:
     """Record `step` of a job that is still in `jobs` (call before changing or deleting it)."""
     connection.execute(_LOG, (step, now, detail, job_id))
+
+
+def log_steps(
+    connection: sqlite3.Connection, job_ids: bytes, step: str, now: float, detail: str | None
+) -> None:
+    """`log_step` for the jobs whose ids `job_ids` lists (a JSON array), in that order."""
+    connection.execute(_LOG_MANY, (step, now, detail, job_ids))
 
 
 def log_outcome(

@@ -29,6 +29,10 @@ log = logging.getLogger("gateway.store")
 BUSY_TIMEOUT_MS = 5000
 
 
+#: Room in each connection's statement cache (Python's default is 128).
+STATEMENT_CACHE = 512
+
+
 def _owner_only(path: str) -> None:
     """Close a store file (and its -wal/-shm) that an older release created group- or
     world-readable: it holds tokens and messages."""
@@ -53,8 +57,10 @@ def connect(path: str) -> sqlite3.Connection:
             _owner_only(path)
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc}") from exc
-    # isolation_level=None: the writer issues BEGIN/SAVEPOINT/COMMIT itself.
-    connection = sqlite3.connect(path, isolation_level=None)
+    # isolation_level=None: the writer issues BEGIN/SAVEPOINT/COMMIT itself. The statement
+    # cache holds every statement the store uses, `claim`'s one per open lane cursor
+    # included (`sqlite_queue.lane_prefix`): a statement that misses it is compiled anew.
+    connection = sqlite3.connect(path, isolation_level=None, cached_statements=STATEMENT_CACHE)
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         connection.execute("PRAGMA journal_mode = WAL")

@@ -155,3 +155,27 @@ async def test_a_failed_group_fails_every_caller_and_stores_nothing(
     assert all(r[0] is not None for r in redelivered)
     [stats] = await store.stats(NOW)
     assert stats.ready == 5
+
+
+async def test_an_operation_alone_in_its_transaction_fails_alone(tmp_path: Path) -> None:
+    """A lone operation runs without a savepoint: its failure rolls back its transaction,
+    fails its caller only, and the writer goes on."""
+    import sqlite3
+
+    store = SQLiteStore(str(tmp_path / "gateway.db"))
+    await store.open()
+    try:
+        writer = store._writer
+        assert isinstance(writer, Writer)
+
+        def half_then_fail(connection: sqlite3.Connection) -> None:
+            connection.execute("INSERT INTO kv (namespace, key, value) VALUES ('t', 'k', x'00')")
+            raise sqlite3.IntegrityError("refused")
+
+        with pytest.raises(StoreError, match="refused"):
+            await writer.submit_async(half_then_fail)
+        assert await store.kv_get("t", "k") is None  # nothing of it was committed
+        await store.kv_put("t", "k", {"after": True})
+        assert await store.kv_get("t", "k") == {"after": True}
+    finally:
+        await store.close()
