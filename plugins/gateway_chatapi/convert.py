@@ -112,7 +112,8 @@ def _content(
     group = is_group(chat_id)
     # In a person's chat the author is the chat itself, unless the business wrote it.
     author = _text(item.get("author")) or (None if group or from_me else chat_id)
-    base = Message(
+    # Built once: a text message (most of them) takes its text in the same construction.
+    fields: dict[str, Any] = dict(
         conversation_id=chat_id,
         native_id=msg_id,
         sender=Sender(
@@ -130,7 +131,8 @@ def _content(
         timestamp=float(item["time"]) if isinstance(item.get("time"), int | float) else None,
     )
     if kind in TEXT_TYPES:
-        return replace(base, text=body)
+        return Message(**fields, text=body)
+    base = Message(**fields)
     if kind in MEDIA_KINDS:
         if not body.startswith(("https://", "http://")):
             return _note(base, f"[{kind} without a downloadable file]", caption)
