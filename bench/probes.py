@@ -3,6 +3,7 @@
     python -m bench.probes threads   # CPU per thread of `gateway run` under wrk (Chat API)
     python -m bench.probes httpx     # CPU per httpx POST to the CRM fake
     python -m bench.probes idle      # CPU of an idle `gateway run` with 1,000 channels
+    python -m bench.probes split     # CPU per webhook: bare, floor, gateway HTTP, delivery
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -42,6 +43,28 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return seconds
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def roles(pid: int) -> dict[str, int]:
+    """The processes of `gateway run`: itself alone, or its HTTP and delivery children
+    (`[workers] delivery_process`), by role."""
+    found: dict[str, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rpartition(")")[2].split()[1] != str(pid):
+                continue
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--role" in command:
+            found[command[command.index(b"--role") + 1].decode()] = int(stat.parent.name)
+    return found or {"all": pid}
+
+
 def _shares(pid: int, seconds: float) -> dict[str, float]:
     before, started = thread_cpu(pid), time.monotonic()
     time.sleep(seconds)
@@ -63,9 +86,8 @@ def threads() -> None:
         )
         with c.gateway(settings, work) as gw:
             shares: dict[str, float] = {}
-            sampler = threading.Thread(
-                target=lambda: shares.update(_shares(gw.popen.pid, 6.0)), daemon=True
-            )
+            pid = roles(gw.popen.pid).get("http", gw.popen.pid)
+            sampler = threading.Thread(target=lambda: shares.update(_shares(pid, 6.0)), daemon=True)
             sampler.start()
             result = c.wrk(
                 f"{gw.url}/webhooks/wa/{c.CHATAPI_SECRET}",
@@ -75,7 +97,8 @@ def threads() -> None:
                 args=["probe", str(CONVERSATIONS)],
             )
             sampler.join()
-    print(f"gateway: {result.rps:.0f} req/s; CPU % of one core per thread: {shares}")
+    print(f"gateway: {result.rps:.0f} req/s; CPU % of one core per thread of the process")
+    print(f"that takes webhooks: {shares}")
     print("(the busiest other thread is the SQLite store's writer)")
 
 
@@ -101,6 +124,49 @@ def http_cost() -> None:
     print(f"httpx: {statistics.median(costs):.0f} us of CPU per POST (runs: {costs})")
 
 
+def split() -> None:
+    """CPU per webhook under `wrk -c32` (Chat API, benchmark 1's load), process by process:
+    the bare endpoint, the durable floor, and the gateway's HTTP and delivery processes."""
+    load = [WRK / "chatapi.lua"]
+    rows: list[tuple[str, float, float]] = []
+    with (
+        c.workspace("probe-split") as work,
+        c.server("bare", work) as bare,
+        c.server("floor", work, "--db", str(work / "floor.db")) as floor,
+        c.server("crm", work) as crm,
+    ):
+        for name, proc in (("bare endpoint", bare), ("durable floor", floor)):
+            before = process_cpu(proc.popen.pid)
+            url = f"{proc.url}/webhooks/wa/{c.CHATAPI_SECRET}"
+            result = c.wrk(url, load[0], connections=32, seconds=8, args=[name[:4], "200"])
+            used = process_cpu(proc.popen.pid) - before
+            rows.append((name, result.rps, used / result.requests * 1e6))
+        settings = c.write_settings(
+            work,
+            channels={"wa": c.chatapi_channel()},
+            crms={"crm": c.test_crm(crm.url)},
+            routes={"main": {"channel": "wa", "crm": "crm"}},
+        )
+        with c.gateway(settings, work) as gw:
+            pids = roles(gw.popen.pid)
+            before = {role: process_cpu(pid) for role, pid in pids.items()}
+            url = f"{gw.url}/webhooks/wa/{c.CHATAPI_SECRET}"
+            result = c.wrk(url, load[0], connections=32, seconds=8, args=["gw", "200"])
+            seen = c.get_json(crm.url + "/_stats")
+            # Delivery catches up after wrk stops; its CPU is counted until it has.
+            deadline = time.monotonic() + 60
+            while seen["count"] < result.requests and time.monotonic() < deadline:
+                time.sleep(0.1)
+                seen = c.get_json(crm.url + "/_stats")
+            for role, pid in pids.items():
+                used = process_cpu(pid) - before[role]
+                rows.append((f"gateway, {role} process", result.rps, used / result.requests * 1e6))
+    print(f"{'process':28} {'req/s':>7} {'CPU us per webhook':>19}")
+    for name, rps, cost in rows:
+        print(f"{name:28} {rps:7.0f} {cost:19.0f}")
+    print(f"(CRM fake: {seen['count']} messages in {seen['requests']} POSTs)")
+
+
 def idle() -> None:
     with c.workspace("probe-idle") as work:
         settings = _prepare(work / "large", 1000)
@@ -112,9 +178,9 @@ def idle() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=["threads", "httpx", "idle"])
+    parser.add_argument("probe", choices=["threads", "httpx", "idle", "split"])
     args = parser.parse_args()
-    {"threads": threads, "httpx": http_cost, "idle": idle}[args.probe]()
+    {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}[args.probe]()
 
 
 if __name__ == "__main__":
