@@ -13,6 +13,10 @@ of the socket it listens on (unique on the machine while it runs). It is in Linu
 abstract namespace (nothing to clean up after a SIGKILL); elsewhere a socket file in the
 temporary directory.
 
+An abstract address has no file permissions, and anyone on the machine can connect to it or
+bind it first: on Linux each end checks the other's user (`SO_PEERCRED`) and talks only to
+a process of its own user; the socket file elsewhere is made readable by its owner only.
+
 The delivery process may be down (restarting after a crash) or slow to answer: the scrape
 still answers, with this process's own series and `gateway_delivery_process_up 0`.
 """
@@ -26,6 +30,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import sys
 import tempfile
 from collections.abc import Callable
@@ -40,6 +45,16 @@ log = logging.getLogger("gateway.reports")
 ASK_TIMEOUT = 2.0
 UP = "gateway_delivery_process_up"
 Question = Literal["metrics", "ready"]
+
+
+def same_user(sock: socket.socket) -> bool:
+    """Whether the process at the other end of `sock` runs as this process's user (always
+    true where the kernel does not say: there the socket file's permissions decide)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", credentials)
+    return bool(uid == os.getuid())
 
 
 def address(listen_fd: int) -> str | bytes:
@@ -78,6 +93,8 @@ class ReportServer:
                 os.unlink(self.address)  # left by a process that died
         try:
             sock.bind(self.address)
+            if isinstance(self.address, str):
+                os.chmod(self.address, 0o600)
         except OSError as exc:
             sock.close()
             log.warning("the delivery process cannot report its metrics (%s)", exc)
@@ -104,6 +121,10 @@ class ReportServer:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            peer = writer.get_extra_info("socket")
+            if peer is None or not same_user(peer):
+                log.warning("a process of another user asked for the delivery report: refused")
+                return
             async with asyncio.timeout(ASK_TIMEOUT):
                 question = (await reader.readline()).decode(errors="replace").strip()
                 writer.write(json.dumps(self.report(question)).encode())
@@ -153,6 +174,8 @@ class DeliveryPeer:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.address)
+            if not same_user(sock):
+                raise OSError("the report address is held by a process of another user")
             await loop.sock_sendall(sock, question.encode() + b"\n")
             chunks: list[bytes] = []
             while chunk := await loop.sock_recv(sock, 1 << 16):

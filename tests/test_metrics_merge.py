@@ -3,7 +3,9 @@ series as one process would (`Metrics.merged`, `gateway.reports`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -112,3 +114,45 @@ async def test_the_http_process_asks_the_delivery_process(tmp_path: Path) -> Non
     finally:
         await server.stop()
     assert (await peer.metrics()).value(UP) == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="abstract socket address, SO_PEERCRED")
+async def test_only_a_process_of_the_same_user_is_answered_or_believed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abstract address has no permissions: anyone may connect, or bind it first."""
+    import socket
+
+    from gateway import reports
+
+    left, right = socket.socketpair()
+    with left, right:
+        assert reports.same_user(left)
+        real = os.getuid()
+        monkeypatch.setattr(reports.os, "getuid", lambda: real + 1)
+        assert not reports.same_user(left)
+        monkeypatch.setattr(reports.os, "getuid", lambda: real)
+
+    http, delivery = two_processes()
+    where = b"\0whatschat-gateway-test-peer-" + str(tmp_path).encode()
+    server = ReportServer(where, delivery, flush=lambda: None, problems=lambda: ["forged"])
+    assert await server.start()
+    try:
+        # The delivery process refuses a stranger: the connection closes unanswered.
+        monkeypatch.setattr(reports, "same_user", lambda _sock: False)
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stranger:
+            stranger.setblocking(False)
+            await loop.sock_connect(stranger, where)
+            await loop.sock_sendall(stranger, b"metrics\n")
+            try:
+                answer = await loop.sock_recv(stranger, 1 << 16)
+            except ConnectionResetError:  # closed with the question unread
+                answer = b""
+            assert answer == b""
+        # The HTTP process does not believe an address held by a stranger: it is down.
+        peer = DeliveryPeer(where, http)
+        assert (await peer.metrics()).value(UP) == 0
+        assert await peer.problems() == []
+    finally:
+        await server.stop()
