@@ -8,7 +8,10 @@ hint: lost ones (the delivery process restarting, a full socket buffer) cost at 
 poll interval, since the delivery process still polls the queue and the state versions.
 
 The address is in Linux's abstract namespace (no file to clean up after a SIGKILL); on
-other systems a socket file `<db>.wake`.
+other systems a socket file `<db>.wake`, made `0600`. Anyone on the machine may send to an
+abstract address, so on Linux the receiver has the kernel attach each sender's credentials
+(`SO_PASSCRED`) and drops what a process of another user sent: a stranger cannot make the
+delivery process claim or reload in a loop.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import logging
 import os
 import socket
+import struct
 import sys
 from collections.abc import Callable
 
@@ -27,6 +31,8 @@ log = logging.getLogger("gateway.wakeup")
 #: A datagram carries names separated by newlines; `*` asks for every destination.
 EVERYTHING = "*"
 MAX_DATAGRAM = 8192
+#: `SCM_CREDENTIALS` (pid, uid, gid), Linux only.
+_CREDENTIALS = struct.Struct("3i")
 
 
 def address(db_path: str) -> str | bytes:
@@ -94,6 +100,10 @@ class WakeReceiver:
                 os.unlink(self.address)
         try:
             sock.bind(self.address)
+            if isinstance(self.address, str):
+                os.chmod(self.address, 0o600)
+            elif hasattr(socket, "SO_PASSCRED"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         except OSError as exc:
             sock.close()
             log.warning(
@@ -106,11 +116,16 @@ class WakeReceiver:
 
     def _read(self) -> None:
         assert self._socket is not None
+        checked = isinstance(self.address, bytes) and hasattr(socket, "SCM_CREDENTIALS")
+        room = socket.CMSG_SPACE(_CREDENTIALS.size) if checked else 0
         while True:
             try:
-                data = self._socket.recv(MAX_DATAGRAM)
+                data, ancillary, _flags, _sender = self._socket.recvmsg(MAX_DATAGRAM, room)
             except (BlockingIOError, InterruptedError):
                 return
+            if checked and not _from_own_user(ancillary):
+                log.warning("a wake-up from a process of another user was dropped")
+                continue
             for name in data.decode(errors="replace").split("\n"):
                 self.heard(None if name == EVERYTHING else name)
 
@@ -123,3 +138,12 @@ class WakeReceiver:
         if isinstance(self.address, str):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address)
+
+
+def _from_own_user(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether the kernel's credentials of a datagram's sender name this process's user."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            _pid, uid, _gid = _CREDENTIALS.unpack(data[: _CREDENTIALS.size])
+            return bool(uid == os.getuid())
+    return False

@@ -407,6 +407,39 @@ async def test_wake_ups_reach_the_delivery_process_end(tmp_path: Path) -> None:
         sender.close()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="abstract address, SCM_CREDENTIALS")
+async def test_a_wake_up_from_another_user_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import wakeup
+
+    heard: list[str | None] = []
+    got = asyncio.Event()
+
+    def note(name: str | None) -> None:
+        heard.append(name)
+        got.set()
+
+    path = str(tmp_path / "gateway.db")
+    sender, receiver = wakeup.WakeSender(path), wakeup.WakeReceiver(path, note)
+    assert receiver.start()
+    real = os.getuid()
+    try:
+        # The kernel names the sender's user; seen from another user's receiver, a stranger.
+        monkeypatch.setattr(wakeup.os, "getuid", lambda: real + 1)
+        sender.wake("crm")
+        await asyncio.sleep(0)  # sent at the end of the loop turn, and queued at once
+        receiver._read()  # read while the sender is a stranger
+        assert heard == []
+        monkeypatch.setattr(wakeup.os, "getuid", lambda: real)
+        sender.wake("wa")
+        await asyncio.wait_for(got.wait(), 10)
+        assert heard == ["wa"]
+    finally:
+        receiver.stop()
+        sender.close()
+
+
 @pytest.mark.postgres
 async def test_workers_n_are_n_http_processes_beside_the_delivery_process(
     tmp_path: Path,
