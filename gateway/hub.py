@@ -7,6 +7,7 @@ account states and the store through narrow doors only.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from gateway.accounts import AccountStates
@@ -19,6 +20,11 @@ from gateway.routes import RouteTable
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway")
+
+# A send claimed longer ago than this is no provider call still running (the HTTP read
+# timeout is 30 s): an older mark is a crashed process's or a retry's, waiting to be asked
+# whether it landed. Delivery claims just before it calls (one batch per claim).
+IN_FLIGHT_SECONDS = 60.0
 
 
 class GatewayHub:
@@ -37,6 +43,7 @@ class GatewayHub:
         history: HistoryImports,
         on_route_added: Callable[[], None] = lambda: None,
         portals: Mapping[str, frozenset[str]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._portals = dict(portals or {})
@@ -48,6 +55,7 @@ class GatewayHub:
         self._store = store
         self._ingest = ingest
         self._history = history
+        self._clock = clock
 
     async def emit(self, instance: str, events: Sequence[InboundEvent]) -> list[bool]:
         """Persist events that did not arrive by webhook (polling, refills); True if new."""
@@ -97,6 +105,11 @@ class GatewayHub:
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self._store.lookup_by_destination(instance, native_id) is not None
+
+    async def sends_in_flight(self, instance: str) -> bool:
+        # From the store, not this process: under the supervisor the delivery process
+        # sends, and the HTTP processes take the echoes.
+        return await self._store.sending(instance, self._clock() - IN_FLIGHT_SECONDS) > 0
 
     def conversation_for_phone(self, instance: str, phone: str) -> str:
         provider = self._instances.get(instance)

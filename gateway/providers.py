@@ -308,6 +308,10 @@ class Hub(Protocol):
         """Whether `native_id` is a message the gateway itself sent through `instance`."""
         ...
 
+    async def sends_in_flight(self, instance: str) -> bool:
+        """Whether any process may be sending through `instance` now (not yet recorded)."""
+        ...
+
     def webhook_url(self, instance: str, subpath: str = "") -> str: ...
 
     async def import_history(self, route: str, days: float | None = None) -> bool:

@@ -156,6 +156,7 @@ class Gateway:
             history=self.history,
             on_route_added=self.unrouted.poke,
             portals={name: channel_portals(c.options) for name, c in settings.channels.items()},
+            clock=clock,
         )
         #: What the lifecycle and route hooks get (`startup`, `shutdown`, `http_routes`).
         self.plugin_context = PluginContext(

@@ -322,6 +322,16 @@ class Store(ABC):
     async def destinations_with_work(self, now: float) -> list[str]:
         """Destinations that have at least one lane with ready jobs."""
 
+    @abstractmethod
+    async def sending(self, destination: str, since: float) -> int:
+        """How many send jobs of `destination` were handed out by a claim at or after
+        `since` and have no recorded outcome yet (ready, `sending_since` >= `since`): sends
+        that may be under way in any process sharing the store. Read-only.
+
+        `since` leaves out old marks (a process that crashed mid-send, a retry waiting to
+        ask whether an attempt landed): they are no provider call still running.
+        """
+
     # id map and statuses ---------------------------------------------------------------
     @abstractmethod
     async def lookup_by_source(self, route: str, source: str, source_id: str) -> IdMapping | None:

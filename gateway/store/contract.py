@@ -34,6 +34,7 @@ from gateway.store.base import (
 )
 from gateway.store.contract_history import HistoryContract
 from gateway.store.contract_order import OrderContract
+from gateway.store.contract_sending import SendingContract
 from gateway.store.contract_shared import SharedStateContract
 
 NOW = 1_700_000_000.0
@@ -73,7 +74,7 @@ def ids(jobs: list[Job]) -> list[int]:
     return [j.id for j in jobs]
 
 
-class StoreContract(SharedStateContract, HistoryContract, OrderContract):
+class StoreContract(SharedStateContract, HistoryContract, OrderContract, SendingContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture

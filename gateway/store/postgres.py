@@ -83,8 +83,7 @@ class PostgresStore(Store):
         self.schema = ""
         self.channel = ""
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
-        self._lock_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None
-        self._lock_pool = None
+        self._lock_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
         self._notifier: Notifier | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._ingests = GroupedIngest(self._run, self._announce, self._announce_state)
@@ -273,6 +272,9 @@ class PostgresStore(Store):
 
     async def destinations_with_work(self, now: float) -> list[str]:
         return await self._run(q.destinations_with_work)
+
+    async def sending(self, destination: str, since: float) -> int:
+        return await self._run(lambda c: q.sending(c, destination, since))
 
     # id map and statuses ---------------------------------------------------------------
     async def lookup_by_source(self, route: str, source: str, source_id: str) -> IdMapping | None:

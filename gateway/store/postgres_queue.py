@@ -561,6 +561,17 @@ async def destinations_with_work(conn: Conn) -> list[str]:
     return [str(row[0]) for row in await cursor.fetchall()]
 
 
+async def sending(conn: Conn, destination: str, since: float) -> int:
+    # `jobs_by_destination` narrows it to the destination's ready jobs.
+    cursor = await conn.execute(
+        "SELECT count(*) FROM jobs WHERE destination = %s AND state = 'ready'"
+        " AND kind = 'send' AND sending_since >= %s",
+        (destination, since),
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
 async def stats(conn: Conn) -> list[DestinationStats]:
     cursor = await conn.execute(
         "SELECT destination, count(*) FILTER (WHERE state = 'ready'),"

@@ -242,6 +242,9 @@ class SQLiteStore(Store):
     async def destinations_with_work(self, now: float) -> list[str]:
         return await self._run(q.destinations_with_work)
 
+    async def sending(self, destination: str, since: float) -> int:
+        return await self._run(lambda c: q.sending(c, destination, since))
+
     # id map and statuses ---------------------------------------------------------------
     async def lookup_by_source(self, route: str, source: str, source_id: str) -> IdMapping | None:
         row = await self._run(

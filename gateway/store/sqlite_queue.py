@@ -454,6 +454,16 @@ def destinations_with_work(connection: sqlite3.Connection) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def sending(connection: sqlite3.Connection, destination: str, since: float) -> int:
+    # `jobs_by_destination` narrows it to the destination's ready jobs.
+    row = connection.execute(
+        "SELECT COUNT(*) FROM jobs WHERE destination = ? AND state = 'ready'"
+        " AND kind = 'send' AND sending_since >= ?",
+        (destination, since),
+    ).fetchone()
+    return int(row[0])
+
+
 def stats(connection: sqlite3.Connection) -> list[DestinationStats]:
     rows = connection.execute(
         "SELECT destination, SUM(state = 'ready'), SUM(state = 'dead'),"

@@ -68,6 +68,8 @@ class RecordingHub:
         self.events: list[InboundEvent] = []
         self.keys: set[str] = set()
         self.sent_ids: set[str] = set()
+        #: Sends another process has under way (`sends_in_flight` is true while above 0).
+        self.in_flight = 0
         #: Raise this from the next `emit`, as a store that cannot commit would.
         self.fail_next: Exception | None = None
         self._changed = asyncio.Event()
@@ -126,6 +128,9 @@ class RecordingHub:
 
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return native_id in self.sent_ids
+
+    async def sends_in_flight(self, instance: str) -> bool:
+        return self.in_flight > 0
 
     def conversation_for_phone(self, instance: str, phone: str) -> str:
         return phone_digits(phone) + "@c.us"

@@ -201,6 +201,9 @@ class SyncingHub:
     async def was_sent_by_gateway(self, instance: str, native_id: str) -> bool:
         return await self.hub.was_sent_by_gateway(instance, native_id)
 
+    async def sends_in_flight(self, instance: str) -> bool:
+        return await self.hub.sends_in_flight(instance)
+
     def webhook_url(self, instance: str, subpath: str = "") -> str:
         return self.hub.webhook_url(instance, subpath)
 

@@ -74,6 +74,9 @@ WEBHOOK_SETTINGS: dict[str, Any] = {
 # How long an unknown `fromMe` echo waits for sends in flight before it counts as typed on
 # the phone: Chat API may echo a send before answering it.
 ECHO_WAIT_SECONDS = 10.0
+# How often the id map is asked again meanwhile for a send of another process (the store
+# has no way to wake this one): one indexed lookup per poll while such a send is out.
+ECHO_POLL_SECONDS = 0.05
 # How long after an attempt began Chat API may still take it: the gateway's read timeout
 # (30 s) and a margin; only then is the queue or history asked whether it landed.
 SETTLE_SECONDS = 60.0
@@ -219,7 +222,12 @@ class ChatApiChannel(ChannelProvider):
         return parsed.events
 
     async def _is_own(self, message_id: str) -> bool:
-        """Whether a `fromMe` message is the echo of something the gateway sent."""
+        """Whether a `fromMe` message is the echo of something the gateway sent.
+
+        An id not recorded yet may be a send still in flight: this process's own calls
+        are awaited here; another process's (the delivery process of `[workers]
+        delivery_process`) are seen in the store, and the id map is asked until they end.
+        """
         if message_id in self._recent:
             return True
         if await self.context.hub.was_sent_by_gateway(self.instance, message_id):
@@ -227,7 +235,25 @@ class ChatApiChannel(ChannelProvider):
         if self._in_flight:
             await wait_event(self._idle, ECHO_WAIT_SECONDS)
             return message_id in self._recent
-        return False
+        return await self._sent_elsewhere(message_id)
+
+    async def _sent_elsewhere(self, message_id: str) -> bool:
+        """Whether a send of another process, in flight now, is recorded as `message_id`
+        within ECHO_WAIT_SECONDS; False at once when no send is in flight."""
+        hub = self.context.hub
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ECHO_WAIT_SECONDS
+        while True:
+            # In flight first, then the id map: a send recorded after the lookup in
+            # `_is_own` but before this answer (its job gone) is still found below.
+            busy = await hub.sends_in_flight(self.instance)
+            if message_id in self._recent:
+                return True
+            if await hub.was_sent_by_gateway(self.instance, message_id):
+                return True
+            if not busy or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(ECHO_POLL_SECONDS)
 
     @staticmethod
     def _rehosted(event: InboundEvent) -> InboundEvent:
