@@ -53,16 +53,35 @@ class Proc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def _family(self) -> list[int]:
+        """The process and its children (the HTTP and delivery processes of `gateway run`)."""
+        pids = [self.popen.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if stat.read_text().rpartition(")")[2].split()[1] == str(self.popen.pid):
+                    pids.append(int(stat.parent.name))
+            except OSError:
+                continue  # ended meanwhile
+        return pids
+
+    def _memory_mb(self, field: str) -> float:
+        total = 0.0
+        for pid in self._family():
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            match = re.search(rf"{field}:\s+(\d+) kB", text)
+            total += int(match.group(1)) / 1024 if match else 0.0
+        return total or float("nan")
+
     def rss_peak_mb(self) -> float:
-        """VmHWM: the highest resident set size the process reached."""
-        text = Path(f"/proc/{self.popen.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", text)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        """VmHWM, the highest resident set size, of the process and its children, summed:
+        an upper bound (forked children share pages, and their peaks need not coincide)."""
+        return self._memory_mb("VmHWM")
 
     def rss_mb(self) -> float:
-        text = Path(f"/proc/{self.popen.pid}/status").read_text()
-        match = re.search(r"VmRSS:\s+(\d+) kB", text)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        return self._memory_mb("VmRSS")
 
     def stop(self) -> None:
         if self.popen.poll() is None:

@@ -4,6 +4,7 @@
     python -m bench.probes httpx     # CPU per httpx POST to the CRM fake
     python -m bench.probes idle      # CPU of an idle `gateway run` with 1,000 channels
     python -m bench.probes split     # CPU per webhook: bare, floor, gateway HTTP, delivery
+    python -m bench.probes claim     # CPU of one SQLite claim of 50 jobs over 50 lanes
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -17,6 +18,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -51,17 +53,17 @@ def process_cpu(pid: int) -> float:
 
 def roles(pid: int) -> dict[str, int]:
     """The processes of `gateway run`: itself alone, or its HTTP and delivery children
-    (`[workers] delivery_process`), by role."""
+    (`[workers] delivery_process`, named `gateway-http` and `gateway-delivery`), by role."""
     found: dict[str, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if stat.read_text().rpartition(")")[2].split()[1] != str(pid):
                 continue
-            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            name = (stat.parent / "comm").read_text().strip()
         except OSError:
             continue
-        if b"--role" in command:
-            found[command[command.index(b"--role") + 1].decode()] = int(stat.parent.name)
+        if name.startswith("gateway-"):
+            found[name.removeprefix("gateway-")] = int(stat.parent.name)
     return found or {"all": pid}
 
 
@@ -167,6 +169,58 @@ def split() -> None:
     print(f"(CRM fake: {seen['count']} messages in {seen['requests']} POSTs)")
 
 
+def claim_cost() -> None:
+    """`sqlite_queue.claim`'s lane reads (50 lanes, 50 jobs, backlogs of 1, 5 and 100 jobs a
+    lane) with one cached statement per open cursor, as the store runs them, against the
+    same reads with one SQL text for every cursor (each open cursor made the next execute
+    compile the statement anew: the code before the sixth pass)."""
+    import heapq
+    import sqlite3
+    from itertools import islice
+    from operator import itemgetter
+
+    from bench.b_scale import backlog
+    from gateway.store import sqlite_queue as queue
+    from gateway.store.sqlite_schema import STATEMENT_CACHE
+
+    lanes_sql = (
+        "SELECT lane FROM lanes WHERE destination = ? AND available_at <= ?"
+        " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY head LIMIT ?"
+    )
+
+    def reads(connection: sqlite3.Connection, destination: str, text: Any) -> int:
+        now = time.time()
+        lanes = connection.execute(lanes_sql, (destination, now, now, 50)).fetchall()
+        cursors = [connection.execute(text(i), (lane, 50)) for i, (lane,) in enumerate(lanes)]
+        rows = list(islice(heapq.merge(*cursors, key=itemgetter(-1)), 50))
+        for cursor in cursors:
+            cursor.close()
+        return len(rows)
+
+    ways = {
+        "one text (before)": lambda _i: queue._LANE_PREFIX,
+        "a text per cursor": queue.lane_prefix,
+    }
+    with c.workspace("probe-claim") as work:
+        for per_lane in (1, 5, 100):
+            db = work / f"claim-{per_lane}.db"
+            backlog(db, 200, 200 * per_lane, "probe")
+            connection = sqlite3.connect(
+                str(db), isolation_level=None, cached_statements=STATEMENT_CACHE
+            )
+            (destination,) = connection.execute("SELECT destination FROM lanes LIMIT 1").fetchone()
+            costs: dict[str, list[float]] = {name: [] for name in ways}
+            for _ in range(3):  # alternated
+                for name, text in ways.items():
+                    started = time.process_time()
+                    for _ in range(200):
+                        assert reads(connection, destination, text) == 50
+                    costs[name].append((time.process_time() - started) / 200 * 1e6)
+            connection.close()
+            figures = ", ".join(f"{n}: {statistics.median(v):.0f} us" for n, v in costs.items())
+            print(f"{per_lane} jobs a lane: {figures} (CPU per claim's reads, median of 3)")
+
+
 def idle() -> None:
     with c.workspace("probe-idle") as work:
         settings = _prepare(work / "large", 1000)
@@ -178,9 +232,11 @@ def idle() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=["threads", "httpx", "idle", "split"])
+    probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
+    probes["claim"] = claim_cost
+    parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
-    {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}[args.probe]()
+    probes[args.probe]()
 
 
 if __name__ == "__main__":

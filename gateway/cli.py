@@ -177,7 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers > 1 and not settings.store_url.lower().startswith(("postgres",)):
         return _refuse_workers(args, settings)
     if split:
-        return int(supervisor.Supervisor(args, settings).run())
+        options = _server_options(settings)
+        return int(supervisor.Supervisor(args, settings, host, options).run())
     if args.workers > 1:
         return _run_workers(args, settings)
     runtime = importlib.import_module("gateway.runtime")

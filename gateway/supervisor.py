@@ -3,8 +3,12 @@ process, all sharing the store (`[workers] delivery_process`).
 
 The supervisor binds the listening socket (so a port in use is reported before anything
 starts, and connections wait in its backlog while an HTTP process restarts), holds a SQLite
-store's `<db>.lock`, and starts `gateway run --role http` (`--workers N` of them, on the
-inherited socket) and `gateway run --role delivery` as child processes. It restarts a child
+store's `<db>.lock`, and starts the HTTP process(es) (`--workers N` of them, on the inherited
+socket) and the delivery process. It forks them once it has read and checked the settings
+and loaded the plugins, so a child starts from there instead of from a new interpreter (a
+child used to be `gateway run --role ROLE`: the imports and the settings again, doubling the
+start-up); the supervisor itself never runs an event loop or a thread, which keeps the fork
+safe. It restarts a child
 that dies, SIGKILL included, after a short backoff; it gives up, stops the others and exits
 1 when a child keeps failing within `QUICK_EXIT` seconds of its start. SIGTERM and SIGINT
 are forwarded for a clean stop.
@@ -33,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from gateway.errors import ConfigProblem, StoreError
@@ -82,19 +86,56 @@ def wanted(settings: GatewaySettings) -> tuple[bool, list[ConfigProblem]]:
 class Child:
     role: Role
     index: int
-    process: subprocess.Popen[bytes] | None = None
+    process: Forked | None = None
     started_at: float = 0.0
     quick_exits: int = 0
     restart_at: float = 0.0
-    command: list[str] = field(default_factory=list)
+
+
+class Forked:
+    """A child forked by the supervisor: the part of `subprocess.Popen` the watch uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)  # -N for signal N
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.01)  # as `Popen.wait` with a timeout does
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 class Supervisor:
     """Starts, watches, restarts and stops the children (see module)."""
 
-    def __init__(self, args: argparse.Namespace, settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        settings: GatewaySettings,
+        host: PluginHost,
+        options: dict[str, Any],
+    ) -> None:
         self.args = args
         self.settings = settings
+        self.host = host
+        self.options = options
         self.children = [Child("delivery", 0)]
         self.children += [Child("http", i) for i in range(args.workers)]
         self._signals_r, self._signals_w = os.pipe()
@@ -135,25 +176,44 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         assert self._socket is not None
-        fds = [self._socket.fileno(), self._death_r]
-        if self._lock is not None:
-            fds.append(self._lock.fileno())
-        command = [sys.executable, "-m", "gateway", "run", "--role", child.role]
-        command += ["--listen-fd", str(self._socket.fileno())]
-        command += ["--supervisor-fd", str(self._death_r)]
-        if self.args.settings:
-            command += ["--settings", self.args.settings]
-        for option in ("host", "port"):
-            if getattr(self.args, option) is not None:
-                command += [f"--{option}", str(getattr(self.args, option))]
-        child.process = subprocess.Popen(command, pass_fds=fds)  # noqa: S603 (our own command)
+        role_args = argparse.Namespace(**vars(self.args))
+        role_args.role = child.role
+        role_args.listen_fd = self._socket.fileno()
+        role_args.supervisor_fd = self._death_r
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the child would write the supervisor's buffered output again
+        pid = os.fork()
+        if pid == 0:
+            self._run_forked(role_args)  # never returns
+        child.process = Forked(pid)
         child.started_at = time.monotonic()
         log.info(
             "started the %s process (pid %d)",
             child.role,
-            child.process.pid,
-            extra={"role": child.role, "pid": child.process.pid},
+            pid,
+            extra={"role": child.role, "pid": pid},
         )
+
+    def _run_forked(self, role_args: argparse.Namespace) -> None:
+        """The child's side of the fork: shed the supervisor's signal handling and its ends
+        of the pipes, run the role, and leave without running the supervisor's code on."""
+        code = EXIT_FAILED
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            # The write end of the supervisor's pipe must close with the supervisor alone.
+            for fd in (self._signals_r, self._signals_w, self._death_w):
+                os.close(fd)
+            _name_process(f"gateway-{role_args.role}")
+            code = run_child(role_args, self.settings, self.host, self.options)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
+        except BaseException:
+            log.exception("the %s process failed", role_args.role)
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
     def _watch(self) -> int:
         while True:
@@ -192,7 +252,8 @@ class Supervisor:
     def _exited(self, child: Child) -> bool:
         """A child died: schedule its restart; False when it keeps failing to start."""
         assert child.process is not None
-        code, pid = child.process.returncode, child.process.pid
+        code, pid = child.process.poll(), child.process.pid
+        assert code is not None  # the watch calls this for a child that exited
         ran = time.monotonic() - child.started_at
         child.process = None
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
@@ -234,6 +295,13 @@ class Supervisor:
                 process.wait()
         for child in self.children:
             child.process = None
+
+
+def _name_process(name: str) -> None:
+    """Show `name` for this process in `ps` and `top` (Linux's `comm`, 15 bytes): a forked
+    child would otherwise look exactly like the supervisor."""
+    with contextlib.suppress(OSError), open(f"/proc/{os.getpid()}/comm", "w") as comm:
+        comm.write(name[:15])
 
 
 def _noted(signum: int, frame: Any) -> None:
@@ -279,7 +347,8 @@ def run_child(
     host: PluginHost,
     options: dict[str, Any],
 ) -> int:
-    """`gateway run --role ROLE`, started by the supervisor (which checked the settings)."""
+    """The `role` process (`args.role`), forked by the supervisor, which checked the
+    settings (or `gateway run --role ROLE`, by hand)."""
     watch_supervisor(args.supervisor_fd)
     role: Role = args.role
     gateway = importlib.import_module("gateway.runtime").Gateway(settings, host, role=role)
