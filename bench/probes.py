@@ -53,7 +53,7 @@ def process_cpu(pid: int) -> float:
 
 def roles(pid: int) -> dict[str, int]:
     """The processes of `gateway run`: itself alone, or its HTTP and delivery children
-    (`[workers] delivery_process`, named `gateway-http` and `gateway-delivery`), by role."""
+    (`[workers] delivery_process`, named `gw-http` and `gw-delivery`), by role."""
     found: dict[str, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -62,8 +62,8 @@ def roles(pid: int) -> dict[str, int]:
             name = (stat.parent / "comm").read_text().strip()
         except OSError:
             continue
-        if name.startswith("gateway-"):
-            found[name.removeprefix("gateway-")] = int(stat.parent.name)
+        if name.startswith("gw-"):
+            found[name.removeprefix("gw-")] = int(stat.parent.name)
     return found or {"all": pid}
 
 

@@ -205,7 +205,7 @@ class Supervisor:
             # The write end of the supervisor's pipe must close with the supervisor alone.
             for fd in (self._signals_r, self._signals_w, self._death_w):
                 os.close(fd)
-            _name_process(f"gateway-{role_args.role}")
+            _name_process(f"gw-{role_args.role}")
             code = run_child(role_args, self.settings, self.host, self.options)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
