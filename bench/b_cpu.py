@@ -59,12 +59,7 @@ def _wait_count(crm: c.Proc, count: int, timeout: float = 180.0) -> int:
 
 
 def _settings(rundir: Path, crm: c.Proc) -> Path:
-    return c.write_settings(
-        rundir,
-        channels={"wa": c.chatapi_channel()},
-        crms={"crm": c.test_crm(crm.url)},
-        routes={"main": {"channel": "wa", "crm": "crm"}},
-    )
+    return c.chatapi_to_crm(rundir, crm.url)
 
 
 def _backlog(rundir: Path, crm: c.Proc, count: int) -> dict[str, Any]:

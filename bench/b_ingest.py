@@ -102,12 +102,7 @@ def _bench(
 
 def chatapi(quick: bool = False) -> dict[str, Any]:
     def settings_for(rundir: Path, crm_url: str) -> Path:
-        return c.write_settings(
-            rundir,
-            channels={"wa": c.chatapi_channel()},
-            crms={"crm": c.test_crm(crm_url)},
-            routes={"main": {"channel": "wa", "crm": "crm"}},
-        )
+        return c.chatapi_to_crm(rundir, crm_url)
 
     return _bench(
         "ingest-chatapi",

@@ -93,12 +93,7 @@ def latency(quick: bool = False) -> dict[str, Any]:
         for rep in range(reps):
             rundir = work / f"rep{rep}"
             rundir.mkdir()
-            settings = c.write_settings(
-                rundir,
-                channels={"wa": c.chatapi_channel()},
-                crms={"crm": c.test_crm(crm.url)},
-                routes={"main": {"channel": "wa", "crm": "crm"}},
-            )
+            settings = c.chatapi_to_crm(rundir, crm.url)
             with c.gateway(settings, rundir) as gw:
                 runs.append(_one(gw, crm, rate, seconds, f"r{rep}"))
                 # The same path at a quarter of the rate: what a message costs when it does

@@ -215,6 +215,17 @@ def write_settings(
     return path
 
 
+def chatapi_to_crm(workdir: Path, crm_url: str) -> Path:
+    """Settings of the usual bench gateway: the Chat API channel `wa` routed to the
+    `test-crm` fake at `crm_url`."""
+    return write_settings(
+        workdir,
+        channels={"wa": chatapi_channel()},
+        crms={"crm": test_crm(crm_url)},
+        routes={"main": {"channel": "wa", "crm": "crm"}},
+    )
+
+
 def chatapi_channel() -> dict[str, Any]:
     return {
         "provider": "chatapi",

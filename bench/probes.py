@@ -80,12 +80,7 @@ def _shares(pid: int, seconds: float) -> dict[str, float]:
 
 def threads() -> None:
     with c.workspace("probe-threads") as work, c.server("crm", work) as crm:
-        settings = c.write_settings(
-            work,
-            channels={"wa": c.chatapi_channel()},
-            crms={"crm": c.test_crm(crm.url)},
-            routes={"main": {"channel": "wa", "crm": "crm"}},
-        )
+        settings = c.chatapi_to_crm(work, crm.url)
         with c.gateway(settings, work) as gw:
             shares: dict[str, float] = {}
             pid = roles(gw.popen.pid).get("http", gw.popen.pid)
@@ -143,12 +138,7 @@ def split() -> None:
             result = c.wrk(url, load[0], connections=32, seconds=8, args=[name[:4], "200"])
             used = process_cpu(proc.popen.pid) - before
             rows.append((name, result.rps, used / result.requests * 1e6))
-        settings = c.write_settings(
-            work,
-            channels={"wa": c.chatapi_channel()},
-            crms={"crm": c.test_crm(crm.url)},
-            routes={"main": {"channel": "wa", "crm": "crm"}},
-        )
+        settings = c.chatapi_to_crm(work, crm.url)
         with c.gateway(settings, work) as gw:
             pids = roles(gw.popen.pid)
             before = {role: process_cpu(pid) for role, pid in pids.items()}

@@ -114,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     session_file = args.out / "ingest.pyisession"
     session_file.unlink(missing_ok=True)
     with c.workspace("profile-ingest") as work, c.server("crm", work) as crm:
-        settings = c.write_settings(
-            work,
-            channels={"wa": c.chatapi_channel()},
-            crms={"crm": c.test_crm(crm.url)},
-            routes={"main": {"channel": "wa", "crm": "crm"}},
-        )
+        settings = c.chatapi_to_crm(work, crm.url)
         port = c.free_port()
         command = ["-m", "bench.profile_ingest", "--child", str(session_file), "run"]
         command += ["--settings", str(settings), "--port", str(port)]
