@@ -1,7 +1,7 @@
 """Measurements behind the analysis in `bench/notes.md`, one command each.
 
     python -m bench.probes threads   # CPU per thread of `gateway run` under wrk (Chat API)
-    python -m bench.probes httpx     # CPU per httpx POST to the CRM fake
+    python -m bench.probes httpx     # CPU per httpx POST to the CRM fake, both transports
     python -m bench.probes idle      # CPU of an idle `gateway run` with 1,000 channels
     python -m bench.probes split     # CPU per webhook: bare, floor, gateway HTTP, delivery
     python -m bench.probes claim     # CPU of one SQLite claim of 50 jobs over 50 lanes
@@ -17,6 +17,7 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import orjson
 from bench import common as c
 from bench.b_ingest import CONVERSATIONS, WRK
 from bench.b_startup import _prepare
+from gateway.http_transport import AsyncioTransport
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -100,25 +102,39 @@ def threads() -> None:
 
 
 def http_cost() -> None:
+    """CPU of one httpx POST to the CRM fake on a kept-alive connection: through the
+    gateway's transport (`gateway.http_transport`, sockets on asyncio) and through httpx's
+    default one (anyio), alternated."""
     body = orjson.dumps({"items": [{"key": "k", "conversation": "c", "text": "hello"}]})
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    clients = {
+        "gateway transport": lambda: httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0), transport=AsyncioTransport(limits=limits)
+        ),
+        "httpx default": lambda: httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0), limits=limits
+        ),
+    }
 
-    async def run(url: str) -> list[float]:
-        costs = []
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
-            for _ in range(3):
-                for _ in range(100):  # warm the connection pool
-                    await http.post(f"{url}/acks", content=body)
-                count, started = 3000, time.process_time()
-                for _ in range(count):
-                    await http.post(f"{url}/acks", content=body)
-                costs.append((time.process_time() - started) / count * 1e6)
-        return costs
+    async def run(url: str, make: Callable[[], httpx.AsyncClient]) -> float:
+        async with make() as http:
+            for _ in range(100):  # warm the connection pool
+                await http.post(f"{url}/acks", content=body)
+            count, started = 3000, time.process_time()
+            for _ in range(count):
+                await http.post(f"{url}/acks", content=body)
+            return (time.process_time() - started) / count * 1e6
 
+    costs: dict[str, list[float]] = {name: [] for name in clients}
     with c.workspace("probe-httpx") as work, c.server("crm", work) as crm:
         import uvloop
 
-        costs = uvloop.run(run(crm.url))
-    print(f"httpx: {statistics.median(costs):.0f} us of CPU per POST (runs: {costs})")
+        for _ in range(3):
+            for name, make in clients.items():
+                costs[name].append(uvloop.run(run(crm.url, make)))
+    for name, runs in costs.items():
+        shown = ", ".join(f"{cost:.0f}" for cost in runs)
+        print(f"httpx, {name}: {statistics.median(runs):.0f} us of CPU per POST (runs: {shown})")
 
 
 def split() -> None:
@@ -141,7 +157,7 @@ def split() -> None:
         settings = c.chatapi_to_crm(work, crm.url)
         with c.gateway(settings, work) as gw:
             pids = roles(gw.popen.pid)
-            before = {role: process_cpu(pid) for role, pid in pids.items()}
+            started = {role: process_cpu(pid) for role, pid in pids.items()}
             url = f"{gw.url}/webhooks/wa/{c.CHATAPI_SECRET}"
             result = c.wrk(url, load[0], connections=32, seconds=8, args=["gw", "200"])
             seen = c.get_json(crm.url + "/_stats")
@@ -151,7 +167,7 @@ def split() -> None:
                 time.sleep(0.1)
                 seen = c.get_json(crm.url + "/_stats")
             for role, pid in pids.items():
-                used = process_cpu(pid) - before[role]
+                used = process_cpu(pid) - started[role]
                 rows.append((f"gateway, {role} process", result.rps, used / result.requests * 1e6))
     print(f"{'process':28} {'req/s':>7} {'CPU us per webhook':>19}")
     for name, rps, cost in rows:

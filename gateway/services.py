@@ -8,10 +8,12 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.request import getproxies
 
 import httpx
 
 from gateway.fetch import GuardedFetcher
+from gateway.http_transport import AsyncioTransport
 from gateway.media import MediaStore
 from gateway.settings import GatewaySettings
 
@@ -23,10 +25,14 @@ def http_client(ca_file: str | None = None) -> httpx.AsyncClient:
     if ca_file:
         verify = httpx.create_ssl_context()
         verify.load_verify_locations(cafile=ca_file)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    # httpx takes proxies from the environment only for the transports it builds itself.
+    uses_proxy = any(key in getproxies() for key in ("http", "https", "all"))
     return httpx.AsyncClient(
         verify=verify,
         timeout=httpx.Timeout(30.0, connect=10.0),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=limits,
+        transport=None if uses_proxy else AsyncioTransport(verify=verify, limits=limits),
         follow_redirects=False,
     )
 
