@@ -5,6 +5,7 @@
     python -m bench.probes idle      # CPU of an idle `gateway run` with 1,000 channels
     python -m bench.probes split     # CPU per webhook: bare, floor, gateway HTTP, delivery
     python -m bench.probes claim     # CPU of one SQLite claim of 50 jobs over 50 lanes
+    python -m bench.probes low-rate  # CPU per message at 250 msg/s: bare, floor, httpx, gateway
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -13,6 +14,7 @@ figures of one machine at one moment: compare them with each other, not across m
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import threading
@@ -236,10 +238,76 @@ def idle() -> None:
     print(f"idle gateway, 1,000 channels: CPU % of one core per thread: {shares or 'none'}")
 
 
+def low_rate() -> None:
+    """CPU per message at 250 msg/s (benchmark 7's live rate), each part of a message's way
+    on its own beside the gateway's whole: the bare endpoint answering a webhook, the durable
+    floor (the same plus one store commit), one httpx POST to the CRM fake through the
+    gateway's transport, and the gateway itself (webhook in, delivered to the fake)."""
+    from bench.b_latency import chatapi_body
+    from bench.loadgen import build_request, open_loop
+
+    rate, seconds = 250.0, 6.0
+    count = int(rate * seconds)
+
+    def offer(port: int, path: str) -> None:
+        host = f"127.0.0.1:{port}"
+        requests = [
+            build_request(host, path, chatapi_body(i, CONVERSATIONS, "low"), "application/json")
+            for i in range(count)
+        ]
+        asyncio.run(open_loop("127.0.0.1", port, requests, rate, connections=64))
+
+    async def posts(url: str) -> float:
+        body = orjson.dumps({"items": [{"key": "k", "conversation": "c", "text": "hello"}]})
+        async with httpx.AsyncClient(transport=AsyncioTransport()) as http:
+            await http.post(f"{url}/acks", content=body)
+            used, next_at = 0.0, time.monotonic()
+            for _ in range(count):
+                next_at += 1 / rate
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))  # the schedule
+                started = time.process_time()
+                await http.post(f"{url}/acks", content=body)
+                used += time.process_time() - started
+            return used / count * 1e6
+
+    rows: list[tuple[str, float]] = []
+    path = f"/webhooks/wa/{c.CHATAPI_SECRET}"
+    with (
+        c.workspace("probe-low-rate") as work,
+        c.server("bare", work) as bare,
+        c.server("floor", work, "--db", str(work / "floor.db")) as floor,
+        c.server("crm", work) as crm,
+    ):
+        for name, proc in (("bare endpoint", bare), ("durable floor", floor)):
+            before = process_cpu(proc.popen.pid)
+            offer(proc.port, path)
+            rows.append((name, (process_cpu(proc.popen.pid) - before) / count * 1e6))
+        import uvloop
+
+        rows.append(("httpx POST (client side)", uvloop.run(posts(crm.url))))
+        c.post_json(crm.url + "/_reset", {})
+        with c.gateway(c.chatapi_to_crm(work, crm.url), work) as gw:
+            pids = roles(gw.popen.pid)
+            started = {role: process_cpu(pid) for role, pid in pids.items()}
+            offer(gw.port, path)
+            deadline = time.monotonic() + 60
+            while c.get_json(crm.url + "/_stats")["count"] < count:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the CRM fake did not get every message in 60 s")
+                time.sleep(0.05)
+            for role, pid in pids.items():
+                used = process_cpu(pid) - started[role]
+                rows.append((f"gateway, {role} process", used / count * 1e6))
+    print(f"{rate:.0f} msg/s for {seconds:.0f} s, CPU us per message:")
+    for name, cost in rows:
+        print(f"  {name:34} {cost:7.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
     probes["claim"] = claim_cost
+    probes["low-rate"] = low_rate
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()
