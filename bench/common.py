@@ -98,15 +98,28 @@ class Proc:
 TEST_PLUGINS = {"GATEWAY_TEST_PLUGINS": "gateway.testing.providers"}
 
 
-def spawn(name: str, args: Sequence[str], port: int, workdir: Path, **env: str) -> Proc:
+def code_env(code: Path) -> dict[str, str]:
+    """Environment that makes a child import the gateway, its plugins and fakes from the
+    source tree `code` rather than from the installed (editable) checkout."""
+    if code == ROOT:
+        return {}
+    paths = [str(code), str(code / "plugins"), str(code / "fakes")]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def spawn(
+    name: str, args: Sequence[str], port: int, workdir: Path, code: Path = ROOT, **env: str
+) -> Proc:
+    """`args` run by this interpreter on the source tree `code` (this checkout, or another
+    one for a side-by-side baseline: see `code_env`)."""
     log = workdir / f"{name}.log"
     handle = open(log, "wb")  # noqa: SIM115 (the child owns it)
     popen = subprocess.Popen(  # noqa: S603 (our own interpreter and modules)
         [sys.executable, *args],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**TEST_PLUGINS, **os.environ, **env},
+        cwd=code,
+        env={**TEST_PLUGINS, **os.environ, **code_env(code), **env},
     )
     handle.close()
     return Proc(name, popen, port, log)
@@ -163,10 +176,12 @@ def server(kind: str, workdir: Path, *extra: str) -> Iterator[Proc]:
 
 
 @contextmanager
-def gateway(settings: Path, workdir: Path, name: str = "gateway") -> Iterator[Proc]:
+def gateway(
+    settings: Path, workdir: Path, name: str = "gateway", code: Path = ROOT
+) -> Iterator[Proc]:
     port = free_port()
     args = ["-m", "gateway", "run", "--settings", str(settings), "--port", str(port)]
-    proc = spawn(name, args, port, workdir)
+    proc = spawn(name, args, port, workdir, code)
     try:
         wait_http(proc, "/readyz", timeout=60, ok=200)
         yield proc
