@@ -9,7 +9,8 @@ of socket attributes anew. In the delivery process that was most of a POST's CPU
 `Protocol`: one buffer, one waiter, a timer only while a read or a write actually waits.
 
 Everything above the sockets stays httpx and httpcore: requests, pooling, keep-alive, TLS
-settings, exceptions (httpcore's, which httpx maps to its own as usual).
+settings, exceptions (httpcore's, which httpx maps to its own as usual). Connecting tries a
+host's addresses as anyio does (`happy_eyeballs`), which uvloop's own connect does not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, cast
 
 import httpcore
 import httpx
+
+from gateway import happy_eyeballs
 
 #: Read ahead at most this much before asking the socket to wait (a large download is read
 #: as fast as httpx consumes it, not into memory as fast as the network delivers it).
@@ -222,12 +225,8 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        local = (local_address, 0) if local_address else None
-        stream = await self._connect(
-            loop.create_connection(_Connection, host, port, local_addr=local), timeout
-        )
-        _apply(stream, socket_options)  # asyncio has set TCP_NODELAY already
+        stream = await self._connect(_open_tcp(host, port, local_address), timeout)
+        _apply(stream, socket_options)  # TCP_NODELAY is set by the loop already
         return stream
 
     async def connect_unix_socket(
@@ -256,6 +255,17 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _open_tcp(
+    host: str, port: int, local_address: str | None
+) -> tuple[asyncio.Transport, _Connection]:
+    sock = await happy_eyeballs.open_socket(host, port, local_address)
+    try:
+        return await asyncio.get_running_loop().create_connection(_Connection, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _apply(stream: AsyncioStream, options: Iterable[SocketOption] | None) -> None:

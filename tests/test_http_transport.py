@@ -5,15 +5,17 @@ server can misbehave the way real ones do (close idle connections, stall, reset,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway import services
+from gateway import happy_eyeballs, services
 from gateway.http_transport import READ_AHEAD_BYTES, AsyncioBackend, AsyncioTransport
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +205,63 @@ def test_backend_is_what_the_pool_connects_with() -> None:
     transport = AsyncioTransport()
     # If httpx renames the attribute, requests would silently go through anyio again.
     assert isinstance(transport._pool._network_backend, AsyncioBackend)
+
+
+def _info(family: socket.AddressFamily, address: tuple[str, int]) -> happy_eyeballs.AddressInfo:
+    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)
+
+
+def test_addresses_alternate_families_first_family_first() -> None:
+    v6 = [_info(socket.AF_INET6, (f"2001:db8::{n}", 443)) for n in (1, 2, 3)]
+    v4 = [_info(socket.AF_INET, (f"192.0.2.{n}", 443)) for n in (1, 2)]
+    mixed = happy_eyeballs.interleave([*v6, *v4])
+    assert [info[4][0] for info in mixed] == [
+        "2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "2001:db8::3",
+    ]  # fmt: skip
+    assert happy_eyeballs.interleave(v4) == v4
+
+
+@pytest.fixture
+def silent_address() -> Iterator[tuple[str, int]]:
+    """A loopback address that never answers a connect: a listener whose accept queue is
+    full drops new SYNs, as a host behind a broken route does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    yield listener.getsockname()
+    for sock in [listener, *fillers]:
+        sock.close()
+
+
+async def test_an_address_that_never_answers_does_not_hold_up_the_next(
+    silent_address: tuple[str, int],
+) -> None:
+    async with serving(echo) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        infos = [_info(socket.AF_INET, silent_address), _info(socket.AF_INET, ("127.0.0.1", port))]
+        sock = await happy_eyeballs.race(infos, None, 0.05, "example.test")
+        assert sock.getpeername() == ("127.0.0.1", port)
+        sock.close()
+
+
+async def test_every_address_failing_names_them_all() -> None:
+    async with serving(echo) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+    refused = [_info(socket.AF_INET, ("127.0.0.1", port))] * 2  # nothing listens now
+    with pytest.raises(OSError, match=r"cannot connect to example\.test: .*; .*"):
+        await happy_eyeballs.race(refused, None, 0.05, "example.test")
+
+
+async def test_a_name_is_resolved_and_its_addresses_tried() -> None:
+    # "localhost" may resolve to ::1 first; the server listens on 127.0.0.1 only.
+    async with serving(echo) as (server, url), client() as http:
+        port = int(url.rsplit(":", 1)[1])
+        assert (await http.get(f"http://localhost:{port}/a")).content == b"ok"
+    assert server.connections == 1
