@@ -19,7 +19,8 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,17 +140,24 @@ def http_cost() -> None:
         print(f"httpx, {name}: {statistics.median(runs):.0f} us of CPU per POST (runs: {shown})")
 
 
+@contextmanager
+def _reference_servers(name: str) -> Iterator[tuple[Path, c.Proc, c.Proc, c.Proc]]:
+    """A workspace with the bare endpoint, the durable floor and the CRM fake running."""
+    with (
+        c.workspace(name) as work,
+        c.server("bare", work) as bare,
+        c.server("floor", work, "--db", str(work / "floor.db")) as floor,
+        c.server("crm", work) as crm,
+    ):
+        yield work, bare, floor, crm
+
+
 def split() -> None:
     """CPU per webhook under `wrk -c32` (Chat API, benchmark 1's load), process by process:
     the bare endpoint, the durable floor, and the gateway's HTTP and delivery processes."""
     load = [WRK / "chatapi.lua"]
     rows: list[tuple[str, float, float]] = []
-    with (
-        c.workspace("probe-split") as work,
-        c.server("bare", work) as bare,
-        c.server("floor", work, "--db", str(work / "floor.db")) as floor,
-        c.server("crm", work) as crm,
-    ):
+    with _reference_servers("probe-split") as (work, bare, floor, crm):
         for name, proc in (("bare endpoint", bare), ("durable floor", floor)):
             before = process_cpu(proc.popen.pid)
             url = f"{proc.url}/webhooks/wa/{c.CHATAPI_SECRET}"
@@ -272,12 +280,7 @@ def low_rate() -> None:
 
     rows: list[tuple[str, float]] = []
     path = f"/webhooks/wa/{c.CHATAPI_SECRET}"
-    with (
-        c.workspace("probe-low-rate") as work,
-        c.server("bare", work) as bare,
-        c.server("floor", work, "--db", str(work / "floor.db")) as floor,
-        c.server("crm", work) as crm,
-    ):
+    with _reference_servers("probe-low-rate") as (work, bare, floor, crm):
         for name, proc in (("bare endpoint", bare), ("durable floor", floor)):
             before = process_cpu(proc.popen.pid)
             offer(proc.port, path)
