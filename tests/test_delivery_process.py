@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -373,9 +373,8 @@ asyncio.run(main())
 """
 
 
-async def test_wake_ups_reach_the_delivery_process_end(tmp_path: Path) -> None:
-    from gateway.wakeup import WakeReceiver, WakeSender
-
+def _listener() -> tuple[list[str | None], asyncio.Event, Callable[[str | None], None]]:
+    """What a wake-up receiver is told, an event set on each, and the callback to give it."""
     heard: list[str | None] = []
     got = asyncio.Event()
 
@@ -383,6 +382,13 @@ async def test_wake_ups_reach_the_delivery_process_end(tmp_path: Path) -> None:
         heard.append(name)
         got.set()
 
+    return heard, got, note
+
+
+async def test_wake_ups_reach_the_delivery_process_end(tmp_path: Path) -> None:
+    from gateway.wakeup import WakeReceiver, WakeSender
+
+    heard, got, note = _listener()
     path = str(tmp_path / "gateway.db")
     sender = WakeSender(path)
     sender.wake("crm")  # nobody listens yet: lost, the poll covers it
@@ -413,13 +419,7 @@ async def test_a_wake_up_from_another_user_is_dropped(
 ) -> None:
     from gateway import wakeup
 
-    heard: list[str | None] = []
-    got = asyncio.Event()
-
-    def note(name: str | None) -> None:
-        heard.append(name)
-        got.set()
-
+    heard, got, note = _listener()
     path = str(tmp_path / "gateway.db")
     sender, receiver = wakeup.WakeSender(path), wakeup.WakeReceiver(path, note)
     assert receiver.start()
