@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -28,7 +29,10 @@ _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 # of made-up keys fills the memory once; later keys are then read as before, not kept).
 _KNOWN_KEYS = 2048
 _NAMES: dict[str, str] = {}
-_SPLIT: dict[str, tuple[str, ...]] = {}
+# A key's path: its container segments, then its last one, each with its index (below).
+_Path = tuple[tuple[tuple[str, int], ...], tuple[str, int]]
+_SPLIT: dict[str, _Path | None] = {}
+_NAME, _APPEND, _TOO_LARGE = -1, -2, sys.maxsize
 
 
 class FormError(ValueError):
@@ -88,18 +92,17 @@ def parse_form(
         if segments is None:
             continue
         node = root
-        last = len(segments) - 1
-        for position, segment in enumerate(segments):
-            # A name (not an index, not an append) is its own key: no call for most segments.
-            if not segment or (segment.isascii() and segment.isdigit()):
-                segment = _resolve(node, segment, max_index)
-            if position == last:
-                node[segment] = value
-                break
+        for segment, index in segments[0]:
+            if index != _NAME:
+                segment = _resolve(node, segment, index, max_index)
             child = node.get(segment)
-            if not isinstance(child, dict):
+            if child.__class__ is not dict:
                 child = node[segment] = {}
             node = child
+        segment, index = segments[1]
+        if index != _NAME:
+            segment = _resolve(node, segment, index, max_index)
+        node[segment] = value
     return _listify(root)  # type: ignore[no-any-return]
 
 
@@ -134,46 +137,56 @@ def _unquote(text: str) -> str:
     return unquote(text, errors="strict")
 
 
-def _segments(key: str, max_depth: int) -> tuple[str, ...] | None:
-    segments = _SPLIT.get(key)
-    if segments is None:
-        segments = _split(key) or ()  # (): a key PHP would drop
+def _segments(key: str, max_depth: int) -> _Path | None:
+    try:
+        path = _SPLIT[key]
+    except KeyError:
+        path = _split(key)
         if len(_SPLIT) < _KNOWN_KEYS:
-            _SPLIT[key] = segments
-    if not segments:
+            _SPLIT[key] = path
+    if path is None:
         return None
-    if len(segments) > max_depth:
+    if len(path[0]) >= max_depth:
         raise FormError(f"a form key is nested deeper than {max_depth} levels")
-    return segments
+    return path
 
 
-def _split(key: str) -> tuple[str, ...] | None:
+def _split(key: str) -> _Path | None:
+    """The key's segments as (segment, index) pairs, the containers apart from the last;
+    the index is `_NAME`, `_APPEND` (`a[]`), or the number an all-digit segment names."""
     if len(key) > MAX_KEY_LENGTH:
         raise FormError(f"a form key is longer than {MAX_KEY_LENGTH} characters")
     match = _KEY.match(key)
     if match is None:
         # PHP mangles or drops such keys; nothing Bitrix24 sends looks like this.
-        return None if not key or key.startswith("[") else (key,)
-    return (match.group(1), *_SEGMENT.findall(match.group(2)))
+        if not key or key.startswith("["):
+            return None
+        return (), (key, _NAME)
+    segments = [(match.group(1), _NAME), *((s, _NAME) for s in _SEGMENT.findall(match.group(2)))]
+    for position, (segment, _) in enumerate(segments):
+        if not segment:
+            segments[position] = (segment, _APPEND)
+        elif segment.isascii() and segment.isdigit():
+            segments[position] = (segment, int(segment) if len(segment) <= 9 else _TOO_LARGE)
+    return tuple(segments[:-1]), segments[-1]
 
 
-def _resolve(node: dict[str, Any], segment: str, max_index: int) -> str:
-    if segment == "":
+def _resolve(node: dict[str, Any], segment: str, index: int, max_index: int) -> str:
+    if index == _APPEND:
         numbers = [int(k) for k in node if k.isascii() and k.isdigit()]
         index = max(numbers) + 1 if numbers else 0
         if index > max_index:
             raise FormError(f"a form list is longer than {max_index} items")
         return str(index)
-    if segment.isascii() and segment.isdigit() and (len(segment) > 9 or int(segment) > max_index):
+    if index > max_index:
         raise FormError(f"a form key has an index above {max_index}")
     return segment
 
 
-def _listify(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    converted = {k: _listify(v) for k, v in value.items()}
-    if converted and set(converted) == {str(i) for i in range(len(converted))}:
+def _listify(value: dict[str, Any]) -> Any:
+    converted = {k: _listify(v) if v.__class__ is dict else v for k, v in value.items()}
+    # The keys are distinct, so they are 0..n-1 exactly when each of those is one of them.
+    if "0" in converted and all(str(i) in converted for i in range(1, len(converted))):
         return [converted[str(i)] for i in range(len(converted))]
     return converted
 
