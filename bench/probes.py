@@ -6,6 +6,8 @@
     python -m bench.probes split     # CPU per webhook: bare, floor, gateway HTTP, delivery
     python -m bench.probes claim     # CPU of one SQLite claim of 50 jobs over 50 lanes
     python -m bench.probes low-rate  # CPU per message at 250 msg/s: bare, floor, httpx, gateway
+    python -m bench.probes b24-form  # CPU of parsing one Bitrix24 event body
+    python -m bench.probes fsync     # time of one 4 KiB write and fsync where the store lives
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -306,11 +308,48 @@ def low_rate() -> None:
         print(f"  {name:34} {cost:7.0f}")
 
 
+def b24_form() -> None:
+    """CPU of reading benchmark 2's event body (ONIMCONNECTORMESSAGEADD, 21 fields) with the
+    Bitrix24 plugin's form parser, the largest step of that webhook's handler."""
+    import timeit
+
+    from gateway_bitrix24.forms import parse_form
+
+    from bench.b_ingest import bitrix24_event_template
+
+    form = bitrix24_event_template().replace("@ID@", "123").replace("@CHAT@", "79001234567")
+    body, number = form.encode(), 5000
+    runs = [timeit.timeit(lambda: parse_form(body), number=number) / number * 1e6 for _ in range(5)]
+    shown = ", ".join(f"{run:.0f}" for run in runs)
+    print(f"Bitrix24 event form: {statistics.median(runs):.0f} us per body (runs: {shown})")
+
+
+def fsync_time() -> None:
+    """Wall time of one 4 KiB append and fsync in the benchmarks' workspace: what each of the
+    durable commits on a message's way (the webhook's, the claim's) waits for at least."""
+    with c.workspace("probe-fsync") as work:
+        fd = os.open(work / "fsync.probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            runs = []
+            for _ in range(5):
+                started = time.perf_counter()
+                for _ in range(200):
+                    os.write(fd, b"x" * 4096)
+                    os.fsync(fd)
+                runs.append((time.perf_counter() - started) / 200 * 1e6)
+        finally:
+            os.close(fd)
+    shown = ", ".join(f"{run:.0f}" for run in runs)
+    print(f"4 KiB write + fsync: {statistics.median(runs):.0f} us (runs: {shown})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
     probes["claim"] = claim_cost
     probes["low-rate"] = low_rate
+    probes["b24-form"] = b24_form
+    probes["fsync"] = fsync_time
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()
