@@ -10,8 +10,11 @@ child used to be `gateway run --role ROLE`: the imports and the settings again, 
 start-up); the supervisor itself never runs an event loop or a thread, which keeps the fork
 safe. It restarts a child
 that dies, SIGKILL included, after a short backoff; it gives up, stops the others and exits
-1 when a child keeps failing within `QUICK_EXIT` seconds of its start. SIGTERM and SIGINT
-are forwarded for a clean stop.
+1 when a child keeps failing within `QUICK_EXIT` seconds of its start. A SIGKILL is not a
+failure of the child's own (the OOM killer, an operator, a chaos test sent it): it delays the
+restart like one but never makes the supervisor give up, since stopping the HTTP process
+would refuse every webhook for a delivery process someone else keeps killing. SIGTERM and
+SIGINT are forwarded for a clean stop.
 
 The children inherit the read end of a pipe whose write end only the supervisor holds:
 when the supervisor dies, even by SIGKILL, the kernel closes it, the children read EOF and
@@ -51,8 +54,9 @@ Role = Literal["http", "delivery"]
 QUICK_EXIT = 10.0
 #: Consecutive failed starts of one child after which the supervisor gives up.
 MAX_QUICK_EXITS = 5
-#: The wait before a restart; doubled after each failed start.
+#: The wait before a restart; doubled after each quick death, up to `MAX_BACKOFF`.
 BACKOFF = 0.1
+MAX_BACKOFF = 10.0
 #: How long a stop waits for the children before it kills them.
 STOP_TIMEOUT = 30.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -88,6 +92,9 @@ class Child:
     index: int
     process: Forked | None = None
     started_at: float = 0.0
+    #: Deaths in a row within `QUICK_EXIT` of their start, and those of them that were
+    #: the child's own failures (not a SIGKILL).
+    quick_deaths: int = 0
     quick_exits: int = 0
     restart_at: float = 0.0
 
@@ -257,7 +264,12 @@ class Supervisor:
         ran = time.monotonic() - child.started_at
         child.process = None
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        child.quick_exits = child.quick_exits + 1 if ran < QUICK_EXIT else 0
+        if ran >= QUICK_EXIT:
+            child.quick_deaths = child.quick_exits = 0
+        else:
+            child.quick_deaths += 1
+            if code != -signal.SIGKILL:
+                child.quick_exits += 1
         if child.quick_exits >= MAX_QUICK_EXITS:
             log.error(
                 "the %s process failed %d times within %g s of its start (last: %s); "
@@ -268,7 +280,7 @@ class Supervisor:
                 how,
             )
             return False
-        delay = BACKOFF * 2**child.quick_exits
+        delay = min(MAX_BACKOFF, BACKOFF * 2**child.quick_deaths)
         log.error(
             "the %s process (pid %d) died after %.1f s (%s); restarting it in %g s",
             child.role,

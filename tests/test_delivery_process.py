@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.supervisor import MAX_QUICK_EXITS
 from gateway.testing import Recorder
 from gateway.testing.process import READY_MARK, GatewayProcess, free_port, serve
 
@@ -483,3 +484,30 @@ async def test_a_child_that_keeps_failing_at_start_stops_the_gateway(tmp_path: P
     )
     assert finished.returncode == 1
     assert "failed 5 times within 10 s of its start" in finished.stderr
+
+
+async def test_a_child_killed_again_and_again_is_restarted_every_time(tmp_path: Path) -> None:
+    # SIGKILL comes from outside (the OOM killer, an operator, a chaos run), not from a child
+    # failing to start: more of them in a row than a failing start is allowed must not stop
+    # the gateway, which would refuse every webhook.
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    store_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    async with serve(channel.app) as channel_url, serve(crm.app) as crm_url:
+        settings = write_settings(tmp_path, store_url, channel_url, crm_url)
+        gateway = GatewayProcess(settings, free_port())
+        await gateway.start()
+        try:
+            delivery = await gateway.child_pid("delivery")
+            for _ in range(MAX_QUICK_EXITS + 1):
+                os.kill(delivery, signal.SIGKILL)  # each within seconds of its start
+                delivery = await gateway.child_pid("delivery", after=delivery)
+            assert gateway.process is not None and gateway.process.poll() is None
+            async with httpx.AsyncClient(base_url=gateway.url) as client:
+                webhook = customer("after-kills", "c0")
+                response = await client.post("/webhooks/wa", json=webhook, headers=CHANNEL_AUTH)
+                assert response.status_code == 200
+            await crm.wait_count(1, timeout=30)
+        finally:
+            assert gateway.stop() == 0
+    assert crm.texts("c0") == ["after-kills"]
+    assert not any("stopping the gateway" in line for line in gateway.lines)

@@ -47,6 +47,9 @@ KEY = re.compile(r"c\d+/(?:in|out)/\d+")
 #: posted every `POST_EVERY`), so a reply that landed is named by its status in time.
 CONFIRM_WINDOW = 10.0
 POST_EVERY = 0.1
+#: A sender gives up after being refused this long: the gateway is down for good (its log
+#: says why), and the run must fail rather than re-post for ever.
+REFUSED_AT_MOST = 120.0
 NOTICE = "[b]⚠ Not delivered to WhatsApp[/b]"
 
 
@@ -132,6 +135,7 @@ class Stack:
                 self.whatsapp.customer_writes(chat, key)
             made = await self.whatsapp.deliver_webhooks()
             reposts = 0
+            refused_until = asyncio.get_running_loop().time() + REFUSED_AT_MOST
             while True:
                 for delivery in made:
                     if delivery.ok:
@@ -141,6 +145,7 @@ class Stack:
                 if not self.whatsapp.retries:
                     return reposts
                 reposts += len(self.whatsapp.retries)
+                gave_up(refused_until, "the customers' webhook")
                 await self.up.wait()
                 await asyncio.sleep(0.05)  # the provider's retry backoff
                 made = await self.whatsapp.retry_webhooks(force=True)
@@ -163,8 +168,10 @@ class Stack:
         emission = await self.portal.operator_writes(LINE, chat, key, signature=False)
         deliveries = emission.deliveries
         resends = 0
+        refused_until = asyncio.get_running_loop().time() + REFUSED_AT_MOST
         while not any(d.status == 200 for d in deliveries):
             resends += 1
+            gave_up(refused_until, f"the portal's event for {key}")
             await self.up.wait()
             await asyncio.sleep(0.05)
             deliveries = await self.portal.emit(emission.event, emission.data)
@@ -194,6 +201,11 @@ class Stack:
             for key in KEY.findall(text):
                 found[key] = (int(job_id), str(reason))
         return found
+
+
+def gave_up(refused_until: float, what: str) -> None:
+    if asyncio.get_running_loop().time() > refused_until:
+        raise AssertionError(f"the gateway refused {what} for {REFUSED_AT_MOST:g} s")
 
 
 def stack_settings(stack: Stack, wa_base: str, **overrides: Any) -> dict[str, Any]:
