@@ -16,7 +16,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -241,15 +242,22 @@ async def test_sigterm_stops_both_and_a_killed_supervisor_takes_them_along(
         assert gateway.stop() == 0
 
 
-async def test_a_second_gateway_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+@asynccontextmanager
+async def on_sqlite(tmp_path: Path) -> AsyncIterator[tuple[GatewayProcess, Recorder]]:
+    """A started gateway with a delivery process on a SQLite file, and its CRM fake."""
     channel, crm = Recorder(name="channel"), Recorder(name="crm")
     store_url = f"sqlite:///{tmp_path / 'gateway.db'}"
     async with serve(channel.app) as channel_url, serve(crm.app) as crm_url:
         settings = write_settings(tmp_path, store_url, channel_url, crm_url)
         gateway = GatewayProcess(settings, free_port())
         await gateway.start()
+        yield gateway, crm
+
+
+async def test_a_second_gateway_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+    async with on_sqlite(tmp_path) as (gateway, _):
         try:
-            command = [sys.executable, "-m", "gateway", "run", "--settings", str(settings)]
+            command = [sys.executable, "-m", "gateway", "run", "--settings", str(gateway.settings)]
             second = await asyncio.to_thread(
                 subprocess.run,
                 [*command, "--port", str(free_port())],
@@ -490,12 +498,7 @@ async def test_a_child_killed_again_and_again_is_restarted_every_time(tmp_path: 
     # SIGKILL comes from outside (the OOM killer, an operator, a chaos run), not from a child
     # failing to start: more of them in a row than a failing start is allowed must not stop
     # the gateway, which would refuse every webhook.
-    channel, crm = Recorder(name="channel"), Recorder(name="crm")
-    store_url = f"sqlite:///{tmp_path / 'gateway.db'}"
-    async with serve(channel.app) as channel_url, serve(crm.app) as crm_url:
-        settings = write_settings(tmp_path, store_url, channel_url, crm_url)
-        gateway = GatewayProcess(settings, free_port())
-        await gateway.start()
+    async with on_sqlite(tmp_path) as (gateway, crm):
         try:
             delivery = await gateway.child_pid("delivery")
             for _ in range(MAX_QUICK_EXITS + 1):
