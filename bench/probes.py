@@ -8,6 +8,7 @@
     python -m bench.probes low-rate  # CPU per message at 250 msg/s: bare, floor, httpx, gateway
     python -m bench.probes b24-form  # CPU of parsing one Bitrix24 event body
     python -m bench.probes fsync     # time of one 4 KiB write and fsync where the store lives
+    python -m bench.probes sending   # Store.sending with 50,000 queued; claim + finish per job
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -343,6 +344,38 @@ def fsync_time() -> None:
     print(f"4 KiB write + fsync: {statistics.median(runs):.0f} us (runs: {shown})")
 
 
+def sending() -> None:
+    """`Store.sending` (asked while a Chat API echo waits) with 50,000 jobs queued, and the
+    store's CPU per job for claiming and finishing them 50 at a time (SQLite)."""
+    from gateway.store.base import Finished
+    from gateway.store.contract import LEASE, NOW, job
+    from gateway.store.sqlite import SQLiteStore
+
+    async def run(path: Path) -> tuple[float, float]:
+        store = SQLiteStore(str(path))
+        await store.open()
+        try:
+            await store.enqueue([job(f"lane-{i % 500}", i) for i in range(50_000)], NOW)
+            await store.claim("crm", "probe", 50, LEASE, NOW)  # some sends in flight
+            looks = []
+            for _ in range(20):
+                started = time.perf_counter()
+                await store.sending("crm", NOW - 60)
+                looks.append(time.perf_counter() - started)
+            started, done = time.process_time(), 0
+            while done < 5000:
+                jobs = await store.claim("crm", "probe", 50, LEASE, NOW)
+                await store.finish([Finished(j.id) for j in jobs], "probe", NOW)
+                done += len(jobs)
+            return statistics.median(looks) * 1e6, (time.process_time() - started) / done * 1e6
+        finally:
+            await store.close()
+
+    with c.workspace("probe-sending") as work:
+        look, per_job = asyncio.run(run(work / "gateway.db"))
+    print(f"Store.sending, 50,000 queued: {look:.0f} us; claim + finish: {per_job:.0f} us a job")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
@@ -350,6 +383,7 @@ def main() -> None:
     probes["low-rate"] = low_rate
     probes["b24-form"] = b24_form
     probes["fsync"] = fsync_time
+    probes["sending"] = sending
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()

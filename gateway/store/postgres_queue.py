@@ -562,7 +562,7 @@ async def destinations_with_work(conn: Conn) -> list[str]:
 
 
 async def sending(conn: Conn, destination: str, since: float) -> int:
-    # `jobs_by_destination` narrows it to the destination's ready jobs.
+    # `jobs_sending` holds exactly the jobs this counts (migration 0006).
     cursor = await conn.execute(
         "SELECT count(*) FROM jobs WHERE destination = %s AND state = 'ready'"
         " AND kind = 'send' AND sending_since >= %s",

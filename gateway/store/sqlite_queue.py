@@ -454,13 +454,15 @@ def destinations_with_work(connection: sqlite3.Connection) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+# `jobs_sending` holds exactly the jobs this counts (migration 0006).
+SENDING = (
+    "SELECT COUNT(*) FROM jobs WHERE destination = ? AND state = 'ready'"
+    " AND kind = 'send' AND sending_since >= ?"
+)
+
+
 def sending(connection: sqlite3.Connection, destination: str, since: float) -> int:
-    # `jobs_by_destination` narrows it to the destination's ready jobs.
-    row = connection.execute(
-        "SELECT COUNT(*) FROM jobs WHERE destination = ? AND state = 'ready'"
-        " AND kind = 'send' AND sending_since >= ?",
-        (destination, since),
-    ).fetchone()
+    row = connection.execute(SENDING, (destination, since)).fetchone()
     return int(row[0])
 
 

@@ -19,6 +19,7 @@ from gateway.store.base import NewJob
 from gateway.store.contract import LEASE, NOW, StoreContract, item, job
 from gateway.store.migrations import Migration, latest_version, load_migrations
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite_queue import SENDING
 from gateway.store.sqlite_schema import migrate
 from gateway.store.sqlite_thread import Writer
 
@@ -71,6 +72,15 @@ async def test_records_each_applied_migration(store: SQLiteStore) -> None:
     )
     assert rows == [(m.version, m.name) for m in load_migrations("sqlite")]
     assert await store.schema_version() == latest_version("sqlite") == len(rows)
+
+
+@pytest.mark.anyio
+async def test_counting_sends_in_flight_reads_only_those(store: SQLiteStore) -> None:
+    # Asked again and again while a Chat API echo waits: it must not read the whole queue.
+    plan = await store._run(
+        lambda c: c.execute(f"EXPLAIN QUERY PLAN {SENDING}", ("wa", NOW)).fetchall()
+    )
+    assert "USING INDEX jobs_sending" in " ".join(str(row[-1]) for row in plan)
 
 
 @pytest.mark.anyio
