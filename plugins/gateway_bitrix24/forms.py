@@ -159,16 +159,18 @@ def _split(key: str) -> _Path | None:
     match = _KEY.match(key)
     if match is None:
         # PHP mangles or drops such keys; nothing Bitrix24 sends looks like this.
-        if not key or key.startswith("["):
-            return None
-        return (), (key, _NAME)
-    segments = [(match.group(1), _NAME), *((s, _NAME) for s in _SEGMENT.findall(match.group(2)))]
-    for position, (segment, _) in enumerate(segments):
-        if not segment:
-            segments[position] = (segment, _APPEND)
-        elif segment.isascii() and segment.isdigit():
-            segments[position] = (segment, int(segment) if len(segment) <= 9 else _TOO_LARGE)
-    return tuple(segments[:-1]), segments[-1]
+        return None if not key or key.startswith("[") else ((), (key, _index(key)))
+    names = (match.group(1), *_SEGMENT.findall(match.group(2)))
+    segments = tuple((name, _index(name)) for name in names)
+    return segments[:-1], segments[-1]
+
+
+def _index(segment: str) -> int:
+    if not segment:
+        return _APPEND
+    if segment.isascii() and segment.isdigit():
+        return int(segment) if len(segment) <= 9 else _TOO_LARGE
+    return _NAME
 
 
 def _resolve(node: dict[str, Any], segment: str, index: int, max_index: int) -> str:
