@@ -18,7 +18,6 @@ from gateway.errors import (
     AmbiguousError,
     DeliveryError,
     TemporaryError,
-    Throttled,
 )
 from gateway.items import Items, defer_references
 from gateway.models import Message
@@ -27,26 +26,22 @@ from gateway.outcomes import (
     AMBIGUOUS_REASON,
     UNANSWERED_REASON,
     Held,
+    Judge,
     Results,
     RetryPolicy,
     reorder_wait,
 )
-from gateway.planning import ack_job
 from gateway.providers import (
     NotLanded,
-    Outcome,
     Outgoing,
     Provider,
     Route,
     Sent,
 )
-from gateway.store.base import Finished, IdMapping, Job, NewJob, Store
+from gateway.store.base import Finished, Job, Store
 from gateway.unrouted import hold_jobs, route_gone
 
 log = logging.getLogger("gateway.delivery")
-
-#: How much of a message's text the id map keeps, to show it when the message is quoted.
-QUOTE_PREVIEW = 200
 
 
 class Deliverer:
@@ -79,6 +74,7 @@ class Deliverer:
         self.notify = notify
         self.owner = owner
         self.items = Items(store, providers, lambda: self.clock())
+        self.judge = Judge(providers, retry, lambda: self.clock())
         # One event per slot, and per destination the slots that will claim before they
         # sleep: a wake rouses one of those, not all, since one claim takes every due lane
         # up to its batch size and the other slots would only claim nothing.
@@ -145,46 +141,67 @@ class Deliverer:
         limit = max(1, self.providers[destination].capabilities.max_batch)
         armed.append(wakeup)
         await wakeup.wait()
+        jobs: list[Job] = []
         while self._running:
-            wakeup.clear()
-            # Armed before the claim: a wake from here on is either seen by this claim or
-            # sets the event that the wait below returns on at once.
-            if wakeup not in armed:
-                armed.append(wakeup)
             try:
-                jobs = await self.store.claim(
-                    destination, owner, limit, self.lease_seconds, self.clock()
-                )
-                if jobs:
-                    if wakeup in armed:
-                        armed.remove(wakeup)
-                    if len(jobs) == limit:
-                        # A full batch: more may be due, so rouse another slot to claim
-                        # in parallel (one wake per webhook would otherwise leave one).
-                        self.wake(destination)
-                    heard = self._unheard[destination]
-                    await self.process(destination, jobs, owner)
-                    if (
-                        len(jobs) < limit
-                        and not wakeup.is_set()
-                        and (self._unheard[destination] == heard)
-                    ):
-                        # The claim took everything due, and no wake went unheard while
-                        # the batch was out: nothing to claim now (a retry or a released
-                        # lane told the poller or a slot in `_record`). Saves a claim and
-                        # a look at the next due time per batch.
+                if not jobs:
+                    wakeup.clear()
+                    # Armed before the claim: a wake from here on is either seen by this
+                    # claim or sets the event that the wait below returns on at once.
+                    if wakeup not in armed:
                         armed.append(wakeup)
+                    jobs = await self.store.claim(
+                        destination, owner, limit, self.lease_seconds, self.clock()
+                    )
+                    if not jobs:
+                        # Nothing due for this slot: the poller learns the next due time (a
+                        # retry just recorded, a lease running out) and wakes a slot then.
+                        poke.set()
+                        await wakeup.wait()
+                        continue
+                if wakeup in armed:
+                    armed.remove(wakeup)
+                if len(jobs) == limit:
+                    # A full batch: more may be due, so rouse another slot to claim in
+                    # parallel (one wake per webhook would otherwise leave one).
+                    self.wake(destination)
+                batch, jobs = jobs, []
+                heard = self._unheard[destination]
+
+                def more(batch: Sequence[Job] = batch, heard: int = heard) -> bool:
+                    """Whether to claim again: the batch was full, or a wake came while it
+                    was out. If so the slot is armed again, before that claim."""
+                    if (
+                        len(batch) < limit
+                        and not wakeup.is_set()
+                        and self._unheard[destination] == heard
+                    ):
+                        return False
+                    wakeup.clear()
+                    armed.append(wakeup)
+                    return True
+
+                claimed = await self.process(destination, batch, owner, more)
+                if claimed is not None:
+                    # Claimed with the batch's own record, in one commit.
+                    jobs = claimed
+                    if not jobs:
+                        poke.set()
                         await wakeup.wait()
                     continue
-                # Nothing due for this slot: the poller learns the next due time (a retry
-                # just recorded, a lease running out) and wakes a slot then.
-                poke.set()
-                await wakeup.wait()
+                if not more():
+                    # The claim took everything due, and no wake went unheard while the
+                    # batch was out: nothing to claim now (a retry or a released lane told
+                    # the poller or a slot in `_record`). Saves a claim and a look at the
+                    # next due time per batch.
+                    armed.append(wakeup)
+                    await wakeup.wait()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A store hiccup must not kill the slot; the leases expire and the jobs return.
                 log.exception("delivery slot for %s failed; retrying", destination)
+                jobs = []
                 await self._sleep(wakeup, self.poll_interval)
 
     async def _poll(self, destination: str) -> None:
@@ -223,9 +240,19 @@ class Deliverer:
     async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:
         await wait_event(wakeup, seconds)
 
-    async def process(self, destination: str, jobs: Sequence[Job], owner: str) -> None:
+    async def process(
+        self,
+        destination: str,
+        jobs: Sequence[Job],
+        owner: str,
+        more: Callable[[], bool] | None = None,
+    ) -> list[Job] | None:
         """Deliver one claimed batch and record every outcome; frees the lanes at the end,
         also when it fails.
+
+        `more`, asked just before the record's commit, says whether the slot will claim
+        again: if so the claim shares that commit and its jobs are returned (None: no claim
+        was made).
 
         `claim` marked every job as attempted. A failure leaves that mark on every job that
         was handed to a provider call (it may have been sent, so the next claim treats it as
@@ -235,7 +262,7 @@ class Deliverer:
         """
         results = Results()
         try:
-            await self._process(destination, jobs, owner, results)
+            return await self._process(destination, jobs, owner, results, more)
         except Exception:
             # Free the lanes now rather than at lease expiry.
             lanes = sorted({job.lane for job in jobs})
@@ -244,8 +271,13 @@ class Deliverer:
             raise
 
     async def _process(
-        self, destination: str, jobs: Sequence[Job], owner: str, results: Results
-    ) -> None:
+        self,
+        destination: str,
+        jobs: Sequence[Job],
+        owner: str,
+        results: Results,
+        more: Callable[[], bool] | None,
+    ) -> list[Job] | None:
         provider = self.providers[destination]
         capabilities = provider.capabilities
         routes = self.routes()
@@ -267,7 +299,7 @@ class Deliverer:
                 else:
                     results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
                     unknown = AmbiguousError("delivery outcome unknown")
-                    self._failure_ack(job, route, unknown, results)
+                    self.judge.failure_ack(job, route, unknown, results)
             elif (wait := reorder_wait(job, self.reorder_window, self.clock())) is not None:
                 # Young enough that an older message may still be on its way: it waits.
                 results.retries.append((job, wait, "waiting for older messages"))
@@ -307,7 +339,7 @@ class Deliverer:
             for keeper in keepers:
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
-        await self._record(destination, jobs, results, owner)
+        return await self._record(destination, jobs, results, owner, more)
 
     async def _reconcile(
         self,
@@ -341,7 +373,7 @@ class Deliverer:
                 item = await self.items.prepare("send", job, route)
             except DeliveryError as exc:
                 if not isinstance(exc, TemporaryError):
-                    self._apply(job, route, exc, results)
+                    self.judge.apply(job, route, exc, results)
                 else:
                     at = now + self.retry_policy.delay(job.attempts + 1, exc.retry_after)
                     results.holds.append((job, at, str(exc), since))
@@ -369,7 +401,7 @@ class Deliverer:
                     )
                 )
                 if isinstance(answer, Sent):
-                    results.finished.append(self._finished(job, route, answer, item))
+                    results.finished.append(self.judge.finished(job, route, answer, item))
                     if isinstance(item.event, Message):
                         landed.setdefault(job.lane, set()).add(item.event.native_id)
                 continue
@@ -381,7 +413,7 @@ class Deliverer:
             else:
                 reason = UNANSWERED_REASON.format(destination=job.destination, detail=answer)
                 results.dead.append((job, reason))
-                self._failure_ack(job, route, AmbiguousError(str(answer)), results)
+                self.judge.failure_ack(job, route, AmbiguousError(str(answer)), results)
         return landed
 
     async def _keep_leases(self, owner: str, lanes: list[str]) -> None:
@@ -409,7 +441,7 @@ class Deliverer:
             try:
                 item = await self.items.prepare(kind, job, route)
             except DeliveryError as exc:
-                self._apply(job, route, exc, results)
+                self.judge.apply(job, route, exc, results)
                 continue
             if item is None:
                 results.finished.append(Finished(job.id))
@@ -439,85 +471,16 @@ class Deliverer:
             log.exception("%s.%s raised", provider.instance, kind)
             outcomes = [TemporaryError(f"{type(exc).__name__}: {exc}")] * len(items)
         for (job, route, item), outcome in zip(prepared, outcomes, strict=True):
-            self._apply(job, route, outcome, results, item, started)
-
-    def _apply(
-        self,
-        job: Job,
-        route: Route,
-        outcome: Outcome,
-        results: Results,
-        item: object | None = None,
-        started: float | None = None,
-    ) -> None:
-        if outcome is None or isinstance(outcome, Sent):
-            results.finished.append(self._finished(job, route, outcome, item))
-            return
-        attempts = job.attempts + 1
-        destination = job.destination
-        capabilities = self.providers[destination].capabilities
-        ambiguous = isinstance(outcome, AmbiguousError) and job.kind == "send"
-        if ambiguous and not capabilities.idempotent_sends and capabilities.finds_sent:
-            # Ask the destination once it has settled; until then the job stays marked.
-            since = started if started is not None else self.clock()
-            at = max(self.clock(), since + capabilities.settle_seconds)
-            results.holds.append((job, at, str(outcome), since))
-        elif ambiguous and not capabilities.idempotent_sends:
-            results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
-            self._failure_ack(job, route, outcome, results)
-        elif isinstance(outcome, Throttled) or (
-            isinstance(outcome, TemporaryError) and attempts < self.retry_policy.max_attempts
-        ):
-            delay = self.retry_policy.delay(attempts, outcome.retry_after)
-            results.retries.append((job, self.clock() + delay, str(outcome)))
-        else:
-            reason = str(outcome)
-            if isinstance(outcome, TemporaryError):
-                reason = f"gave up after {attempts} attempts: {outcome}"
-            results.dead.append((job, reason))
-            self._failure_ack(job, route, outcome, results)
-
-    def _finished(
-        self, job: Job, route: Route, outcome: Sent | None, item: object | None
-    ) -> Finished:
-        if job.kind != "send" or not isinstance(item, Outgoing):
-            return Finished(job.id)
-        event = item.event
-        mappings: list[IdMapping] = []
-        if outcome is not None and isinstance(event, Message):
-            mappings.append(
-                IdMapping(
-                    route=route.name,
-                    source=job.source,
-                    source_id=event.native_id,
-                    destination=job.destination,
-                    destination_id=outcome.native_id,
-                    conversation_id=event.conversation_id,
-                    extra={
-                        "source": dict(event.extra),
-                        "destination": dict(outcome.extra),
-                        "text": event.text[:QUOTE_PREVIEW],
-                    },
-                )
-            )
-        followups: list[NewJob] = []
-        if self._wants_acks(job.source):
-            delivered = outcome.native_id if outcome is not None else None
-            followups.append(ack_job(route, job.source, job.payload, delivered_id=delivered))
-        return Finished(job.id, mappings=mappings, followups=followups)
-
-    def _failure_ack(self, job: Job, route: Route, error: DeliveryError, results: Results) -> None:
-        if job.kind == "send" and self._wants_acks(job.source):
-            detail = {"code": error.code, "text": error.text}
-            results.followups.append(ack_job(route, job.source, job.payload, error=detail))
-
-    def _wants_acks(self, instance: str) -> bool:
-        provider = self.providers.get(instance)
-        return provider is not None and provider.capabilities.wants_acks
+            self.judge.apply(job, route, outcome, results, item, started)
 
     async def _record(
-        self, destination: str, jobs: Sequence[Job], results: Results, owner: str
-    ) -> None:
+        self,
+        destination: str,
+        jobs: Sequence[Job],
+        results: Results,
+        owner: str,
+        more: Callable[[], bool] | None,
+    ) -> list[Job] | None:
         now = self.clock()
         # Dead letters and retries first: `finish` frees the lanes, and a lane must not be
         # handed to another slot while one of its jobs is still at its head undecided.
@@ -562,13 +525,21 @@ class Deliverer:
             self._pokes[destination].set()  # the poller learns the new due times
         if results.followups:
             await self.store.enqueue(results.followups, now)
-        await self.store.finish(results.finished, owner, now)
         # A lease ends by itself once every job it handed out is finished, retried or
         # dead-lettered; only lanes with jobs left untouched (cut, blocked) need a release.
         # The cut jobs lost their mark already; the blocked ones (acks and statuses behind a
         # retry in their lane, never handed to a provider) lose it here.
         decided = results.decided()
         untouched = sorted({job.lane for job in jobs if job.id not in decided})
+        claimed: list[Job] | None = None
+        if not untouched and more is not None and more():
+            # The next batch is claimed in the same commit: one fsync between batches.
+            limit = self.providers[destination].capabilities.max_batch
+            claimed = await self.store.finish_and_claim(
+                results.finished, owner, now, destination, max(1, limit), self.lease_seconds
+            )
+        else:
+            await self.store.finish(results.finished, owner, now)
         if untouched:
             blocked = sorted(results.unsent - decided)
             await self.store.release(owner, untouched, now, unsent=blocked)
@@ -592,6 +563,7 @@ class Deliverer:
         for finished in results.finished:
             for followup in finished.followups:
                 self.wake(followup.destination)
+        return claimed
 
 
 def _message_id(job: Job) -> str | None:

@@ -1,14 +1,22 @@
-"""What delivery decides about jobs: the retry policy, the reasons given for parking, and
-the outcomes of one batch (`Results`) as `Deliverer` gathers them before recording."""
+"""What delivery decides about jobs: the retry policy, the reasons given for parking, how
+one job's outcome is judged (`Judge`), and the outcomes of one batch (`Results`) as
+`Deliverer` gathers them before recording."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.store.base import Finished, IngestItem, Job, NewJob
+from gateway.errors import AmbiguousError, DeliveryError, TemporaryError, Throttled
+from gateway.models import Message
+from gateway.planning import ack_job
+from gateway.providers import Outcome, Outgoing, Provider, Route, Sent
+from gateway.store.base import Finished, IdMapping, IngestItem, Job, NewJob
+
+#: How much of a message's text the id map keeps, to show it when the message is quoted.
+QUOTE_PREVIEW = 200
 
 AMBIGUOUS_REASON = (
     "the outcome of sending is unknown (the gateway stopped or the call timed out after the "
@@ -92,3 +100,93 @@ def reorder_wait(job: Job, window: float, now: float) -> float | None:
         return None
     until = min(float(written), job.created_at) + window
     return until if until > now else None
+
+
+class Judge:
+    """Turns one job's outcome into what its batch records: finished (with its id map row
+    and the source's ack), retried with backoff, held until the destination can be asked
+    whether it landed, or parked with the reason (and a failure ack)."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        retry: RetryPolicy,
+        clock: Callable[[], float],
+    ) -> None:
+        self.providers = providers
+        self.retry = retry
+        self.clock = clock
+
+    def apply(
+        self,
+        job: Job,
+        route: Route,
+        outcome: Outcome,
+        results: Results,
+        item: object | None = None,
+        started: float | None = None,
+    ) -> None:
+        if outcome is None or isinstance(outcome, Sent):
+            results.finished.append(self.finished(job, route, outcome, item))
+            return
+        attempts = job.attempts + 1
+        destination = job.destination
+        capabilities = self.providers[destination].capabilities
+        ambiguous = isinstance(outcome, AmbiguousError) and job.kind == "send"
+        if ambiguous and not capabilities.idempotent_sends and capabilities.finds_sent:
+            # Ask the destination once it has settled; until then the job stays marked.
+            since = started if started is not None else self.clock()
+            at = max(self.clock(), since + capabilities.settle_seconds)
+            results.holds.append((job, at, str(outcome), since))
+        elif ambiguous and not capabilities.idempotent_sends:
+            results.dead.append((job, AMBIGUOUS_REASON.format(destination=destination)))
+            self.failure_ack(job, route, outcome, results)
+        elif isinstance(outcome, Throttled) or (
+            isinstance(outcome, TemporaryError) and attempts < self.retry.max_attempts
+        ):
+            delay = self.retry.delay(attempts, outcome.retry_after)
+            results.retries.append((job, self.clock() + delay, str(outcome)))
+        else:
+            reason = str(outcome)
+            if isinstance(outcome, TemporaryError):
+                reason = f"gave up after {attempts} attempts: {outcome}"
+            results.dead.append((job, reason))
+            self.failure_ack(job, route, outcome, results)
+
+    def finished(
+        self, job: Job, route: Route, outcome: Sent | None, item: object | None
+    ) -> Finished:
+        if job.kind != "send" or not isinstance(item, Outgoing):
+            return Finished(job.id)
+        event = item.event
+        mappings: list[IdMapping] = []
+        if outcome is not None and isinstance(event, Message):
+            mappings.append(
+                IdMapping(
+                    route=route.name,
+                    source=job.source,
+                    source_id=event.native_id,
+                    destination=job.destination,
+                    destination_id=outcome.native_id,
+                    conversation_id=event.conversation_id,
+                    extra={
+                        "source": dict(event.extra),
+                        "destination": dict(outcome.extra),
+                        "text": event.text[:QUOTE_PREVIEW],
+                    },
+                )
+            )
+        followups: list[NewJob] = []
+        if self.wants_acks(job.source):
+            delivered = outcome.native_id if outcome is not None else None
+            followups.append(ack_job(route, job.source, job.payload, delivered_id=delivered))
+        return Finished(job.id, mappings=mappings, followups=followups)
+
+    def failure_ack(self, job: Job, route: Route, error: DeliveryError, results: Results) -> None:
+        if job.kind == "send" and self.wants_acks(job.source):
+            detail = {"code": error.code, "text": error.text}
+            results.followups.append(ack_job(route, job.source, job.payload, error=detail))
+
+    def wants_acks(self, instance: str) -> bool:
+        provider = self.providers.get(instance)
+        return provider is not None and provider.capabilities.wants_acks

@@ -96,3 +96,57 @@ async def test_one_webhook_with_many_conversations_fans_out_to_every_slot(tmp_pa
         await crm.wait_for(lambda r: r.held == SLOTS)
         gate.set()
         await crm.wait_count(SLOTS)
+
+
+async def test_work_that_came_during_a_batch_is_claimed_in_the_batchs_commit(
+    tmp_path: Path,
+) -> None:
+    """A slot that was out with a batch when new work came claims it in the same commit as
+    that batch's record: one commit (one fsync) between batches, not two."""
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    gate = crm.hold(lambda item: item["text"] == "hello 0")
+    config = settings(tmp_path)
+    config["workers"]["concurrency"] = 1
+    config["crms"]["crm"]["max_batch"] = 10  # a batch of one leaves room: no claim for that
+    apps = {"channel.test": channel.app, "crm.test": crm.app}
+    async with running_gateway(config, apps=apps) as h:
+        store = h.gateway.store
+        calls: list[tuple[str, list[str]]] = []
+        claim, finish, finish_and_claim = store.claim, store.finish, store.finish_and_claim
+
+        async def counting_claim(*args: Any) -> Any:
+            jobs = await claim(*args)
+            calls.append(("claim", [job.payload["event"]["text"] for job in jobs]))
+            return jobs
+
+        async def counting_finish(*args: Any) -> None:
+            calls.append(("finish", []))
+            await finish(*args)
+
+        async def counting_finish_and_claim(*args: Any) -> Any:
+            jobs = await finish_and_claim(*args)
+            calls.append(("finish_and_claim", [job.payload["event"]["text"] for job in jobs]))
+            return jobs
+
+        store.claim = counting_claim  # type: ignore[method-assign]
+        store.finish = counting_finish  # type: ignore[method-assign]
+        store.finish_and_claim = counting_finish_and_claim  # type: ignore[method-assign]
+
+        async def post(n: int) -> None:
+            message = {"id": f"m{n}", "chat": f"c{n}", "from": f"c{n}", "text": f"hello {n}"}
+            response = await h.client.post(
+                "/webhooks/wa", json={"messages": [message]}, headers=CHANNEL_AUTH
+            )
+            assert response.status_code == 200
+
+        await post(0)
+        await crm.wait_for(lambda r: r.held == 1)
+        await post(1)  # the only slot is out with message 0: its wake goes unheard
+        gate.set()
+        await crm.wait_count(2)
+    assert crm.texts() == ["hello 0", "hello 1"]
+    assert calls[:3] == [
+        ("claim", ["hello 0"]),
+        ("finish_and_claim", ["hello 1"]),
+        ("finish", []),  # nothing came meanwhile: the record alone, then the slot sleeps
+    ]

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.store.base import Finished, IdMapping, IngestItem, NewJob, Store
+from gateway.store.contract_data import LEASE
 
 T0 = 1_700_000_000.0
-LEASE = 30.0
 
 
 def send(message: str, conversation: str = "79990001122@c.us") -> NewJob:

@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.store.base import Finished, Job, NewJob, Store
-
-NOW = 1_700_000_000.0
-LEASE = 30.0
+from gateway.store.contract_data import LEASE, NOW
 
 
 def message(name: str, at: float, lane: str = "chat-1") -> NewJob:

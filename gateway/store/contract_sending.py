@@ -6,9 +6,7 @@ and only when it is recent enough (`since`). Mixed into `StoreContract`.
 from __future__ import annotations
 
 from gateway.store.base import Finished, IdMapping, NewJob, Store
-
-NOW = 1_700_000_000.0
-LEASE = 30.0
+from gateway.store.contract_data import LEASE, NOW
 
 
 def send(lane: str, destination: str = "wa") -> NewJob:

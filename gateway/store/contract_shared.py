@@ -14,9 +14,7 @@ from gateway.store.base import (
     Store,
     StoredRoute,
 )
-
-NOW = 1_700_000_000.0
-LEASE = 30.0
+from gateway.store.contract_data import LEASE, NOW
 
 
 def send(lane: str = "r|crm|chat-1", n: int = 0) -> NewJob:

@@ -7,10 +7,8 @@ queue SQL and explains how the lanes stay consistent with several processes;
 `postgres_schema` the migrations.
 
 Cross-process parts:
-* `lock(name)` is a session advisory lock (`pg_advisory_lock`, key: a hash of the schema and
-  the name) held on a connection of its own for as long as the lock is held, so Bitrix24
-  token refreshes are single-flight across every process. Waiters of one process queue on
-  an asyncio lock first, so one name costs at most one waiting connection per process.
+* `lock(name)` is a session advisory lock held on a connection of its own, so Bitrix24
+  token refreshes are single-flight across every process (`postgres_locks`).
 * `subscribe(callback)` LISTENs on the schema's channel; every write that gives a
   destination work (new jobs, freed leases, replays) NOTIFYs it after commit, and every
   process wakes its delivery slots for it (`postgres_notify`). The workers'
@@ -22,12 +20,9 @@ The URL is handed to libpq as it is: `postgresql://user:password@host:5432/db`, 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -59,8 +54,9 @@ from gateway.store.base import (
     StoredRoute,
 )
 from gateway.store.postgres_ingest import GroupedIngest
+from gateway.store.postgres_locks import AdvisoryLocks
 from gateway.store.postgres_notify import Notifier
-from gateway.store.postgres_schema import advisory_key, channel, current_version, migrate
+from gateway.store.postgres_schema import channel, current_version, migrate
 from gateway.store.rows import sort_time
 
 T = TypeVar("T")
@@ -85,7 +81,7 @@ class PostgresStore(Store):
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
         self._lock_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
         self._notifier: Notifier | None = None
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._advisory = AdvisoryLocks(lambda: self._lock_pool, lambda: self.schema, redacted(url))
         self._ingests = GroupedIngest(self._run, self._announce, self._announce_state)
 
     def __repr__(self) -> str:
@@ -227,6 +223,30 @@ class PostgresStore(Store):
             self._announce(
                 await self._run(lambda c: q.finish(c, rows, owner, now), transaction=True)
             )
+
+    async def finish_and_claim(
+        self,
+        finished: Sequence[Finished],
+        owner: str,
+        now: float,
+        destination: str,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Job]:
+        rows = [
+            (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
+            for f in finished
+        ]
+
+        async def run(c: q.Conn) -> tuple[set[str], list[Job]]:
+            # The claim's FOR UPDATE SKIP LOCKED never waits, so holding its lanes after the
+            # finish's (taken in lane order) adds no deadlock.
+            followed_up = await q.finish(c, rows, owner, now) if rows else set()
+            return followed_up, await q.claim(c, destination, owner, limit, lease_seconds, now)
+
+        followed_up, jobs = await self._run(run, transaction=True)
+        self._announce(followed_up)
+        return jobs
 
     async def retry(
         self,
@@ -388,40 +408,7 @@ class PostgresStore(Store):
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Held by one task of all processes sharing the database at a time (see module)."""
-        return self._advisory_lock(name)
-
-    @contextlib.asynccontextmanager
-    async def _advisory_lock(self, name: str) -> AsyncIterator[None]:
-        local = self._locks.get(name)
-        if local is None:
-            local = self._locks[name] = asyncio.Lock()
-        async with local:
-            pool = self._lock_pool
-            if pool is None:
-                raise StoreError(f"the PostgreSQL store {redacted(self.url)} is not open")
-            key = advisory_key(self.schema, name)
-            try:
-                conn = await pool.getconn()
-            except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL: cannot take lock {name!r}: {exc}") from exc
-            try:
-                await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            except BaseException as exc:
-                # Cancelled or failed while waiting: the lock may be granted already, and
-                # only closing the session surely gives it back.
-                await _discard(pool, conn)
-                if isinstance(exc, psycopg.Error):
-                    raise StoreError(f"PostgreSQL: cannot take lock {name!r}: {exc}") from exc
-                raise
-            try:
-                yield
-            finally:
-                try:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                except BaseException:
-                    await _discard(pool, conn)
-                    raise
-                await pool.putconn(conn)
+        return self._advisory.hold(name)
 
     # wake-ups across processes ---------------------------------------------------------
     async def subscribe(self, callback: Callable[[str | None], None]) -> None:
@@ -536,15 +523,6 @@ class PostgresStore(Store):
             return await cursor.fetchone()
 
         return await self._run(run)
-
-
-async def _discard(
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]],
-    conn: psycopg.AsyncConnection[tuple[Any, ...]],
-) -> None:
-    with contextlib.suppress(Exception):
-        await conn.close()
-    await pool.putconn(conn)  # the pool drops a closed connection
 
 
 def redacted(url: str) -> str:
