@@ -141,67 +141,46 @@ class Deliverer:
         limit = max(1, self.providers[destination].capabilities.max_batch)
         armed.append(wakeup)
         await wakeup.wait()
-        jobs: list[Job] = []
         while self._running:
+            wakeup.clear()
+            # Armed before the claim: a wake from here on is either seen by this claim or
+            # sets the event that the wait below returns on at once.
+            if wakeup not in armed:
+                armed.append(wakeup)
             try:
-                if not jobs:
-                    wakeup.clear()
-                    # Armed before the claim: a wake from here on is either seen by this
-                    # claim or sets the event that the wait below returns on at once.
-                    if wakeup not in armed:
-                        armed.append(wakeup)
-                    jobs = await self.store.claim(
-                        destination, owner, limit, self.lease_seconds, self.clock()
-                    )
-                    if not jobs:
-                        # Nothing due for this slot: the poller learns the next due time (a
-                        # retry just recorded, a lease running out) and wakes a slot then.
-                        poke.set()
-                        await wakeup.wait()
-                        continue
-                if wakeup in armed:
-                    armed.remove(wakeup)
-                if len(jobs) == limit:
-                    # A full batch: more may be due, so rouse another slot to claim in
-                    # parallel (one wake per webhook would otherwise leave one).
-                    self.wake(destination)
-                batch, jobs = jobs, []
-                heard = self._unheard[destination]
-
-                def more(batch: Sequence[Job] = batch, heard: int = heard) -> bool:
-                    """Whether to claim again: the batch was full, or a wake came while it
-                    was out. If so the slot is armed again, before that claim."""
+                jobs = await self.store.claim(
+                    destination, owner, limit, self.lease_seconds, self.clock()
+                )
+                if jobs:
+                    if wakeup in armed:
+                        armed.remove(wakeup)
+                    if len(jobs) == limit:
+                        # A full batch: more may be due, so rouse another slot to claim
+                        # in parallel (one wake per webhook would otherwise leave one).
+                        self.wake(destination)
+                    heard = self._unheard[destination]
+                    await self.process(destination, jobs, owner)
                     if (
-                        len(batch) < limit
+                        len(jobs) < limit
                         and not wakeup.is_set()
-                        and self._unheard[destination] == heard
+                        and (self._unheard[destination] == heard)
                     ):
-                        return False
-                    wakeup.clear()
-                    armed.append(wakeup)
-                    return True
-
-                claimed = await self.process(destination, batch, owner, more)
-                if claimed is not None:
-                    # Claimed with the batch's own record, in one commit.
-                    jobs = claimed
-                    if not jobs:
-                        poke.set()
+                        # The claim took everything due, and no wake went unheard while
+                        # the batch was out: nothing to claim now (a retry or a released
+                        # lane told the poller or a slot in `_record`). Saves a claim and
+                        # a look at the next due time per batch.
+                        armed.append(wakeup)
                         await wakeup.wait()
                     continue
-                if not more():
-                    # The claim took everything due, and no wake went unheard while the
-                    # batch was out: nothing to claim now (a retry or a released lane told
-                    # the poller or a slot in `_record`). Saves a claim and a look at the
-                    # next due time per batch.
-                    armed.append(wakeup)
-                    await wakeup.wait()
+                # Nothing due for this slot: the poller learns the next due time (a retry
+                # just recorded, a lease running out) and wakes a slot then.
+                poke.set()
+                await wakeup.wait()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A store hiccup must not kill the slot; the leases expire and the jobs return.
                 log.exception("delivery slot for %s failed; retrying", destination)
-                jobs = []
                 await self._sleep(wakeup, self.poll_interval)
 
     async def _poll(self, destination: str) -> None:
@@ -240,19 +219,9 @@ class Deliverer:
     async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:
         await wait_event(wakeup, seconds)
 
-    async def process(
-        self,
-        destination: str,
-        jobs: Sequence[Job],
-        owner: str,
-        more: Callable[[], bool] | None = None,
-    ) -> list[Job] | None:
+    async def process(self, destination: str, jobs: Sequence[Job], owner: str) -> None:
         """Deliver one claimed batch and record every outcome; frees the lanes at the end,
         also when it fails.
-
-        `more`, asked just before the record's commit, says whether the slot will claim
-        again: if so the claim shares that commit and its jobs are returned (None: no claim
-        was made).
 
         `claim` marked every job as attempted. A failure leaves that mark on every job that
         was handed to a provider call (it may have been sent, so the next claim treats it as
@@ -262,7 +231,7 @@ class Deliverer:
         """
         results = Results()
         try:
-            return await self._process(destination, jobs, owner, results, more)
+            await self._process(destination, jobs, owner, results)
         except Exception:
             # Free the lanes now rather than at lease expiry.
             lanes = sorted({job.lane for job in jobs})
@@ -271,13 +240,8 @@ class Deliverer:
             raise
 
     async def _process(
-        self,
-        destination: str,
-        jobs: Sequence[Job],
-        owner: str,
-        results: Results,
-        more: Callable[[], bool] | None,
-    ) -> list[Job] | None:
+        self, destination: str, jobs: Sequence[Job], owner: str, results: Results
+    ) -> None:
         provider = self.providers[destination]
         capabilities = provider.capabilities
         routes = self.routes()
@@ -339,7 +303,7 @@ class Deliverer:
             for keeper in keepers:
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
-        return await self._record(destination, jobs, results, owner, more)
+        await self._record(destination, jobs, results, owner)
 
     async def _reconcile(
         self,
@@ -474,13 +438,8 @@ class Deliverer:
             self.judge.apply(job, route, outcome, results, item, started)
 
     async def _record(
-        self,
-        destination: str,
-        jobs: Sequence[Job],
-        results: Results,
-        owner: str,
-        more: Callable[[], bool] | None,
-    ) -> list[Job] | None:
+        self, destination: str, jobs: Sequence[Job], results: Results, owner: str
+    ) -> None:
         now = self.clock()
         # Dead letters and retries first: `finish` frees the lanes, and a lane must not be
         # handed to another slot while one of its jobs is still at its head undecided.
@@ -525,21 +484,13 @@ class Deliverer:
             self._pokes[destination].set()  # the poller learns the new due times
         if results.followups:
             await self.store.enqueue(results.followups, now)
+        await self.store.finish(results.finished, owner, now)
         # A lease ends by itself once every job it handed out is finished, retried or
         # dead-lettered; only lanes with jobs left untouched (cut, blocked) need a release.
         # The cut jobs lost their mark already; the blocked ones (acks and statuses behind a
         # retry in their lane, never handed to a provider) lose it here.
         decided = results.decided()
         untouched = sorted({job.lane for job in jobs if job.id not in decided})
-        claimed: list[Job] | None = None
-        if not untouched and more is not None and more():
-            # The next batch is claimed in the same commit: one fsync between batches.
-            limit = self.providers[destination].capabilities.max_batch
-            claimed = await self.store.finish_and_claim(
-                results.finished, owner, now, destination, max(1, limit), self.lease_seconds
-            )
-        else:
-            await self.store.finish(results.finished, owner, now)
         if untouched:
             blocked = sorted(results.unsent - decided)
             await self.store.release(owner, untouched, now, unsent=blocked)
@@ -563,7 +514,6 @@ class Deliverer:
         for finished in results.finished:
             for followup in finished.followups:
                 self.wake(followup.destination)
-        return claimed
 
 
 def _message_id(job: Job) -> str | None:

@@ -274,20 +274,6 @@ class Store(ABC):
         skipped with its follow-ups; a mapping whose (route, source, source_id) exists is kept.
         """
 
-    async def finish_and_claim(
-        self,
-        finished: Sequence[Finished],
-        owner: str,
-        now: float,
-        destination: str,
-        limit: int,
-        lease_seconds: float,
-    ) -> list[Job]:
-        """`finish`, then `claim` for the same owner, in one transaction where the store can
-        do so: a slot with more work waiting then commits once between batches, not twice."""
-        await self.finish(finished, owner, now)
-        return await self.claim(destination, owner, limit, lease_seconds, now)
-
     @abstractmethod
     async def retry(
         self,

@@ -1,5 +1,5 @@
-"""Store contract: claims lease lanes and hand out their jobs in order; finishing frees them;
-`finish_and_claim` does both in one call. Mixed into `StoreContract`.
+"""Store contract: claims lease lanes and hand out their jobs in order; finishing frees them.
+Mixed into `StoreContract`.
 """
 
 from __future__ import annotations
@@ -145,40 +145,3 @@ class LanesContract:
     async def test_finishing_an_unknown_job_does_nothing(self, store: Store) -> None:
         await store.finish([Finished(424242, followups=[job("a")])], "w1", NOW)
         assert await store.claim("crm", "w1", 10, LEASE, NOW) == []
-
-    # finish and claim in one commit ---------------------------------------------------
-    async def test_finish_and_claim_records_the_batch_then_leases_the_next(
-        self, store: Store
-    ) -> None:
-        a0, a1, b0 = await store.enqueue([job("a", 0), job("a", 1), job("b", 0)], NOW)
-        assert ids(await store.claim("crm", "w1", 1, LEASE, NOW)) == [a0]
-        ack = job("chat-1", 5, destination="channel", kind="ack")
-        done = [Finished(a0, [mapping("s1", "d1")], [ack])]
-        # The lane just finished is free again within the same call: its next job comes too.
-        claimed = await store.finish_and_claim(done, "w1", NOW + 1, "crm", 10, LEASE)
-        assert ids(claimed) == [a1, b0]
-        assert [j.attempts for j in claimed] == [0, 0]
-        assert await store.get_job(a0) is None
-        assert await store.lookup_by_source("route-1", "channel", "s1") == mapping("s1", "d1")
-        assert len(await store.claim("channel", "w2", 10, LEASE, NOW + 1)) == 1
-        # What it claimed is leased and marked like any claim's.
-        assert await store.claim("crm", "w2", 10, LEASE, NOW + 1) == []
-        assert await store.sending("crm", NOW) == 2
-        await store.finish([Finished(a1), Finished(b0)], "w1", NOW + 2)
-        assert "crm" not in await store.destinations_with_work(NOW + 2)
-
-    async def test_finish_and_claim_with_nothing_due_only_finishes(self, store: Store) -> None:
-        a0, a1 = await store.enqueue([job("a", 0), job("a", 1)], NOW)
-        await store.claim("crm", "w1", 1, LEASE, NOW)
-        assert await store.finish_and_claim([], "w1", NOW, "crm", 10, LEASE) == []
-        assert await store.finish_and_claim([Finished(a0)], "w1", NOW, "other", 10, LEASE) == []
-        assert await store.get_job(a0) is None
-        assert ids(await store.claim("crm", "w2", 10, LEASE, NOW)) == [a1]
-
-    async def test_finish_and_claim_leaves_lanes_leased_by_others(self, store: Store) -> None:
-        a0, b0, b1 = await store.enqueue([job("a", 0), job("b", 0), job("b", 1)], NOW)
-        assert ids(await store.claim("crm", "w1", 1, LEASE, NOW)) == [a0]
-        assert ids(await store.claim("crm", "w2", 1, LEASE, NOW)) == [b0]
-        assert await store.finish_and_claim([Finished(a0)], "w1", NOW, "crm", 10, LEASE) == []
-        await store.finish([Finished(b0)], "w2", NOW)
-        assert ids(await store.claim("crm", "w1", 10, LEASE, NOW)) == [b1]

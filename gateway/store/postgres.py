@@ -224,30 +224,6 @@ class PostgresStore(Store):
                 await self._run(lambda c: q.finish(c, rows, owner, now), transaction=True)
             )
 
-    async def finish_and_claim(
-        self,
-        finished: Sequence[Finished],
-        owner: str,
-        now: float,
-        destination: str,
-        limit: int,
-        lease_seconds: float,
-    ) -> list[Job]:
-        rows = [
-            (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
-            for f in finished
-        ]
-
-        async def run(c: q.Conn) -> tuple[set[str], list[Job]]:
-            # The claim's FOR UPDATE SKIP LOCKED never waits, so holding its lanes after the
-            # finish's (taken in lane order) adds no deadlock.
-            followed_up = await q.finish(c, rows, owner, now) if rows else set()
-            return followed_up, await q.claim(c, destination, owner, limit, lease_seconds, now)
-
-        followed_up, jobs = await self._run(run, transaction=True)
-        self._announce(followed_up)
-        return jobs
-
     async def retry(
         self,
         job_id: int,

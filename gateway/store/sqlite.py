@@ -201,26 +201,6 @@ class SQLiteStore(Store):
         ]
         await self._run(lambda c: q.finish(c, rows, owner, now))
 
-    async def finish_and_claim(
-        self,
-        finished: Sequence[Finished],
-        owner: str,
-        now: float,
-        destination: str,
-        limit: int,
-        lease_seconds: float,
-    ) -> list[Job]:
-        rows = [
-            (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
-            for f in finished
-        ]
-
-        def run(c: sqlite3.Connection) -> list[Job]:
-            q.finish(c, rows, owner, now)
-            return q.claim(c, destination, owner, limit, lease_seconds, now)
-
-        return await self._run(run)
-
     async def retry(
         self,
         job_id: int,
