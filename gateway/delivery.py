@@ -484,7 +484,7 @@ class Deliverer:
             self._pokes[destination].set()  # the poller learns the new due times
         if results.followups:
             await self.store.enqueue(results.followups, now)
-        await self.store.finish(results.finished, owner, now)
+        freed_work = await self.store.finish(results.finished, owner, now)
         # A lease ends by itself once every job it handed out is finished, retried or
         # dead-lettered; only lanes with jobs left untouched (cut, blocked) need a release.
         # The cut jobs lost their mark already; the blocked ones (acks and statuses behind a
@@ -496,6 +496,11 @@ class Deliverer:
             await self.store.release(owner, untouched, now, unsent=blocked)
             results.unsent.clear()
             self.wake(destination)  # the released lanes are due now
+        elif freed_work or results.dead:
+            # Work came into this batch's lanes while they were leased (a customer's next
+            # message): the claims its wake caused could not take it, and without this
+            # wake it would wait for the poller's next look, up to `poll_interval`.
+            self.wake(destination)
         by_id = {job.id: job for job in jobs}
         for finished in results.finished:
             job = by_id[finished.job_id]

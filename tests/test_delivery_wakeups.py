@@ -96,3 +96,45 @@ async def test_one_webhook_with_many_conversations_fans_out_to_every_slot(tmp_pa
         await crm.wait_for(lambda r: r.held == SLOTS)
         gate.set()
         await crm.wait_count(SLOTS)
+
+
+async def test_a_message_that_came_while_its_conversation_was_out_goes_right_after(
+    tmp_path: Path,
+) -> None:
+    """A customer's second message, committed while the first is out with one slot: the
+    lane is leased, so the slot its wake rouses claims nothing, and the poller then sleeps
+    until the lease would run out. The message goes as soon as the first is recorded, not
+    at the poller's next look (`poll_interval`, 60 s here)."""
+    channel, crm = Recorder(name="channel"), Recorder(name="crm")
+    gate = crm.hold(lambda item: item["text"] == "hello 0")
+    config = settings(tmp_path)
+    config["workers"]["concurrency"] = 2
+    config["crms"]["crm"]["max_batch"] = 10  # a batch of one is not full: no claim for that
+    apps = {"channel.test": channel.app, "crm.test": crm.app}
+    async with running_gateway(config, apps=apps) as h:
+        store = h.gateway.store
+        next_due = store.next_due
+        poller_asleep = asyncio.Event()
+
+        async def watched_next_due(destination: str, now: float) -> float | None:
+            due = await next_due(destination, now)
+            if due is not None and due > now + 30:  # the lease's end: nothing due before
+                poller_asleep.set()
+            return due
+
+        async def post(n: int) -> None:
+            message = {"id": f"m{n}", "chat": "c0", "from": "c0", "text": f"hello {n}"}
+            response = await h.client.post(
+                "/webhooks/wa", json={"messages": [message]}, headers=CHANNEL_AUTH
+            )
+            assert response.status_code == 200
+
+        await post(0)
+        await crm.wait_for(lambda r: r.held == 1)
+        store.next_due = watched_next_due  # type: ignore[method-assign]
+        await post(1)  # its wake rouses the idle slot, which finds the lane leased
+        async with asyncio.timeout(10):
+            await poller_asleep.wait()
+        gate.set()
+        await crm.wait_count(2)  # 10 s, far below the poll interval
+    assert crm.texts() == ["hello 0", "hello 1"]

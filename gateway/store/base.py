@@ -267,11 +267,14 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
+    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> bool:
         """Delete finished jobs, write their id maps and follow-ups, free their lanes.
 
         A job that is gone already (finished under an expired lease by someone else) is
         skipped with its follow-ups; a mapping whose (route, source, source_id) exists is kept.
+
+        Returns True when a lane it freed has a job due now: one that came while the lane
+        was leased, which no claim could take then (the caller sees that a slot claims it).
         """
 
     @abstractmethod

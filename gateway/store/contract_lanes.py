@@ -145,3 +145,23 @@ class LanesContract:
     async def test_finishing_an_unknown_job_does_nothing(self, store: Store) -> None:
         await store.finish([Finished(424242, followups=[job("a")])], "w1", NOW)
         assert await store.claim("crm", "w1", 10, LEASE, NOW) == []
+
+    async def test_finish_tells_when_a_lane_it_frees_has_work_that_came_meanwhile(
+        self, store: Store
+    ) -> None:
+        a0, b0 = await store.enqueue([job("a", 0), job("b", 0)], NOW)
+        await store.claim("crm", "w1", 10, LEASE, NOW)
+        [a1] = await store.enqueue([job("a", 1)], NOW)  # a customer's next message
+        assert await store.claim("crm", "w2", 10, LEASE, NOW) == []  # lane a is leased
+        assert await store.finish([Finished(b0)], "w1", NOW) is False  # b is empty now
+        assert await store.finish([Finished(a0)], "w1", NOW) is True
+        assert ids(await store.claim("crm", "w2", 10, LEASE, NOW)) == [a1]
+        assert await store.finish([Finished(a1)], "w2", NOW) is False
+        assert await store.finish([], "w2", NOW) is False
+
+    async def test_finish_reports_no_work_while_the_lane_stays_leased(self, store: Store) -> None:
+        a0, _a1 = await store.enqueue([job("a", 0), job("a", 1)], NOW)
+        await store.claim("crm", "w1", 10, LEASE, NOW)
+        await store.enqueue([job("a", 2)], NOW)
+        # a1 is still out: the lane stays leased, so nothing is due yet.
+        assert await store.finish([Finished(a0)], "w1", NOW) is False

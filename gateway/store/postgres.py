@@ -214,15 +214,18 @@ class PostgresStore(Store):
     ) -> list[Job]:
         return await self._run(lambda c: q.claim(c, destination, owner, limit, lease_seconds, now))
 
-    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
+    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> bool:
         rows = [
             (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
             for f in finished
         ]
-        if rows:
-            self._announce(
-                await self._run(lambda c: q.finish(c, rows, owner, now), transaction=True)
-            )
+        if not rows:
+            return False
+        followed_up, freed_work = await self._run(
+            lambda c: q.finish(c, rows, owner, now), transaction=True
+        )
+        self._announce(followed_up)
+        return freed_work
 
     async def retry(
         self,

@@ -325,13 +325,15 @@ async def refresh_lanes(conn: Conn, lanes: Sequence[str], locked: set[str]) -> N
         )
 
 
-async def release_if_done(conn: Conn, lanes: Sequence[str], owner: str) -> None:
+async def release_if_done(conn: Conn, lanes: Sequence[str], owner: str) -> list[float]:
+    """Free those of `lanes` whose claimed prefix is done; returns their `available_at`."""
     # The head is the lowest ready key: above `claimed_through`, nothing handed out is left.
-    await conn.execute(
+    cursor = await conn.execute(
         f"UPDATE lanes SET {_FREE} WHERE lane = ANY(%s::text[]) AND lease_owner = %s"  # noqa: S608
-        " AND (claimed_through IS NULL OR head > claimed_through)",
+        " AND (claimed_through IS NULL OR head > claimed_through) RETURNING available_at",
         (sorted(set(lanes)), owner),
     )
+    return [float(row[0]) for row in await cursor.fetchall()]
 
 
 async def renew(conn: Conn, owner: str, lanes: Sequence[str], until: float) -> None:
@@ -370,8 +372,9 @@ async def finish(
     finished: Sequence[tuple[int, Sequence[MappingRow], Sequence[JobRow]]],
     owner: str,
     now: float,
-) -> set[str]:
-    """Returns the destinations of the follow-ups it enqueued."""
+) -> tuple[set[str], bool]:
+    """Returns the destinations of the follow-ups it enqueued, and whether a lane it freed
+    has a job due (one that came while the lane was leased)."""
     ids = [job_id for job_id, _, _ in finished]
     cursor = await conn.execute("SELECT lane FROM jobs WHERE id = ANY(%s::bigint[])", (ids,))
     lanes = {row[0] for row in await cursor.fetchall()}
@@ -408,8 +411,9 @@ async def finish(
     await insert_jobs(conn, followups, now)
     touched = sorted(set(deleted.values()))
     await refresh_lanes(conn, touched, locked)
-    await release_if_done(conn, touched, owner)
-    return {job[3] for job in followups}
+    # Lanes left without jobs are gone by now: a freed lane that remains has work behind.
+    freed = await release_if_done(conn, touched, owner)
+    return {job[3] for job in followups}, any(available_at <= now for available_at in freed)
 
 
 async def _ready_lane(conn: Conn, job_id: int) -> tuple[str, set[str]] | None:

@@ -194,12 +194,12 @@ class SQLiteStore(Store):
     ) -> list[Job]:
         return await self._run(lambda c: q.claim(c, destination, owner, limit, lease_seconds, now))
 
-    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> None:
+    async def finish(self, finished: Sequence[Finished], owner: str, now: float) -> bool:
         rows = [
             (f.job_id, [_mapping_row(m) for m in f.mappings], [_job_row(j) for j in f.followups])
             for f in finished
         ]
-        await self._run(lambda c: q.finish(c, rows, owner, now))
+        return await self._run(lambda c: q.finish(c, rows, owner, now))
 
     async def retry(
         self,

@@ -99,6 +99,7 @@ _SET_HEADS = (
 _RELEASE_IF_DONE_MANY = (
     f"UPDATE lanes SET {_FREE} WHERE lane IN (SELECT value FROM json_each(?))"  # noqa: S608
     " AND lease_owner = ? AND (claimed_through IS NULL OR head > claimed_through)"
+    " RETURNING available_at"
 )
 
 
@@ -234,7 +235,8 @@ def finish(
     finished: Sequence[tuple[int, Sequence[MappingRow], Sequence[JobRow]]],
     owner: str,
     now: float,
-) -> None:
+) -> bool:
+    """True when a lane it freed has a job due: one that came while the lane was leased."""
     # A batch's statements run once for all its jobs (their ids as one JSON array), not once
     # a job: a delivered batch of 50 was some 250 statements.
     lanes_of = dict(
@@ -243,7 +245,7 @@ def finish(
     # Someone whose lease outlived ours finished the missing ones already, with follow-ups.
     done = [entry for entry in finished if entry[0] in lanes_of]
     if not done:
-        return
+        return False
     ids = orjson.dumps([job_id for job_id, _, _ in done])
     log_steps(connection, ids, "delivered", now, None)
     connection.execute("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (ids,))
@@ -258,7 +260,9 @@ def finish(
         insert_jobs(connection, followups, now)
     lanes = orjson.dumps(list(dict.fromkeys(lanes_of[job_id] for job_id, _, _ in done)))
     refresh_lanes(connection, lanes)
-    connection.execute(_RELEASE_IF_DONE_MANY, (lanes, owner))
+    # Lanes left without jobs are gone by now: a freed lane that remains has work behind.
+    freed = connection.execute(_RELEASE_IF_DONE_MANY, (lanes, owner)).fetchall()
+    return any(available_at <= now for (available_at,) in freed)
 
 
 def retry(
