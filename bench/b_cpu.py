@@ -23,11 +23,9 @@ and the report says so.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,19 +74,7 @@ def _wait_count(crm: c.Proc, count: int, timeout: float = 180.0) -> int:
 
 def baseline_code(work: Path) -> Path | None:
     """The baseline commit's source tree, unpacked into `work`; None without git history."""
-    tree = work / f"code-{BASELINE_COMMIT}"
-    try:
-        archive = subprocess.run(  # noqa: S603 (git, a fixed commit)
-            ["git", "-C", str(c.ROOT), "archive", "--format=tar", BASELINE_COMMIT],  # noqa: S607
-            check=True,
-            capture_output=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    tree.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tree, filter="data")
-    return tree
+    return c.unpack_commit(work, BASELINE_COMMIT)
 
 
 def _settings(rundir: Path, crm: c.Proc, code: Path) -> Path:

@@ -7,6 +7,7 @@ a test may not.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -187,6 +189,24 @@ def gateway(
         yield proc
     finally:
         proc.stop()
+
+
+def unpack_commit(work: Path, commit: str) -> Path | None:
+    """The source tree of `commit`, unpacked into `work` (`git archive`), to run beside this
+    checkout (`code=` of `spawn` and `gateway`); None without git history."""
+    tree = work / f"code-{commit}"
+    try:
+        archive = subprocess.run(  # noqa: S603 (git, a fixed commit)
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit],  # noqa: S607
+            check=True,
+            capture_output=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    tree.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
 
 
 @contextmanager

@@ -9,6 +9,7 @@
     python -m bench.probes b24-form  # CPU of parsing one Bitrix24 event body
     python -m bench.probes fsync     # time of one 4 KiB write and fsync where the store lives
     python -m bench.probes sending   # Store.sending with 50,000 queued; claim + finish per job
+    python -m bench.probes follow-up # a conversation's next message while its first is out
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -22,6 +23,7 @@ import os
 import statistics
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,7 @@ import orjson
 
 from bench import common as c
 from bench.b_ingest import CONVERSATIONS, WRK
+from bench.b_latency import chatapi_body
 from bench.b_startup import _prepare
 from gateway.http_transport import AsyncioTransport
 
@@ -376,6 +379,64 @@ def sending() -> None:
     print(f"Store.sending, 50,000 queued: {look:.0f} us; claim + finish: {per_job:.0f} us a job")
 
 
+#: The last commit before `Store.finish` told its caller of work that came into a lane while
+#: the lane was leased: `follow-up` measures it beside this checkout.
+BEFORE_FOLLOW_UP_WAKE = "9e3a054"
+FOLLOW_UP_CONVERSATIONS = 10
+
+
+def _follow_ups(gateway: c.Proc, crm: c.Proc, tag: str) -> list[float]:
+    """Per conversation, message A, then message B 20 ms later, while A is out with the CRM;
+    conversations 300 ms apart. Returns B's waits (ms) from its 2xx until the CRM had it."""
+    c.post_json(crm.url + "/_reset", {})
+    url = f"{gateway.url}/webhooks/wa/{c.CHATAPI_SECRET}"
+    answered: dict[str, float] = {}
+    for conversation in range(FOLLOW_UP_CONVERSATIONS):
+        for index in (conversation, conversation + FOLLOW_UP_CONVERSATIONS):
+            body = chatapi_body(index, FOLLOW_UP_CONVERSATIONS, tag)
+            request = urllib.request.Request(  # noqa: S310 (loopback)
+                url, data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                response.read()
+            answered[f"m{index}"] = time.time()
+            time.sleep(0.02)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while c.get_json(crm.url + "/_stats")["count"] < 2 * FOLLOW_UP_CONVERSATIONS:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the CRM fake did not get every message within 30 s")
+        time.sleep(0.05)
+    arrived = {text: at for _chat, text, at in c.get_json(crm.url + "/_records")["received"]}
+    second = range(FOLLOW_UP_CONVERSATIONS, 2 * FOLLOW_UP_CONVERSATIONS)
+    return [(arrived[f"m{i}"] - answered[f"m{i}"]) * 1000 for i in second]
+
+
+def follow_up() -> None:
+    """A customer's second message, sent 20 ms after the first into the same conversation,
+    while the first is out with a CRM that takes 100 ms a call (`max_batch` 50, as the
+    benchmarks' CRM): B's wait from its 2xx until the CRM has it. Its lane is leased until
+    A is recorded, so the claim its wake causes finds nothing. This checkout, alternately
+    with `BEFORE_FOLLOW_UP_WAKE` (unpacked with git), where B waited for the delivery
+    poller's next look (`workers.poll_interval`, 5 s)."""
+    with c.workspace("probe-follow-up") as work, c.server("crm", work, "--delay", "0.1") as crm:
+        trees = [("this checkout", c.ROOT)]
+        if (before := c.unpack_commit(work, BEFORE_FOLLOW_UP_WAKE)) is not None:
+            trees.append((BEFORE_FOLLOW_UP_WAKE, before))
+        for rep in range(3):
+            for name, code in trees:
+                rundir = work / f"{rep}-{code.name}"
+                rundir.mkdir()
+                settings = c.chatapi_to_crm(rundir, crm.url)
+                with c.gateway(settings, rundir, code=code) as gateway:
+                    waits = _follow_ups(gateway, crm, f"{rep}{code.name}")
+                print(
+                    f"{name}: B waited p50 {statistics.median(waits):.0f} ms,"
+                    f" max {max(waits):.0f} ms ({len(waits)} conversations)",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
@@ -384,6 +445,7 @@ def main() -> None:
     probes["b24-form"] = b24_form
     probes["fsync"] = fsync_time
     probes["sending"] = sending
+    probes["follow-up"] = follow_up
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()

@@ -16,6 +16,7 @@ Each answers `GET /_ready` once it is serving.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -96,7 +97,8 @@ def floor_app(db: str) -> Starlette:
     )
 
 
-def crm_app() -> Starlette:
+def crm_app(delay: float = 0.0) -> Starlette:
+    """The `test-crm` protocol recorder; `delay`: seconds each call takes (a remote CRM)."""
     received: list[tuple[str, str, float]] = []
     keys: set[str] = set()
     duplicates = 0
@@ -115,6 +117,8 @@ def crm_app() -> Starlette:
             keys.add(item["key"])
             received.append((item["conversation"], item.get("text", ""), now))
             results.append({"id": f"crm-{next(ids)}"})
+        if delay:
+            await asyncio.sleep(delay)
         return _json({"results": results})
 
     async def ok(_request: Request) -> Response:
@@ -216,13 +220,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each crm call takes")
     args = parser.parse_args()
     if args.kind == "bare":
         app = bare_app()
     elif args.kind == "floor":
         app = floor_app(args.db)
     elif args.kind == "crm":
-        app = crm_app()
+        app = crm_app(args.delay)
     else:
         app = portal_app(args.port, args.rate, args.burst)
     # Same server settings as `gateway run` by default (its access log is off too).
