@@ -1,4 +1,5 @@
-"""Bounded waits that never lose a cancellation, and stopping background tasks.
+"""Bounded waits that never lose a cancellation, stopping background tasks, and one
+asyncio lock per name (`LocksByName`).
 
 On Python 3.11, `asyncio.wait_for` swallows a cancellation that arrives in the same loop
 turn as the awaited thing finishing (CPython gh-86296, fixed in 3.12): it returns the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,3 +57,17 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], within: float = STOP_SE
         raise ShutdownError(
             f"background task(s) {names} still running {within:g} s after being cancelled"
         )
+
+
+class LocksByName:
+    """One asyncio lock per name, kept while a task holds or waits for it: the waiters of
+    a process queue here, in order, before one of them takes a lock across processes."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __getitem__(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock

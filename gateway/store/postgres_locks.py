@@ -9,15 +9,14 @@ first, so one name costs at most one waiting connection per process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.aio import LocksByName
 from gateway.errors import StoreError
 from gateway.store.postgres_schema import advisory_key
 
@@ -31,14 +30,11 @@ class AdvisoryLocks:
         self._pool = pool
         self._schema = schema
         self._what = what
-        self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._local = LocksByName()
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
-        local = self._local.get(name)
-        if local is None:
-            local = self._local[name] = asyncio.Lock()
-        async with local:
+        async with self._local[name]:
             pool = self._pool()
             if pool is None:
                 raise StoreError(f"the PostgreSQL store {self._what} is not open")

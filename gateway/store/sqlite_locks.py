@@ -22,10 +22,10 @@ import errno
 import fcntl
 import hashlib
 import os
-import weakref
 from collections.abc import AsyncIterator
 from typing import IO
 
+from gateway.aio import LocksByName
 from gateway.errors import StoreError
 
 #: Bounds the wait between two tries of a named lock another process holds. Named locks
@@ -85,17 +85,14 @@ class NamedLocks:
         # One descriptor for the store's lifetime: closing any descriptor of the file would
         # drop every record lock this process holds on it.
         self._fd = _open_beside(path, ".names")
-        self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._local = LocksByName()
 
     def close(self) -> None:
         os.close(self._fd)
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
-        local = self._local.get(name)
-        if local is None:
-            local = self._local[name] = asyncio.Lock()
-        async with local:
+        async with self._local[name]:
             offset = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest())
             offset %= _NAME_SPACE
             wait = 0.001
