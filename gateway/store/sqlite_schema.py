@@ -68,6 +68,12 @@ def connect(path: str) -> sqlite3.Connection:
         # 16 MB of page cache: a large batch (a backlog enqueued at once) stays in memory.
         connection.execute("PRAGMA cache_size = -16000")
         migrate(connection, load_migrations(BACKEND))
+        # Savepoint journals in memory: a commit shared by several operations gives each a
+        # savepoint, whose copies of the pages it touches went past 64 KiB into a new file
+        # in /var/tmp (page images of the store outside its directory, and a file created
+        # for most delivery batches). Set after the migrations: an index built over a large
+        # table keeps sorting through files.
+        connection.execute("PRAGMA temp_store = MEMORY")
     except BaseException:
         connection.close()
         raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -209,6 +211,43 @@ async def test_a_failing_call_fails_alone_in_its_batch(store: SQLiteStore) -> No
     assert first != [None] and third != [None]
     claimed = await store.claim("crm", "w1", 10, LEASE, NOW)
     assert [j.payload["n"] for j in claimed] == [1, 3]
+
+
+def _temporary_files() -> list[str]:
+    """SQLite's temporary files this process holds open (unlinked at once: `etilqs_*`)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if "etilqs_" in (target := os.readlink(fd)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_a_shared_commit_writes_no_temporary_file(store: SQLiteStore) -> None:
+    # Each call in a shared commit has its savepoint, whose journal of the pages it
+    # touches went into a new file in the temporary directory past 64 KiB: a store page
+    # image outside the store's directory, and a dependency on a writable /var/tmp.
+    def fill(connection: sqlite3.Connection) -> None:
+        connection.executemany(
+            "INSERT INTO kv (namespace, key, value) VALUES ('filler', ?, ?)",
+            [(f"k{n}", bytes(2000)) for n in range(200)],
+        )
+
+    def write_many(connection: sqlite3.Connection) -> list[str]:
+        # Pages that were in the file before the savepoint are the ones it journals.
+        connection.execute("UPDATE kv SET value = ? WHERE namespace = 'filler'", (bytes(1),))
+        return _temporary_files()
+
+    await store._run(fill)
+    gate, blocker = await hold_writer(store)
+    calls = [asyncio.ensure_future(store._run(write_many)), asyncio.ensure_future(store.ping())]
+    await anyio.lowlevel.checkpoint()
+    gate.set()
+    opened, _ = await asyncio.gather(*calls)
+    await blocker
+    assert opened == []
 
 
 @pytest.mark.anyio
