@@ -10,6 +10,7 @@
     python -m bench.probes fsync     # time of one 4 KiB write and fsync where the store lives
     python -m bench.probes sending   # Store.sending with 50,000 queued; claim + finish per job
     python -m bench.probes follow-up # a conversation's next message while its first is out
+    python -m bench.probes drain     # a backlog's drain: CPU by thread, system calls (strace)
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -20,7 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import threading
 import time
 import urllib.request
@@ -437,6 +441,72 @@ def follow_up() -> None:
                 )
 
 
+def _strace_counts(path: Path) -> dict[str, int]:
+    """Calls per system call from the table `strace -c` writes."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def drain() -> None:
+    """A backlog of 20,000 messages over 200 conversations, queued before the start and
+    drained into the CRM fake (50 a POST): the delivery process's CPU per message by thread,
+    then, in a second drain under `strace -c -f` (which slows it: read its counts, not its
+    times), its system calls per 1,000 messages. Temporary files show as `openat`/`unlink`."""
+    from bench.b_scale import backlog
+
+    count = 20_000
+    with c.workspace("probe-drain") as work, c.server("crm", work) as crm:
+        for traced in (False, True):
+            if traced and shutil.which("strace") is None:
+                print("no strace here (apt-get install strace): system calls not counted")
+                return
+            rundir = work / ("strace" if traced else "cpu")
+            rundir.mkdir()
+            backlog(rundir / "gateway.db", 200, count, rundir.name)
+            c.post_json(crm.url + "/_reset", {})
+            with c.gateway(c.chatapi_to_crm(rundir, crm.url), rundir) as gw:
+                pid = roles(gw.popen.pid).get("delivery", gw.popen.pid)
+                tracer = None
+                if traced:
+                    table = rundir / "strace.txt"
+                    command = ["strace", "-c", "-f", "-o", str(table), "-p", str(pid)]
+                    tracer = subprocess.Popen(command, stderr=subprocess.DEVNULL)  # noqa: S603
+                    time.sleep(0.5)  # attached before the count below starts
+                seen = int(c.get_json(crm.url + "/_stats")["count"])
+                before = thread_cpu(pid)
+                deadline = time.monotonic() + 300
+                while (done := int(c.get_json(crm.url + "/_stats")["count"])) < count:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the CRM fake did not get every message in 300 s")
+                    time.sleep(0.05)
+                after, delivered = thread_cpu(pid), done - seen
+                if tracer is not None:
+                    tracer.send_signal(signal.SIGINT)
+                    tracer.wait()
+            if not traced:
+                used = {name: after[name] - before.get(name, 0.0) for name in after}
+                used = {name: cpu / delivered * 1e6 for name, cpu in used.items()}
+                loop = used.pop("event loop", 0.0)
+                print(
+                    f"delivery process, CPU per message: {loop + sum(used.values()):.0f} us"
+                    f" (event loop {loop:.0f}, other threads {sum(used.values()):.0f}: the"
+                    " store's writer)"
+                )
+                continue
+            calls = _strace_counts(table)
+            calls.pop("total", None)  # strace's own sum row
+            busiest = sorted(calls, key=lambda name: -calls[name])[:8]
+            shown = [*busiest, *(name for name in ("openat", "unlink") if name not in busiest)]
+            per = {name: calls.get(name, 0) * 1000 / delivered for name in shown}
+            total = sum(calls.values()) * 1000 / delivered
+            print(f"system calls of the delivery process per 1,000 messages: {total:.0f}")
+            print("  " + ", ".join(f"{name} {value:.0f}" for name, value in per.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
@@ -446,6 +516,7 @@ def main() -> None:
     probes["fsync"] = fsync_time
     probes["sending"] = sending
     probes["follow-up"] = follow_up
+    probes["drain"] = drain
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()
