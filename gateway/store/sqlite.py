@@ -63,6 +63,10 @@ _IngestRequest: TypeAlias = tuple[list[_IngestRow], float]
 _IngestOutcome: TypeAlias = list[int | None] | BaseException
 
 _MAPPING_COLUMNS = "route, source, source_id, destination, destination_id, conversation_id, extra"
+#: Rows of each table a prune deletes per transaction. The first prune of a store that kept
+#: months of events would otherwise hold the write lock for seconds, with webhooks waiting,
+#: and its savepoint (when it shares a commit) would copy every page it touches into memory.
+PRUNE_CHUNK = 5000
 
 
 class SQLiteStore(Store):
@@ -182,7 +186,12 @@ class SQLiteStore(Store):
         return running  # type: ignore[return-value]
 
     async def prune_events(self, before: float) -> int:
-        return await self._run(lambda c: _prune(c, before))
+        pruned = 0
+        while True:
+            events, more = await self._run(lambda c: _prune(c, before, PRUNE_CHUNK))
+            pruned += events
+            if not more:
+                return pruned
 
     async def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         rows = [_job_row(job) for job in jobs]
@@ -469,9 +478,18 @@ class SQLiteStore(Store):
         return count
 
 
-def _prune(connection: sqlite3.Connection, before: float) -> int:
-    connection.execute("DELETE FROM job_log WHERE at < ?", (before,))
-    return connection.execute("DELETE FROM events WHERE received_at < ?", (before,)).rowcount
+def _prune(connection: sqlite3.Connection, before: float, limit: int) -> tuple[int, bool]:
+    """Up to `limit` history rows and events older than `before`: the events deleted, and
+    whether either table may have more."""
+    logged = connection.execute(
+        "DELETE FROM job_log WHERE id IN (SELECT id FROM job_log WHERE at < ? LIMIT ?)",
+        (before, limit),
+    ).rowcount
+    events = connection.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at < ? LIMIT ?)",
+        (before, limit),
+    ).rowcount
+    return events, limit in (logged, events)
 
 
 def _execute(sql: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], int]:

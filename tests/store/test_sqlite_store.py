@@ -17,6 +17,7 @@ import pytest
 
 from gateway.errors import MigrationError, StoreError
 from gateway.store import open_store
+from gateway.store import sqlite as sqlite_store_module
 from gateway.store.base import NewJob
 from gateway.store.contract import LEASE, NOW, StoreContract, item, job
 from gateway.store.migrations import Migration, latest_version, load_migrations
@@ -248,6 +249,20 @@ async def test_a_shared_commit_writes_no_temporary_file(store: SQLiteStore) -> N
     opened, _ = await asyncio.gather(*calls)
     await blocker
     assert opened == []
+
+
+@pytest.mark.anyio
+async def test_a_large_prune_goes_in_bounded_transactions(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One transaction for a store's first prune held the write lock for seconds and, in a
+    # shared commit, kept a copy of every page it deleted from in memory.
+    monkeypatch.setattr(sqlite_store_module, "PRUNE_CHUNK", 3)
+    await store.ingest([item(f"k{n}") for n in range(10)], NOW)
+    before = writer_of(store).commits
+    assert await store.prune_events(NOW + 1) == 10
+    assert writer_of(store).commits - before == 4  # 3 + 3 + 3, then the last one
+    assert await store.prune_events(NOW + 1) == 0
 
 
 @pytest.mark.anyio
