@@ -63,13 +63,8 @@ def cpu_seconds(pid: int) -> float:
     return total / HZ
 
 
-def _wait_count(crm: c.Proc, count: int, timeout: float = 180.0) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = int(c.get_json(crm.url + "/_stats")["count"])
-        if seen >= count or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.02)
+#: How long a run may take to reach the CRM fake before its figure is taken as it stands.
+DELIVERY_TIMEOUT = 180.0
 
 
 def baseline_code(work: Path) -> Path | None:
@@ -108,7 +103,7 @@ def _backlog(rundir: Path, crm: c.Proc, count: int, code: Path) -> dict[str, Any
     with c.gateway(_settings(rundir, crm, code), rundir, code=code) as gw:
         before, seen_before = cpu_seconds(gw.popen.pid), c.get_json(crm.url + "/_stats")
         started = time.monotonic()
-        seen = _wait_count(crm, count)
+        seen = c.received(crm, count, DELIVERY_TIMEOUT)
         cpu = cpu_seconds(gw.popen.pid) - before
         elapsed = time.monotonic() - started
     stats = c.get_json(crm.url + "/_stats")
@@ -139,7 +134,7 @@ def _live(rundir: Path, crm: c.Proc, seconds: float, code: Path) -> dict[str, An
         ]
         before = cpu_seconds(gw.popen.pid)
         samples = asyncio.run(open_loop("127.0.0.1", gw.port, requests, LIVE_RATE, connections=64))
-        seen = _wait_count(crm, count)
+        seen = c.received(crm, count, DELIVERY_TIMEOUT)
         cpu = cpu_seconds(gw.popen.pid) - before
     return {
         "accepted": sum(1 for s in samples if s.status == 200),

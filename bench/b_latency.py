@@ -51,10 +51,7 @@ def _one(gw: c.Proc, crm: c.Proc, rate: float, seconds: float, tag: str) -> dict
     c.post_json(crm.url + "/_reset", {})
     samples = asyncio.run(open_loop("127.0.0.1", gw.port, requests, rate, connections=64))
     # Everything accepted must arrive; wait for the tail (bounded).
-    for _ in range(600):
-        if c.get_json(crm.url + "/_stats")["count"] >= count:
-            break
-        asyncio.run(asyncio.sleep(0.05))
+    c.received(crm, count, 30.0)
     records = c.get_json(crm.url + "/_records")
     arrived = {text: at for _conv, text, at in records["received"]}
     from_accept, from_send = [], []

@@ -154,9 +154,7 @@ def _run(
     c.post_json(crm.url + "/_reset", {})
     settings = _settings(rundir, crm.url)
     with c.gateway(settings, rundir) as gw:
-        deadline = time.time() + 120
-        while c.get_json(crm.url + "/_stats")["count"] < BACKLOG and time.time() < deadline:
-            time.sleep(0.05)
+        c.received(crm, BACKLOG, 120.0)
         received = c.get_json(crm.url + "/_records")["received"]
         times = sorted(at for _conv, _text, at in received)
         drain = BACKLOG / (times[-1] - times[0])

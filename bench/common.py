@@ -127,6 +127,16 @@ def spawn(
     return Proc(name, popen, port, log)
 
 
+def received(crm: Proc, count: int, timeout: float) -> int:
+    """Poll the CRM fake until it has `count` messages or `timeout` passes; what it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = int(get_json(crm.url + "/_stats")["count"])
+        if seen >= count or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.02)
+
+
 def wait_http(proc: Proc, path: str = "/", timeout: float = 30.0, ok: int | None = None) -> float:
     """Poll until `path` answers (with status `ok` if given); returns seconds waited."""
     started = time.perf_counter()

@@ -303,11 +303,8 @@ def low_rate() -> None:
             pids = roles(gw.popen.pid)
             started = {role: process_cpu(pid) for role, pid in pids.items()}
             offer(gw.port, path)
-            deadline = time.monotonic() + 60
-            while c.get_json(crm.url + "/_stats")["count"] < count:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the CRM fake did not get every message in 60 s")
-                time.sleep(0.05)
+            if c.received(crm, count, 60.0) < count:
+                raise SystemExit("the CRM fake did not get every message in 60 s")
             for role, pid in pids.items():
                 used = process_cpu(pid) - started[role]
                 rows.append((f"gateway, {role} process", used / count * 1e6))
@@ -406,11 +403,8 @@ def _follow_ups(gateway: c.Proc, crm: c.Proc, tag: str) -> list[float]:
             answered[f"m{index}"] = time.time()
             time.sleep(0.02)
         time.sleep(0.3)
-    deadline = time.monotonic() + 30
-    while c.get_json(crm.url + "/_stats")["count"] < 2 * FOLLOW_UP_CONVERSATIONS:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the CRM fake did not get every message within 30 s")
-        time.sleep(0.05)
+    if c.received(crm, 2 * FOLLOW_UP_CONVERSATIONS, 30.0) < 2 * FOLLOW_UP_CONVERSATIONS:
+        raise RuntimeError("the CRM fake did not get every message within 30 s")
     arrived = {text: at for _chat, text, at in c.get_json(crm.url + "/_records")["received"]}
     second = range(FOLLOW_UP_CONVERSATIONS, 2 * FOLLOW_UP_CONVERSATIONS)
     return [(arrived[f"m{i}"] - answered[f"m{i}"]) * 1000 for i in second]
@@ -478,11 +472,8 @@ def drain() -> None:
                     time.sleep(0.5)  # attached before the count below starts
                 seen = int(c.get_json(crm.url + "/_stats")["count"])
                 before = thread_cpu(pid)
-                deadline = time.monotonic() + 300
-                while (done := int(c.get_json(crm.url + "/_stats")["count"])) < count:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("the CRM fake did not get every message in 300 s")
-                    time.sleep(0.05)
+                if (done := c.received(crm, count, 300.0)) < count:
+                    raise SystemExit("the CRM fake did not get every message in 300 s")
                 after, delivered = thread_cpu(pid), done - seen
                 if tracer is not None:
                     tracer.send_signal(signal.SIGINT)
