@@ -196,55 +196,47 @@ def split() -> None:
 
 
 def claim_cost() -> None:
-    """`sqlite_queue.claim`'s lane reads (50 lanes, 50 jobs, backlogs of 1, 5 and 100 jobs a
-    lane) with one cached statement per open cursor, as the store runs them, against the
-    same reads with one SQL text for every cursor (each open cursor made the next execute
-    compile the statement anew: the code before the sixth pass)."""
-    import heapq
+    """`sqlite_queue.claim`'s reads of its jobs as the store runs them (`claim_rows`: one
+    statement for more than `FEW_LANES` lanes, falling back to a cursor a lane) against a
+    cursor a lane always (`merged_prefixes`, the code before the eleventh pass): CPU per
+    claim of 50 from backlogs of 1, 5 and 100 jobs in each of 200 lanes, and of 100 jobs in
+    each of 20 lanes (fewer lanes than the limit and deep: the one statement overflows and
+    the cursors follow, the case it costs more)."""
     import sqlite3
-    from itertools import islice
-    from operator import itemgetter
 
     from bench.b_scale import backlog
     from gateway.store import sqlite_queue as queue
     from gateway.store.sqlite_schema import STATEMENT_CACHE
 
-    lanes_sql = (
-        "SELECT lane FROM lanes WHERE destination = ? AND available_at <= ?"
-        " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY head LIMIT ?"
-    )
-
-    def reads(connection: sqlite3.Connection, destination: str, text: Any) -> int:
-        now = time.time()
-        lanes = connection.execute(lanes_sql, (destination, now, now, 50)).fetchall()
-        cursors = [connection.execute(text(i), (lane, 50)) for i, (lane,) in enumerate(lanes)]
-        rows = list(islice(heapq.merge(*cursors, key=itemgetter(-1)), 50))
-        for cursor in cursors:
-            cursor.close()
-        return len(rows)
-
-    ways = {
-        "one text (before)": lambda _i: queue._LANE_PREFIX,
-        "a text per cursor": queue.lane_prefix,
+    ways: dict[str, Any] = {
+        "a cursor a lane (before)": lambda c, lanes: queue.merged_prefixes(
+            c, [lane for lane, _ in lanes], 50
+        ),
+        "claim_rows": lambda c, lanes: queue.claim_rows(c, lanes, 50),
     }
     with c.workspace("probe-claim") as work:
-        for per_lane in (1, 5, 100):
-            db = work / f"claim-{per_lane}.db"
-            backlog(db, 200, 200 * per_lane, "probe")
+        for lanes_count, per_lane in ((200, 1), (200, 5), (200, 100), (20, 100)):
+            db = work / f"claim-{lanes_count}-{per_lane}.db"
+            backlog(db, lanes_count, lanes_count * per_lane, "probe")
             connection = sqlite3.connect(
                 str(db), isolation_level=None, cached_statements=STATEMENT_CACHE
             )
             (destination,) = connection.execute("SELECT destination FROM lanes LIMIT 1").fetchone()
+            now = time.time()
+            lanes = connection.execute(queue._DUE_LANES, (destination, now, now, 50)).fetchall()
             costs: dict[str, list[float]] = {name: [] for name in ways}
             for _ in range(3):  # alternated
-                for name, text in ways.items():
+                for name, read in ways.items():
                     started = time.process_time()
                     for _ in range(200):
-                        assert reads(connection, destination, text) == 50
+                        assert len(read(connection, lanes)) == 50
                     costs[name].append((time.process_time() - started) / 200 * 1e6)
             connection.close()
             figures = ", ".join(f"{n}: {statistics.median(v):.0f} us" for n, v in costs.items())
-            print(f"{per_lane} jobs a lane: {figures} (CPU per claim's reads, median of 3)")
+            print(
+                f"{lanes_count} lanes, {per_lane} jobs a lane: {figures}"
+                " (CPU per claim's reads, median of 3)"
+            )
 
 
 def idle() -> None:

@@ -8,8 +8,9 @@ its conversation that are still waiting is put ahead of them, by the provider's 
 A `lanes` row exists exactly while its lane has ready jobs, and caches the head (the lowest
 ready key) with the head's `available_at`, so a retry that pushes the head back blocks
 the whole lane. `claim` walks lanes in head order through `lanes_by_destination` and reads
-each leased lane's prefix through the partial index `jobs_ready_by_lane`: its cost depends
-on how many jobs it hands out, not on the size of the backlog.
+the leased lanes' prefixes through the partial index `jobs_ready_by_lane`, in one statement
+that stops at a bound (`claim_rows`) or one cursor a lane: either way its cost depends on
+how many jobs it hands out, not on the size of the backlog.
 
 A lease covers the prefix a claim handed out (`claimed_through`) and ends when all of it is
 finished, retried or dead-lettered, so a caller finishing jobs one by one never lets a
@@ -72,6 +73,22 @@ def lane_prefix(index: int) -> str:
     return _LANE_PREFIXES[index]
 
 
+_DUE_LANES = (
+    "SELECT lane, head FROM lanes WHERE destination = ? AND available_at <= ?"
+    " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY head LIMIT ?"
+)
+#: Up to this many due lanes, `claim` reads one cursor a lane; past it, one statement first.
+FEW_LANES = 8
+# The ready jobs of the lanes named (a JSON array) with a key up to a bound, unordered, at
+# most a number of them: the index `jobs_ready_by_lane` is searched lane by lane, and the
+# caller sorts what it gets. `_COUNT_UP_TO` counts the same jobs without reading their rows.
+_READY_UP_TO = (
+    " FROM jobs WHERE lane IN (SELECT value FROM json_each(?))"  # noqa: S608 (constant)
+    f" AND state = 'ready' AND {KEY} <= ? LIMIT ?"
+)
+_GATHER = f"SELECT {_COLUMNS}, {KEY}{_READY_UP_TO}"
+_COUNT_UP_TO = f"SELECT count(*) FROM (SELECT 1{_READY_UP_TO})"  # noqa: S608 (constant text)
+_NO_BOUND = float("inf")
 _DEAD = f"SELECT {_COLUMNS} FROM jobs WHERE state = 'dead'"  # noqa: S608 (constant columns)
 # The highest key a new job must stay behind: what the lane's lease handed out, and any job
 # still marked as possibly sent.
@@ -202,19 +219,8 @@ def claim(
 ) -> list[Job]:
     if limit <= 0:
         return []
-    lanes = connection.execute(
-        "SELECT lane FROM lanes WHERE destination = ? AND available_at <= ?"
-        " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY head LIMIT ?",
-        (destination, now, now, limit),
-    ).fetchall()
-    # Merge the lanes' prefixes lazily in key order: reads at most limit + len(lanes) rows
-    # (and a cut by key leaves each lane a prefix).
-    cursors = [
-        connection.execute(lane_prefix(index), (lane, limit)) for index, (lane,) in enumerate(lanes)
-    ]
-    rows = list(islice(heapq.merge(*cursors, key=itemgetter(_KEY)), limit))
-    for cursor in cursors:
-        cursor.close()
+    lanes = connection.execute(_DUE_LANES, (destination, now, now, limit)).fetchall()
+    rows = claim_rows(connection, lanes, limit)
     claimed_through = {row[_LANE]: row[_KEY] for row in rows}  # rows ascend: last key wins
     # Lanes that got no job (the limit ran out first) are simply never leased.
     connection.executemany(
@@ -228,6 +234,54 @@ def claim(
         [(now, row[0]) for row in rows],
     )
     return [job_from_row(row[:_KEY]) for row in rows]
+
+
+def claim_rows(connection: sqlite3.Connection, lanes: Sequence[Any], limit: int) -> list[Any]:
+    """The first `limit` jobs by key of `lanes` (due lanes in head order, as `(lane, head)`),
+    so that each lane's share is a prefix of it: job columns, then the key.
+
+    Many lanes are read in one statement (`_gathered`); a few, or lanes holding more jobs
+    than that statement sorts, one cursor a lane (`merged_prefixes`)."""
+    if len(lanes) > FEW_LANES:
+        rows = _gathered(connection, lanes, limit)
+        if rows is not None:
+            return rows
+    return merged_prefixes(connection, [lane for lane, _ in lanes], limit)
+
+
+def _gathered(connection: sqlite3.Connection, lanes: Sequence[Any], limit: int) -> list[Any] | None:
+    """`claim_rows` in one read of the jobs, or None when the lanes hold too many for it.
+
+    With `limit` lanes, their heads alone are `limit` jobs with keys up to the highest head,
+    so no job past it can be among the first `limit`: the read stops there and holds about
+    one job a lane (a round of a backlog). With fewer lanes there is no such bound, and the
+    read is made only if it holds all their jobs, at most `limit`. The jobs are counted
+    first, in the index alone: a lane too deep for one read costs that count, not the rows.
+    """
+    bounded = len(lanes) == limit
+    most = 2 * limit if bounded else limit
+    highest = lanes[-1][1] if bounded else _NO_BOUND
+    where = (orjson.dumps([lane for lane, _ in lanes]), highest, most + 1)
+    if connection.execute(_COUNT_UP_TO, where).fetchone()[0] > most:
+        return None  # a lane deep below the bound: read lane by lane
+    rows = connection.execute(_GATHER, where).fetchall()
+    rank = {lane: place for place, (lane, _) in enumerate(lanes)}
+    # Equal keys in two lanes go in lane order, as `merged_prefixes` puts them.
+    rows.sort(key=lambda row: (row[_KEY], rank[row[_LANE]]))
+    del rows[limit:]
+    return rows
+
+
+def merged_prefixes(connection: sqlite3.Connection, lanes: Sequence[str], limit: int) -> list[Any]:
+    """`claim_rows` one cursor a lane, merged lazily in key order: reads at most
+    `limit + len(lanes)` rows (and a cut by key leaves each lane a prefix)."""
+    cursors = [
+        connection.execute(lane_prefix(index), (lane, limit)) for index, lane in enumerate(lanes)
+    ]
+    rows = list(islice(heapq.merge(*cursors, key=itemgetter(_KEY)), limit))
+    for cursor in cursors:
+        cursor.close()
+    return rows
 
 
 def finish(
