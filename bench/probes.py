@@ -11,6 +11,7 @@
     python -m bench.probes sending   # Store.sending with 50,000 queued; claim + finish per job
     python -m bench.probes follow-up # a conversation's next message while its first is out
     python -m bench.probes drain     # a backlog's drain: CPU by thread, system calls (strace)
+    python -m bench.probes wake-cost # CPU of a wake, a commit, an fsync, a hand-off at 250/s
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -490,6 +491,80 @@ def drain() -> None:
             print("  " + ", ".join(f"{name} {value:.0f}" for name, value in per.items()))
 
 
+def wake_cost() -> None:
+    """CPU per event at 250 a second on uvloop, the rate of benchmark 7's live half, where
+    each step of a message wakes a thread that was idle: a timer alone; one small
+    transaction on the store's connection run on the event loop, without fsync
+    (`synchronous = NORMAL`) and with it (`FULL`, the store's setting); the same transaction
+    handed to the store's writer thread (`SQLiteStore`, as the gateway runs every store
+    call). Three rounds, alternated; the medians."""
+    import sqlite3
+
+    import uvloop
+
+    from gateway.store.sqlite import SQLiteStore
+    from gateway.store.sqlite_schema import connect
+
+    rate, events = 250.0, 1500
+    update = "UPDATE probe SET value = value + 1"
+
+    def transaction(connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(update)
+        connection.execute("COMMIT")
+
+    async def paced(step: Callable[[], Any]) -> float:
+        started, cpu = time.monotonic(), time.process_time()
+        for n in range(events):
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            await step()
+        return (time.process_time() - cpu) / events * 1e6
+
+    async def nothing() -> None:
+        return None
+
+    async def on_loop(db: Path, synchronous: str) -> float:
+        connection = connect(str(db))
+        connection.execute("CREATE TABLE probe (value INTEGER)")
+        connection.execute("INSERT INTO probe VALUES (0)")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+
+        async def step() -> None:
+            transaction(connection)
+
+        try:
+            return await paced(step)
+        finally:
+            connection.close()
+
+    async def handed_off(db: Path) -> float:
+        store = SQLiteStore(str(db))
+        await store.open()
+        try:
+            await store._run(lambda c: c.execute("CREATE TABLE probe (value INTEGER)"))
+            await store._run(lambda c: c.execute("INSERT INTO probe VALUES (0)"))
+            return await paced(lambda: store._run(lambda c: c.execute(update)))
+        finally:
+            await store.close()
+
+    ways: dict[str, Callable[[Path], Any]] = {
+        "a timer alone": lambda _db: paced(nothing),
+        "+ a transaction on the loop, no fsync": lambda db: on_loop(db, "NORMAL"),
+        "+ a transaction on the loop, fsync": lambda db: on_loop(db, "FULL"),
+        "+ a transaction handed to the writer": handed_off,
+    }
+    costs: dict[str, list[float]] = {name: [] for name in ways}
+    with c.workspace("probe-wake") as work:
+        for round_ in range(3):
+            for index, (name, way) in enumerate(ways.items()):
+                db = work / f"wake-{round_}-{index}.db"
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    costs[name].append(runner.run(way(db)))
+    print(f"{rate:.0f} events/s, CPU us per event (median of 3):")
+    for name, values in costs.items():
+        print(f"  {name:42} {statistics.median(values):5.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     probes = {"threads": threads, "httpx": http_cost, "idle": idle, "split": split}
@@ -500,6 +575,7 @@ def main() -> None:
     probes["sending"] = sending
     probes["follow-up"] = follow_up
     probes["drain"] = drain
+    probes["wake-cost"] = wake_cost
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()
