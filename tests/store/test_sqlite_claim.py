@@ -46,14 +46,18 @@ def reference(connection: sqlite3.Connection, lanes: Sequence[Any], limit: int) 
     return queue.merged_prefixes(connection, [lane for lane, _ in lanes], limit)
 
 
-def job_reads(connection: sqlite3.Connection, call: Any) -> int:
+def claim_counted(
+    connection: sqlite3.Connection, lanes: Sequence[Any], limit: int
+) -> tuple[int, list[Any]]:
+    """`claim_rows`, with how many statements it made that read `jobs`."""
     statements: list[str] = []
     connection.set_trace_callback(statements.append)
     try:
-        call()
+        rows = queue.claim_rows(connection, lanes, limit)
     finally:
         connection.set_trace_callback(None)
-    return sum(1 for sql in statements if sql.lstrip().startswith("SELECT") and "jobs" in sql)
+    reads = sum(1 for sql in statements if sql.lstrip().startswith("SELECT") and "jobs" in sql)
+    return reads, rows
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,8 +90,7 @@ def test_a_round_of_many_lanes_is_read_in_one_statement() -> None:
     with database() as connection:
         enqueue(connection, [(lane, None) for _ in range(3) for lane in range(60)])
         lanes = due_lanes(connection, 50)
-        rows: list[Any] = []
-        reads = job_reads(connection, lambda: rows.extend(queue.claim_rows(connection, lanes, 50)))
+        reads, rows = claim_counted(connection, lanes, 50)
         assert reads == 2  # the count and the rows
         assert rows == reference(connection, lanes, 50)
         assert [row[0] for row in rows] == list(range(1, 51))  # the first round, lane by lane
@@ -98,8 +101,7 @@ def test_a_deep_lane_below_the_bound_is_read_one_cursor_a_lane() -> None:
         # lane 0 holds 200 jobs older than every other lane's only job
         enqueue(connection, [(0, None)] * 200 + [(lane, None) for lane in range(1, 60)])
         lanes = due_lanes(connection, 50)
-        rows: list[Any] = []
-        reads = job_reads(connection, lambda: rows.extend(queue.claim_rows(connection, lanes, 50)))
+        reads, rows = claim_counted(connection, lanes, 50)
         assert reads == 1 + len(lanes)  # the count said too many, then a cursor a lane
         assert [row[0] for row in rows] == list(range(1, 51))
         assert {row[5] for row in rows} == {"lane-000"}
@@ -109,8 +111,7 @@ def test_a_few_lanes_are_read_one_cursor_a_lane() -> None:
     with database() as connection:
         enqueue(connection, [(lane, None) for _ in range(10) for lane in range(queue.FEW_LANES)])
         lanes = due_lanes(connection, 50)
-        rows: list[Any] = []
-        reads = job_reads(connection, lambda: rows.extend(queue.claim_rows(connection, lanes, 50)))
+        reads, rows = claim_counted(connection, lanes, 50)
         assert reads == queue.FEW_LANES
         assert [row[0] for row in rows] == list(range(1, 51))
 
