@@ -6,6 +6,7 @@ import os
 import secrets
 import ssl
 from collections.abc import Callable
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 from urllib.request import getproxies
@@ -18,9 +19,19 @@ from gateway.media import MediaStore
 from gateway.settings import GatewaySettings
 
 
+class NoCookieJar(CookieJar):
+    """Keeps none of the cookies servers set. One client serves every tenant, and tenants
+    share providers' hosts (GREEN-API's and Meta's APIs, Bitrix24's OAuth server, a media
+    host): a cookie kept from one instance's answer would go out with the next instance's
+    request. A provider that needs a cookie sends its `Cookie` header itself."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
 def http_client(ca_file: str | None = None) -> httpx.AsyncClient:
     """The one outbound HTTP client every provider shares; `ca_file` (settings) adds
-    certificate authorities to the usual ones."""
+    certificate authorities to the usual ones. It keeps no cookies (`NoCookieJar`)."""
     verify: ssl.SSLContext | bool = True
     if ca_file:
         verify = httpx.create_ssl_context()
@@ -34,6 +45,7 @@ def http_client(ca_file: str | None = None) -> httpx.AsyncClient:
         limits=limits,
         transport=None if uses_proxy else AsyncioTransport(verify=verify, limits=limits),
         follow_redirects=False,
+        cookies=NoCookieJar(),
     )
 
 

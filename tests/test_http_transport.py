@@ -265,3 +265,27 @@ async def test_a_name_is_resolved_and_its_addresses_tried() -> None:
         port = int(url.rsplit(":", 1)[1])
         assert (await http.get(f"http://localhost:{port}/a")).content == b"ok"
     assert server.connections == 1
+
+
+async def test_the_gateway_client_keeps_no_cookie_a_server_set() -> None:
+    # One client serves every tenant: a cookie kept from one instance's answer would go
+    # out with another instance's request to the same provider host.
+    async def set_then_echo(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        sent = [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
+        writer.write(answer(b"|".join(sent), extra=b"Set-Cookie: session=tenant-a; Path=/\r\n"))
+        await writer.drain()
+        return True
+
+    async with serving(set_then_echo) as (_, url):
+        async with client() as plain:
+            await plain.get(f"{url}/a")
+            assert (await plain.get(f"{url}/b")).content == b"Cookie: session=tenant-a"
+        async with services.http_client() as http:
+            first = await http.get(f"{url}/instance-a")
+            assert first.headers["set-cookie"] == "session=tenant-a; Path=/"
+            assert (await http.get(f"{url}/instance-b")).content == b""
+            # A provider that needs a cookie sends it itself.
+            asked = await http.get(f"{url}/own", headers={"Cookie": "own=1"})
+            assert asked.content == b"Cookie: own=1"
