@@ -117,14 +117,15 @@ def threads() -> None:
 
 def http_cost() -> None:
     """CPU of one httpx POST to the CRM fake on a kept-alive connection: through the
-    gateway's transport (`gateway.http_transport`, sockets on asyncio) and through httpx's
-    default one (anyio), alternated."""
+    gateway's own client (`services.http_client`: its transport, `gateway.http_transport`,
+    sockets on asyncio; no cookie jar) and through httpx's default client (anyio),
+    alternated."""
+    from gateway.services import http_client
+
     body = orjson.dumps({"items": [{"key": "k", "conversation": "c", "text": "hello"}]})
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     clients = {
-        "gateway transport": lambda: httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, connect=10.0), transport=AsyncioTransport(limits=limits)
-        ),
+        "gateway client": http_client,
         "httpx default": lambda: httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0), limits=limits
         ),
