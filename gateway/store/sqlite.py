@@ -5,8 +5,9 @@ Every call, reads included, runs on one dedicated thread that owns the connectio
 one transaction and one fsync. Reads go through the same queue: they are microseconds, and
 a second connection would only add a second view of the data to reason about.
 
-Durability (see `sqlite_schema`): WAL with `synchronous=FULL`; an awaited write has been
-committed and fsynced, so a webhook may be answered as soon as `ingest` returns.
+Durability (see `sqlite_thread`): WAL, each commit's frames fdatasynced before any of its
+callers hears back; an awaited write has been committed and synced, so a webhook may be
+answered as soon as `ingest` returns.
 
 Scope: one gateway per database file: one process, or (`shared=True`) the HTTP process and
 the delivery process of one `gateway run` (see `gateway.supervisor`), which take turns on
@@ -116,7 +117,12 @@ class SQLiteStore(Store):
             self._lock_file = exclusive_lock(self.path)
         try:
             lock = None if self.path == MEMORY else WriterLock(self.path)
-            writer = Writer(functools.partial(connect, self.path), f"sqlite {self.path}", lock)
+            writer = Writer(
+                functools.partial(connect, self.path),
+                f"sqlite {self.path}",
+                lock,
+                wal=None if self.path == MEMORY else f"{self.path}-wal",
+            )
             await asyncio.wrap_future(writer.start())
         except BaseException:
             self._unlock()

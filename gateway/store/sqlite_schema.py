@@ -1,11 +1,14 @@
 """Opening a SQLite database: pragmas, then the versioned migrations.
 
-Durability: the database runs in WAL mode with `synchronous=FULL`. With NORMAL, a WAL
-commit is not fsynced and the last transactions can vanish on power loss or an OS crash
+Durability: the database runs in WAL mode with `synchronous=FULL`. With NORMAL alone, a
+WAL commit is not fsynced and the last transactions can vanish on power loss or an OS crash
 (not on a process crash). Those transactions are exactly the ones whose webhooks were
-already answered 200, and the sender will never redeliver them, so NORMAL would break
-"persisted before acknowledged". FULL costs one fsync per commit; group commit (see
-`sqlite_thread`) spreads it over every operation queued at that moment.
+already answered 200, and the sender will never redeliver them, so NORMAL alone would break
+"persisted before acknowledged". A store's writer thread (`sqlite_thread`) switches its
+connection to NORMAL only because it then fdatasyncs the WAL itself after each commit,
+before answering anyone, once the file's write lock is free for the other process. Either
+way one fsync per commit; group commit spreads it over every operation queued at that
+moment.
 """
 
 from __future__ import annotations

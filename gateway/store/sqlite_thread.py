@@ -11,13 +11,39 @@ future that the thread resolves with `loop.call_soon_threadsafe` (a `LoopReply`;
 than a `concurrent.futures.Future` wrapped with `asyncio.wrap_future`, which costs a lock,
 a condition and two callbacks per call); `submit` returns a `concurrent.futures.Future`
 for callers without a loop. So stores work from any loop (or several, one after another).
-Futures are resolved only after COMMIT returns: an awaited write is durable.
+Futures are resolved only once the commit is durable: an awaited write is on disk.
+
+Durability without holding the write lock through the fsync. Processes sharing the file
+take turns on its write lock (`sqlite_locks.WriterLock`), and with `synchronous=FULL` each
+held it through its commit's fsync, so the other process's transaction waited for that
+fsync too (half a millisecond on the machines measured; the lock was the bottleneck of
+webhook ingest beside a delivery process). So a writer given the WAL's path commits with
+`synchronous=NORMAL` (the commit appends its frames to the WAL without syncing it),
+releases the lock, fdatasyncs the WAL, and only then answers its callers:
+
+* an fdatasync covers every frame written to the file before it, so the answer still
+  means durable, and one process's sync also covers the other's frames written before it;
+* a transaction that wrote nothing is synced as well, since what it read may be another
+  process's commit whose own sync is still under way (the first copy of a duplicate
+  webhook), and its answer must not run ahead of that;
+* SQLite still syncs the WAL before a checkpoint copies it into the database file and the
+  database before the WAL is reused (it does both at NORMAL), so no frame is overwritten
+  before it is durable;
+* a process that dies between its commit and its sync loses nothing (the frames are in the
+  kernel's cache), and its callers were not answered: power loss can take only commits that
+  nobody was told about.
+
+A failed fdatasync fails that transaction's callers and stops the writer: after a write-back
+error the kernel may drop the pages and report success to the next fsync (PostgreSQL's
+"fsyncgate"), so nothing this process commits afterwards could be trusted to be on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -28,9 +54,14 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from gateway.errors import StoreError
 from gateway.store.sqlite_locks import WriterLock
 
+log = logging.getLogger("gateway.store")
+
 T = TypeVar("T")
 Operation: TypeAlias = Callable[[sqlite3.Connection], Any]
-_Item: TypeAlias = tuple[Operation, "Future[Any] | LoopReply[Any]"]
+_Reply: TypeAlias = "Future[Any] | LoopReply[Any]"
+_Item: TypeAlias = tuple[Operation, _Reply]
+#: A committed operation's answer, given once the commit is durable: (reply, ok, value).
+_Outcome: TypeAlias = tuple[_Reply, bool, Any]
 
 # Bounds the time one transaction holds the write lock and how long the first caller of a
 # burst waits; large enough that a burst of webhooks still shares one fsync.
@@ -90,15 +121,24 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 class Writer:
-    """Runs operations `fn(connection)` on a dedicated thread, grouped into transactions."""
+    """Runs operations `fn(connection)` on a dedicated thread, grouped into transactions.
+
+    `wal`, the path of the store's WAL file: commits are made durable by syncing it once
+    `lock` is released (see the module's docstring); without it (an in-memory store),
+    the connection's own `synchronous` setting applies."""
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
         name: str,
         lock: WriterLock | None = None,
+        wal: str | None = None,
     ) -> None:
         self._connect = connect
+        self._wal_path = wal
+        self._wal: int | None = None
+        # Set when a commit could not be made durable; every later call is refused with it.
+        self._failure: str | None = None
         # Other processes sharing the file take turns with us on this lock (see
         # `sqlite_locks`), so SQLite never finds its write lock busy and never sleeps.
         self._lock = lock
@@ -129,6 +169,8 @@ class Writer:
 
     def _put(self, operation: Operation, reply: Future[Any] | LoopReply[Any]) -> None:
         with self._gate:
+            if self._failure is not None:
+                raise StoreError(self._failure)
             if self._closing or not self._thread.is_alive():
                 raise StoreError("the SQLite store is closed")
             self._queue.put((operation, reply))
@@ -145,6 +187,8 @@ class Writer:
         try:
             with self._locked():
                 connection = self._connect()  # migrations write too
+            if self._wal_path is not None:
+                self._wal = self._open_wal(connection, self._wal_path)
         except BaseException as exc:
             if self._lock is not None:
                 self._lock.close()
@@ -164,11 +208,13 @@ class Writer:
                 stop = None in batch
                 # A caller cancelled before its turn never runs; a running one cannot cancel.
                 items = [i for i in batch if i is not None and i[1].set_running_or_notify_cancel()]
-                if items:
-                    self._transaction(connection, items)
+                if items and not self._transaction(connection, items):
+                    break
         finally:
             with self._locked():  # the last connection to close checkpoints the WAL
                 connection.close()
+            if self._wal is not None:
+                os.close(self._wal)
             if self._lock is not None:
                 self._lock.close()
             self._fail_leftovers()
@@ -185,11 +231,55 @@ class Writer:
             except queue.Empty:
                 return
             if item is not None and item[1].set_running_or_notify_cancel():
-                item[1].set_exception(StoreError("the SQLite store thread stopped"))
+                reason = self._failure or "the SQLite store thread stopped"
+                item[1].set_exception(StoreError(reason))
 
-    def _transaction(self, connection: sqlite3.Connection, items: list[_Item]) -> None:
+    @staticmethod
+    def _open_wal(connection: sqlite3.Connection, path: str) -> int:
+        """The WAL's descriptor to sync; from here on commits leave the syncing to us."""
+        try:
+            wal = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            connection.close()
+            raise StoreError(f"cannot open the store's WAL file {path}: {exc.strerror}") from exc
+        try:
+            connection.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            os.close(wal)
+            connection.close()
+            raise
+        return wal
+
+    def _transaction(self, connection: sqlite3.Connection, items: list[_Item]) -> bool:
+        """One transaction of `items`; False once the writer must stop (see `_sync`)."""
         with self._locked():
-            self._transaction_locked(connection, items)
+            outcomes = self._transaction_locked(connection, items)
+        if outcomes and not self._sync(outcomes):
+            return False
+        for reply, ok, value in outcomes:
+            if ok:
+                reply.set_result(value)
+            else:
+                reply.set_exception(value)
+        return True
+
+    def _sync(self, outcomes: list[_Outcome]) -> bool:
+        if self._wal is None:
+            return True
+        try:
+            os.fdatasync(self._wal)
+        except OSError as exc:
+            self._failure = (
+                f"the SQLite store stopped: a commit could not be written to disk ({exc}); "
+                f"check the disk of {self._wal_path} and restart the gateway"
+            )
+            log.critical("%s", self._failure)
+            with self._gate:
+                self._closing = True
+            for reply, _, _ in outcomes:
+                reply.set_exception(StoreError(self._failure))
+            return False
+        return True
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -202,8 +292,12 @@ class Writer:
         finally:
             self._lock.release()
 
-    def _transaction_locked(self, connection: sqlite3.Connection, items: list[_Item]) -> None:
-        outcomes: list[tuple[Future[Any] | LoopReply[Any], bool, Any]] = []
+    def _transaction_locked(
+        self, connection: sqlite3.Connection, items: list[_Item]
+    ) -> list[_Outcome]:
+        """Runs and commits `items`; the outcomes of a commit are returned, to be given once
+        it is durable. Failures of a transaction that did not commit are given at once."""
+        outcomes: list[_Outcome] = []
         try:
             # IMMEDIATE takes the write lock up front, so a busy database shows up here
             # (after busy_timeout) rather than as a failed upgrade halfway through the batch.
@@ -218,11 +312,10 @@ class Writer:
                 except Exception as exc:
                     self._rollback(connection)
                     future.set_exception(as_store_error(exc))
-                    return
+                    return []
                 connection.execute("COMMIT")
                 self.commits += 1
-                future.set_result(value)
-                return
+                return [(future, True, value)]
             for operation, future in items:
                 connection.execute("SAVEPOINT operation")
                 try:
@@ -241,7 +334,7 @@ class Writer:
             self._rollback(connection)
             for _, future in items:
                 future.set_exception(as_store_error(exc))
-            return
+            return []
         except BaseException as exc:
             self._rollback(connection)
             for _, future in items:
@@ -249,11 +342,7 @@ class Writer:
                     future.set_exception(StoreError(f"the SQLite store thread stopped: {exc!r}"))
             raise
         self.commits += 1
-        for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        return outcomes
 
     @staticmethod
     def _rollback(connection: sqlite3.Connection) -> None:

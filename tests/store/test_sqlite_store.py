@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import os
 import sqlite3
 import threading
@@ -23,7 +25,7 @@ from gateway.store.contract import LEASE, NOW, StoreContract, item, job
 from gateway.store.migrations import Migration, latest_version, load_migrations
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.sqlite_queue import SENDING
-from gateway.store.sqlite_schema import migrate
+from gateway.store.sqlite_schema import connect, migrate
 from gateway.store.sqlite_thread import Writer
 
 
@@ -61,11 +63,65 @@ async def hold_writer(store: SQLiteStore) -> tuple[threading.Event, asyncio.Task
 
 # schema and durability -------------------------------------------------------------------
 @pytest.mark.anyio
-async def test_runs_in_wal_mode_with_full_sync(store: SQLiteStore) -> None:
+async def test_runs_in_wal_mode_and_its_writer_syncs_the_wal_itself(store: SQLiteStore) -> None:
+    # NORMAL on the writer's connection only because it fdatasyncs the WAL after each
+    # commit (see the next tests); a connection opened by `connect` alone keeps FULL.
     sync = await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
-    assert sync == 2  # FULL
+    assert sync == 1  # NORMAL
+    with contextlib.closing(connect(store.path)) as tool:
+        assert tool.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with sqlite3.connect(store.path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.anyio
+async def test_a_commit_is_synced_after_the_write_lock_is_freed_and_before_it_is_answered(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = False
+    seen: list[tuple[str, bool, bool]] = []  # (file synced, write lock free, answered yet)
+    real_sync = os.fdatasync
+
+    def observed_sync(fd: int) -> None:
+        probe = os.open(f"{store.path}.writer", os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other process could write
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(probe)
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), free, answered))
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", observed_sync)
+    await store.ingest([item("k1", job("a"))], NOW)
+    answered = True
+    # A transaction that wrote nothing is synced too: what it read (here, that "k1" is a
+    # duplicate) may be another process's commit whose sync is still under way.
+    assert await store.ingest([item("k1", job("a"))], NOW) == [None]
+    assert seen == [(f"{store.path}-wal", True, False), (f"{store.path}-wal", True, True)]
+
+
+@pytest.mark.anyio
+async def test_a_failed_sync_fails_its_callers_and_stops_the_store(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing_sync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing_sync)
+    with pytest.raises(StoreError, match=r"could not be written to disk .*Input/output error"):
+        await store.ingest([item("k1", job("a"))], NOW)
+    # After a write-back error nothing committed later could be trusted to be on disk.
+    with pytest.raises(StoreError, match="could not be written to disk"):
+        await store.claim("crm", "w1", 10, LEASE, NOW)
+    assert any(
+        r.levelname == "CRITICAL" and "restart the gateway" in r.getMessage()
+        for r in caplog.records
+    )
+    await store.close()  # closes cleanly; the fixture's close is then a no-op
 
 
 @pytest.mark.anyio
