@@ -12,6 +12,7 @@
     python -m bench.probes follow-up # a conversation's next message while its first is out
     python -m bench.probes drain     # a backlog's drain: CPU by thread, system calls (strace)
     python -m bench.probes wake-cost # CPU of a wake, a commit, an fsync, a hand-off at 250/s
+    python -m bench.probes write-lock # the store's write lock under wrk: held, waited (perf)
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -41,6 +42,7 @@ from bench import common as c
 from bench.b_ingest import CONVERSATIONS, WRK
 from bench.b_latency import chatapi_body
 from bench.b_startup import _prepare
+from bench.probe_lock import write_lock
 from gateway.http_transport import AsyncioTransport
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -574,6 +576,7 @@ def main() -> None:
     probes["follow-up"] = follow_up
     probes["drain"] = drain
     probes["wake-cost"] = wake_cost
+    probes["write-lock"] = write_lock
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()
