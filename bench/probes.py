@@ -495,9 +495,9 @@ def wake_cost() -> None:
     """CPU per event at 250 a second on uvloop, the rate of benchmark 7's live half, where
     each step of a message wakes a thread that was idle: a timer alone; one small
     transaction on the store's connection run on the event loop, without fsync
-    (`synchronous = NORMAL`) and with it (`FULL`, the store's setting); the same transaction
-    handed to the store's writer thread (`SQLiteStore`, as the gateway runs every store
-    call). Three rounds, alternated; the medians."""
+    (`synchronous = NORMAL`) and with it (`FULL`); the same transaction handed to the
+    store's writer thread (`SQLiteStore`, as the gateway runs every store call: committed,
+    then the WAL fdatasynced by the thread). Three rounds, alternated; the medians."""
     import sqlite3
 
     import uvloop
