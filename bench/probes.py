@@ -13,6 +13,7 @@
     python -m bench.probes drain     # a backlog's drain: CPU by thread, system calls (strace)
     python -m bench.probes wake-cost # CPU of a wake, a commit, an fsync, a hand-off at 250/s
     python -m bench.probes write-lock # the store's write lock under wrk: held, waited (perf)
+    python -m bench.probes ingest-alone # ingest with delivery held back, against the floor
 
 They print figures; nothing is written to `bench/results`. Like the benchmarks, they are
 figures of one machine at one moment: compare them with each other, not across machines.
@@ -42,6 +43,7 @@ from bench import common as c
 from bench.b_ingest import CONVERSATIONS, WRK
 from bench.b_latency import chatapi_body
 from bench.b_startup import _prepare
+from bench.probe_ingest import ingest_alone
 from bench.probe_lock import write_lock
 from gateway.http_transport import AsyncioTransport
 
@@ -577,6 +579,7 @@ def main() -> None:
     probes["drain"] = drain
     probes["wake-cost"] = wake_cost
     probes["write-lock"] = write_lock
+    probes["ingest-alone"] = ingest_alone
     parser.add_argument("probe", choices=list(probes))
     args = parser.parse_args()
     probes[args.probe]()

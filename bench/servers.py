@@ -59,7 +59,7 @@ def floor_app(db: str) -> Starlette:
     """The bare endpoint plus the one thing a gateway may not skip: a durable write.
 
     Each webhook's parsed body becomes one event row through the gateway's own store
-    (`SQLiteStore.ingest`: the writer thread, group commit, WAL, `synchronous=FULL`), no
+    (`SQLiteStore.ingest`: the writer thread, group commit, WAL and its fdatasync), no
     jobs, no delivery, before the answer: the least any "commit before 2xx" gateway does.
     """
     from contextlib import asynccontextmanager
